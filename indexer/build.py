@@ -1,0 +1,219 @@
+"""Build or extend an index: find sources → plan chips → embed → commit file groups to the store.
+
+Files are committed whole, in groups of about ``commit_chips`` chips, so a crash or Ctrl-C loses at most
+the group in flight, and a re-run skips every file already in the index without re-embedding it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from tqdm import tqdm
+
+from indexer.embed import SKIPPED, embed_chips
+from indexer.read import ChipMeta, ScenePlan, SourceError, find_sources, plan_scene, plan_windows
+from rsretrieve.models import EmbeddingModel
+from rsretrieve.store import IndexSettings, StoreWriter
+
+
+@dataclass
+class IndexOptions:
+    """How sources are cut into chips and embedded."""
+
+    chip_size: int = 224
+    overlap: int = 0
+    bands: tuple[int, ...] | None = None
+    batch_size: int = 64
+    workers: int | None = None
+    max_nodata_fraction: float = 0.5
+    commit_chips: int = 2048
+    strict: bool = False
+    rebuild: bool = False
+    retrain: bool = False
+
+
+@dataclass
+class IndexSummary:
+    """What one ``rsretrieve index`` run did."""
+
+    db: str
+    new_chips: int = 0
+    already_indexed: int = 0
+    files_indexed: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    nodata_chips: int = 0
+    total_chips: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def chips_per_second(self) -> float:
+        """Throughput of this run (new chips over wall time)."""
+        return self.new_chips / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        """JSON form for ``--json``."""
+        return {**asdict(self), "chips_per_second": round(self.chips_per_second, 2)}
+
+    def line(self) -> str:
+        """One line for people."""
+        return (
+            f"{self.new_chips} new chips from {self.files_indexed} files, {self.already_indexed} already "
+            f"indexed, {self.files_skipped} files skipped, {self.files_failed} bad files "
+            f"({self.total_chips} chips in {self.db}; {self.seconds:.1f} s, {self.chips_per_second:.1f} chips/s)"
+        )
+
+
+class BadSourceError(Exception):
+    """A bad file under ``--strict``."""
+
+
+def warn(message: str) -> None:
+    """A warning line for people, on stderr (tqdm-safe)."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def estimate_chips(paths: list[Path], chip_size: int, overlap: int) -> int:
+    """Chip count from the raster headers, for the progress bar's total and ETA."""
+    total = 0
+    for path in paths:
+        try:
+            with rasterio.open(path) as src:
+                total += len(plan_windows(src.width, src.height, chip_size, overlap))
+        except Exception:  # bad files are reported when they are planned
+            total += 1
+    return total
+
+
+def plan_groups(
+    paths: list[Path], options: IndexOptions, on_bad: Callable[[Path, str], None]
+) -> Iterator[list[ScenePlan]]:
+    """Plans of the sources, grouped into whole files of about ``commit_chips`` chips."""
+    group: list[ScenePlan] = []
+    size = 0
+    for path in paths:
+        try:
+            plan = plan_scene(path, options.chip_size, options.overlap, options.bands)
+        except SourceError as error:
+            on_bad(path, str(error))
+            continue
+        group.append(plan)
+        size += len(plan.chips)
+        if size >= options.commit_chips:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def chip_row(chip: ChipMeta) -> dict:
+    """The store's metadata row for a chip."""
+    bbox = chip.bbox or (None, None, None, None)
+    return {
+        "id": chip.id,
+        "path": chip.path,
+        **chip.window.as_dict(),
+        "crs": chip.crs,
+        "minx": bbox[0],
+        "miny": bbox[1],
+        "maxx": bbox[2],
+        "maxy": bbox[3],
+        "footprint": json.dumps(chip.footprint) if chip.footprint else None,
+        "date": chip.date,
+    }
+
+
+class ArchiveIndexer:
+    """One indexing run over some sources into one ``--db``."""
+
+    def __init__(self, model: EmbeddingModel, options: IndexOptions, summary: IndexSummary):
+        self.model = model
+        self.options = options
+        self.summary = summary
+
+    def bad_file(self, path: Path | str, reason: str) -> None:
+        """Count and report a file that cannot be indexed (fatal under --strict)."""
+        if self.options.strict:
+            raise BadSourceError(reason)
+        self.summary.files_failed += 1
+        self.summary.failures.append(reason)
+        warn(f"skipped {reason}")
+
+    def embed_group(self, plans: list[ScenePlan], progress: tqdm) -> tuple[list[dict], np.ndarray, int]:
+        """Embed a group; rows and vectors of its good files, and how many files they are."""
+        items = [(plan, chip) for plan in plans for chip in plan.chips]
+        vectors = np.zeros((len(items), self.model.dim), np.float32)
+        statuses: dict[int, str] = {}
+        options = self.options
+        for batch in embed_chips(
+            self.model, items, options.batch_size, options.workers, options.max_nodata_fraction, progress
+        ):
+            vectors[batch.indices] = batch.vectors
+            statuses.update(batch.statuses)
+        rows, keep, files = [], [], 0
+        start = 0
+        for plan in plans:
+            span = range(start, start + len(plan.chips))
+            start = span.stop
+            errors = [statuses[i] for i in span if statuses.get(i)]
+            if errors:
+                self.bad_file(plan.path, errors[0])
+                continue
+            good = [i for i in span if i not in statuses]
+            self.summary.nodata_chips += sum(1 for i in span if statuses.get(i) == SKIPPED)
+            if not good:
+                warn(f"{plan.path}: every chip is nodata or transparent; nothing to index")
+                continue
+            files += 1
+            rows.extend(chip_row(items[i][1]) for i in good)
+            keep.extend(good)
+        return rows, vectors[keep], files
+
+
+def index_archive(
+    sources: list[str],
+    db: str | Path,
+    model: EmbeddingModel,
+    options: IndexOptions | None = None,
+    settings: IndexSettings | None = None,
+    show_progress: bool = True,
+) -> IndexSummary:
+    """Index ``sources`` into ``db``; resumable, committed file group by file group."""
+    options = options or IndexOptions()
+    started = time.perf_counter()
+    paths = find_sources(sources)
+    writer = StoreWriter.open(db, model, settings, options.rebuild, options.chip_size, options.overlap)
+    summary = IndexSummary(db=str(db))
+    try:
+        counts = Counter(writer.column("path").to_pylist()) if len(writer) else Counter()
+        todo = [path for path in paths if str(path) not in counts]
+        summary.files_skipped = len(paths) - len(todo)
+        summary.already_indexed = sum(counts[str(path)] for path in paths if str(path) in counts)
+        if options.retrain:
+            writer.retrain()
+        run = ArchiveIndexer(model, options, summary)
+        total = estimate_chips(todo, options.chip_size, options.overlap)
+        with tqdm(
+            total=total, unit="chip", desc="indexing", disable=not show_progress or not todo, file=sys.stderr
+        ) as progress:
+            for plans in plan_groups(todo, options, run.bad_file):
+                rows, vectors, files = run.embed_group(plans, progress)
+                writer.append(rows, vectors, files)
+                summary.new_chips += len(rows)
+                summary.files_indexed += files
+        if summary.new_chips or options.retrain:
+            writer.finish()
+        summary.total_chips = len(writer)
+    finally:
+        writer.close()
+    summary.seconds = time.perf_counter() - started
+    return summary

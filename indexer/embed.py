@@ -1,0 +1,139 @@
+"""Embedding pipeline: chips are read and fitted in DataLoader workers, embedded in batches on the device.
+
+Workers hand uint8 tensors at the model's input size to the main process (pinned when on CUDA); the
+model normalises them on the device, under fp16 autocast on CUDA, and returns L2-normalised float32.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from indexer.read import ChipMeta, ChipReader, ScenePlan, SourceError
+from rsretrieve.images import ImageError, fit_to_model, load_rgb, to_chw
+from rsretrieve.models import EmbeddingModel
+
+SKIPPED = ""  # status of a chip that is mostly nodata
+
+
+@dataclass
+class EmbeddedBatch:
+    """Vectors for the chips at ``indices``; ``statuses`` names the others (SKIPPED or an error line)."""
+
+    indices: np.ndarray
+    vectors: np.ndarray
+    statuses: dict[int, str]
+
+
+class ChipPixels(Dataset):
+    """(index, uint8 CHW pixels or None, status) for each (scene plan, chip) pair."""
+
+    def __init__(self, items: Sequence[tuple[ScenePlan, ChipMeta]], size: int, max_nodata_fraction: float):
+        self.items = items
+        self.size = size
+        self.max_nodata_fraction = max_nodata_fraction
+        self._reader: ChipReader | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+        if self._reader is None:  # one reader per worker process, opened lazily after the fork
+            self._reader = ChipReader(self.max_nodata_fraction)
+        plan, chip = self.items[index]
+        try:
+            pixels = self._reader.read(plan, chip)
+        except SourceError as error:
+            return index, None, str(error)
+        if pixels is None:
+            return index, None, SKIPPED
+        return index, to_chw(fit_to_model(pixels, self.size)), ""
+
+    def close(self) -> None:
+        """Close the datasets held open by this process's reader."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def collate(
+    items: list[tuple[int, np.ndarray | None, str]],
+) -> tuple[list[int], torch.Tensor, dict[int, str]]:
+    """Stack the readable chips; keep the status of the others."""
+    indices = [index for index, pixels, _ in items if pixels is not None]
+    stacked = [torch.from_numpy(pixels) for _, pixels, _ in items if pixels is not None]
+    pixels = torch.stack(stacked) if stacked else torch.empty(0, dtype=torch.uint8)
+    statuses = {index: status for index, pixels, status in items if pixels is None}
+    return indices, pixels, statuses
+
+
+def default_workers(device: str) -> int:
+    """DataLoader workers: many on a GPU (decoding is the limit), few on CPU (the model is the limit)."""
+    cores = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return min(16, cores)
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
+class ImageFilePixels(Dataset):
+    """(index, uint8 CHW pixels or None, status) for plain image files, decoded with Pillow."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], size: int):
+        self.paths = paths
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+        try:
+            pixels = load_rgb(self.paths[index])
+        except ImageError as error:
+            return index, None, str(error)
+        return index, to_chw(fit_to_model(pixels, self.size)), ""
+
+
+def embed_dataset(
+    model: EmbeddingModel,
+    dataset: Dataset,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: object | None = None,
+) -> Iterator[EmbeddedBatch]:
+    """Embed a pixel dataset in order, one batch at a time; ``progress`` (a tqdm bar) advances per item."""
+    workers = default_workers(model.device) if workers is None else workers
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=model.device.startswith("cuda"),
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    for indices, pixels, statuses in loader:
+        vectors = model.encode_pixels(pixels) if len(indices) else np.empty((0, model.dim), np.float32)
+        if progress is not None:
+            progress.update(len(indices) + len(statuses))
+        yield EmbeddedBatch(np.asarray(indices, dtype=np.int64), vectors, statuses)
+
+
+def embed_chips(
+    model: EmbeddingModel,
+    items: Sequence[tuple[ScenePlan, ChipMeta]],
+    batch_size: int = 64,
+    workers: int | None = None,
+    max_nodata_fraction: float = 0.5,
+    progress: object | None = None,
+) -> Iterator[EmbeddedBatch]:
+    """Embed the chips of planned scenes in order (see ``embed_dataset``)."""
+    dataset = ChipPixels(items, model.image_size, max_nodata_fraction)
+    try:
+        yield from embed_dataset(model, dataset, batch_size, workers, progress)
+    finally:
+        dataset.close()

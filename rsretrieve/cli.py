@@ -1,0 +1,420 @@
+"""The ``rsretrieve`` command: index, query, info, models, eval, app, demo.
+
+Heavy libraries (torch, open_clip, lancedb, faiss) are imported inside the commands so that ``--help``
+answers at once. Known problems end with one ``error:`` line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+RANDOM_WEIGHTS_WARNING = "warning: random weights: results are meaningless (for tests and speed runs only)"
+
+
+class CliError(Exception):
+    """A bad argument found after parsing; one line for the user."""
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not minx,miny,maxx,maxy") from None
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"'{text}' is not minx,miny,maxx,maxy (four numbers)")
+    return values  # type: ignore[return-value]
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date YYYY-MM-DD") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=default, help="registered name or open_clip architecture")
+    group.add_argument("--checkpoint", type=Path, help="local weights file instead of the Hugging Face Hub")
+    group.add_argument(
+        "--random-weights", action="store_true", help="random weights (tests, speed runs; meaningless results)"
+    )
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    from rsretrieve import __version__
+
+    parser = argparse.ArgumentParser(prog="rsretrieve", description="Search remote-sensing imagery by text or image.")
+    parser.add_argument("--version", action="version", version=f"rsretrieve {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = commands.add_parser("index", help="index GeoTIFFs and images (resumable)")
+    index.add_argument("sources", nargs="+", help="files, folders or glob patterns")
+    index.add_argument("--db", required=True, type=Path, help="index folder (created if missing)")
+    _add_model_options(index, default=None)
+    index.add_argument("--chip-size", type=_positive_int, default=224, help="chip size in pixels (224)")
+    index.add_argument("--overlap", type=int, default=0, help="overlap between chips in pixels (0)")
+    index.add_argument("--bands", help="1-based source bands for R,G,B, e.g. 4,3,2")
+    index.add_argument("--batch-size", type=_positive_int, default=64)
+    index.add_argument("--workers", type=int, help="DataLoader workers (default: by device and cores)")
+    index.add_argument("--max-nodata", type=float, default=0.5, help="skip chips with more nodata than this")
+    index.add_argument("--index-type", choices=["auto", "flat", "ivfpq"], default="auto")
+    index.add_argument("--flat-threshold", type=_positive_int, help="auto: IVF-PQ from this many chips (50000)")
+    index.add_argument("--nprobe", type=_positive_int, help="IVF lists visited per query")
+    index.add_argument("--rebuild", action="store_true", help="start over: drop the index and re-embed")
+    index.add_argument("--retrain", action="store_true", help="retrain the FAISS index from stored vectors")
+    index.add_argument("--strict", action="store_true", help="stop at the first bad file")
+    index.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    query = commands.add_parser("query", help="search an index by text, image or chip id")
+    query.add_argument("text", nargs="?", help="text description, e.g. 'a river crossing farmland'")
+    query.add_argument("--image", type=Path, help="query image (JPEG, PNG, GeoTIFF)")
+    query.add_argument("--like", metavar="CHIP_ID", help="more like this indexed chip")
+    query.add_argument("--db", required=True, type=Path)
+    query.add_argument("-k", type=int, default=10, help="number of results (10)")
+    query.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy in WGS84 degrees (intersects)")
+    query.add_argument("--start", type=_date, help="earliest acquisition date YYYY-MM-DD")
+    query.add_argument("--end", type=_date, help="latest acquisition date YYYY-MM-DD")
+    query.add_argument("--nprobe", type=_positive_int, help="IVF lists visited (IVF-PQ indexes)")
+    _add_model_options(query, default=None)
+    output = query.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="results as a JSON list")
+    output.add_argument("--geojson", action="store_true", help="results as a GeoJSON FeatureCollection")
+
+    info = commands.add_parser("info", help="describe an index")
+    info.add_argument("--db", required=True, type=Path)
+    info.add_argument("--json", action="store_true")
+
+    models = commands.add_parser("models", help="list the registered models")
+    models.add_argument("--json", action="store_true")
+
+    _add_eval_parser(commands)
+
+    app = commands.add_parser("app", help="start the search page in the browser (Streamlit)")
+    app.add_argument("--db", type=Path, help="index folder to open")
+    app.add_argument("--port", type=_positive_int, default=8501)
+    app.add_argument("--checkpoint", type=Path, help="local weights file")
+
+    demo = commands.add_parser("demo", help="index a small real archive and run example queries")
+    demo.add_argument("sources", nargs="*", help="default: ../shared/data/geotiff next to the checkout")
+    demo.add_argument("--db", type=Path, default=Path("demo.lance"))
+    _add_model_options(demo, default="remoteclip-vit-b-32")
+    return parser
+
+
+def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser("eval", help="recall@k on RSITMD / RSICD / UCM / Sydney")
+    evaluate.add_argument("--dataset", required=True, help="rsitmd, rsicd, ucm or sydney")
+    evaluate.add_argument("--root", required=True, type=Path, help="folder with the images and annotations")
+    evaluate.add_argument("--annotations", type=Path, help="annotation file (default: found under --root)")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--index", choices=["exact", "ann", "both"], default="both")
+    evaluate.add_argument("--out", type=Path, help="write the result JSON here")
+    evaluate.add_argument("--allow-missing", action="store_true", help="evaluate without missing images")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=64)
+    evaluate.add_argument("--workers", type=int)
+    _add_model_options(evaluate, default="remoteclip-vit-b-32")
+
+
+def _load_model(args: argparse.Namespace, name: str):
+    from rsretrieve.models import load_model
+
+    if args.random_weights:
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+    return load_model(name, args.checkpoint, args.device, args.random_weights)
+
+
+def _bands(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        bands = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise CliError(f"--bands '{text}' is not a list of band numbers like 4,3,2") from None
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise CliError(f"--bands takes one or three 1-based band numbers (got '{text}')")
+    return bands
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Index sources into --db."""
+    from indexer.build import IndexOptions, index_archive
+    from rsretrieve.store import IndexSettings, Manifest
+
+    if not 0 <= args.overlap < args.chip_size:
+        raise CliError(f"--overlap must be between 0 and chip size - 1 (got {args.overlap})")
+    if not 0 <= args.max_nodata <= 1:
+        raise CliError("--max-nodata is a fraction between 0 and 1")
+    name = args.model
+    if name is None:
+        existing = args.db / "manifest.json"
+        name = Manifest.read(args.db).model if existing.is_file() and not args.rebuild else None
+    from rsretrieve.models import DEFAULT_MODEL
+
+    model = _load_model(args, name or DEFAULT_MODEL)
+    options = IndexOptions(
+        chip_size=args.chip_size,
+        overlap=args.overlap,
+        bands=_bands(args.bands),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        max_nodata_fraction=args.max_nodata,
+        strict=args.strict,
+        rebuild=args.rebuild,
+        retrain=args.retrain,
+    )
+    settings = IndexSettings(kind=args.index_type, nprobe=args.nprobe)
+    if args.flat_threshold:
+        settings.flat_threshold = args.flat_threshold
+    summary = index_archive(args.sources, args.db, model, options, settings, show_progress=not args.quiet)
+    print(summary.line(), file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+def _searcher(args: argparse.Namespace):
+    from rsretrieve.search import Searcher
+    from rsretrieve.store import Manifest
+
+    manifest = Manifest.read(args.db)
+    random_weights = args.random_weights or (args.checkpoint is None and manifest.checkpoint.startswith("random-seed"))
+    if random_weights:
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+    return Searcher(
+        args.db,
+        model_name=args.model,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        random_weights=random_weights,
+        nprobe=args.nprobe,
+    )
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """Search --db and print the results."""
+    from rsretrieve.search import Filters, to_geojson
+
+    asked = [name for name in ("text", "image", "like") if getattr(args, name) is not None]
+    if len(asked) != 1:
+        raise CliError("give exactly one query: TEXT, --image PATH or --like CHIP_ID")
+    if args.k < 1:
+        raise CliError(f"-k must be at least 1 (got {args.k})")
+    filters = Filters(args.bbox, args.start, args.end)
+    if args.image is not None and not args.image.is_file():
+        raise CliError(f"query image not found: {args.image}")
+    searcher = _searcher(args)
+    if args.text is not None:
+        results = searcher.text(args.text, args.k, filters)
+    elif args.image is not None:
+        results = searcher.image(args.image, args.k, filters)
+    else:
+        results = searcher.like(args.like, args.k, filters)
+    if args.json:
+        print(json.dumps([result.record() for result in results], indent=2))
+    elif args.geojson:
+        print(json.dumps(to_geojson(results)))
+    else:
+        print_results(results, searcher.last_seconds)
+    return 0
+
+
+def print_results(results: Sequence, seconds: float) -> None:
+    """A table for people."""
+    if not results:
+        print("no results")
+        return
+    print(f"{'#':>3}  {'score':>6}  {'chip id':16}  {'date':10}  {'bbox (WGS84)':38}  source [col,row,w,h]")
+    for rank, result in enumerate(results, 1):
+        bbox = ",".join(f"{value:.4f}" for value in result.bbox) if result.bbox else "-"
+        window = result.window
+        where = f"{result.path} [{window['col_off']},{window['row_off']},{window['width']},{window['height']}]"
+        print(f"{rank:>3}  {result.score:6.3f}  {result.id:16}  {result.date or '-':10}  {bbox:38}  {where}")
+    print(f"{len(results)} results in {seconds * 1000:.0f} ms (search only)", file=sys.stderr)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Describe --db."""
+    from rsretrieve.store import ChipStore
+
+    info = ChipStore(args.db).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    index = info["index"]
+    details = ", ".join(f"{key}={index[key]}" for key in ("nlist", "m", "nprobe") if index.get(key))
+    lines = [
+        ("index", info["db"]),
+        ("model", f"{info['model']} ({info['architecture']}, checkpoint {info['checkpoint']}, dim {info['dim']})"),
+        ("chips", f"{info['rows']} rows, {info['unique_ids']} unique ids, {info['index_vectors']} in FAISS"),
+        ("files", info["files"]),
+        ("faiss", f"{info['index_type']} {details} ({index.get('bytes_per_vector')} bytes/vector)"),
+        ("chip size", f"{info['chip_size']} px, overlap {info['overlap']} px"),
+        ("created", info["created"]),
+        ("updated", info["updated"]),
+    ]
+    for key, value in lines:
+        print(f"{key:>10}: {value}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List registered models."""
+    from rsretrieve.models import MODELS, cached_weights, embedding_dim
+
+    rows = [
+        {
+            "name": spec.name,
+            "architecture": spec.architecture,
+            "dim": embedding_dim(spec),
+            "weights": f"{spec.hf_repo}/{spec.hf_filename}" if spec.hf_repo else None,
+            "cached": cached_weights(spec) is not None,
+            "description": spec.description,
+        }
+        for spec in MODELS.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':26} {'architecture':24} {'dim':>5}  {'cached':6}  weights")
+    for row in rows:
+        cached = "yes" if row["cached"] else "no"
+        print(f"{row['name']:26} {row['architecture']:24} {row['dim']:>5}  {cached:6}  {row['weights'] or '-'}")
+    print("any other open_clip architecture works with --checkpoint PATH", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Recall@k of a model on a retrieval benchmark."""
+    from rsretrieve.evaluation.run import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Start the Streamlit page bound to 127.0.0.1."""
+    import subprocess
+
+    page = Path(__file__).resolve().parent.parent / "app" / "search_page.py"
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(page),
+        "--server.address", "127.0.0.1", "--server.port", str(args.port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--",
+    ]  # fmt: skip
+    if args.db:
+        command += ["--db", str(args.db)]
+    if args.checkpoint:
+        command += ["--checkpoint", str(args.checkpoint)]
+    print(f"rsretrieve search page: http://127.0.0.1:{args.port}", file=sys.stderr)
+    return subprocess.call(command)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Index a small real archive and run example queries (random weights when the real ones are out of reach)."""
+    from rsretrieve.models import ModelError, load_model
+
+    sources = args.sources or [str(Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff")]
+    try:
+        load_model(args.model, args.checkpoint, args.device, args.random_weights)
+    except ModelError as error:
+        print(f"note: {error}", file=sys.stderr)
+        print("note: running the demo with random weights instead (the results are meaningless)", file=sys.stderr)
+        args.random_weights = True
+    common = ["--db", str(args.db), "--device", args.device]
+    if args.random_weights:
+        common.append("--random-weights")
+    elif args.checkpoint:
+        common += ["--checkpoint", str(args.checkpoint)]
+    steps = [
+        ["index", *sources, "--model", args.model, *common],
+        ["info", "--db", str(args.db)],
+        ["query", "a river crossing farmland", "-k", "5", *common],
+        ["query", "farmland", "-k", "3", "--start", "2015-01-01", "--end", "2020-12-31", *common],
+    ]
+    for step in steps:
+        print(f"\n$ rsretrieve {' '.join(step)}", file=sys.stderr)
+        code = main(step)
+        if code:
+            return code
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "index": cmd_index,
+    "query": cmd_query,
+    "info": cmd_info,
+    "models": cmd_models,
+    "eval": cmd_eval,
+    "app": cmd_app,
+    "demo": cmd_demo,
+}
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is a complete one-line explanation for the user."""
+    from indexer.build import BadSourceError
+    from indexer.read import SourceError
+    from rsretrieve.images import ImageError
+    from rsretrieve.models import ModelError
+    from rsretrieve.search import QueryError
+    from rsretrieve.store import StoreError
+
+    errors: list[type[BaseException]] = [
+        CliError, BadSourceError, SourceError, ImageError, ModelError, QueryError, StoreError,
+    ]  # fmt: skip
+    try:
+        from rsretrieve.evaluation.datasets import BenchmarkError
+
+        errors.append(BenchmarkError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rsretrieve`` console script."""
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("RUST_LOG", "error")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted: committed work is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if os.environ.get("RSRETRIEVE_DEBUG"):
+            raise
+        if isinstance(error, known_errors()):
+            print(f"error: {error}", file=sys.stderr)
+        else:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            print(
+                f"error: unexpected {type(error).__name__}: {detail} (set RSRETRIEVE_DEBUG=1 for a traceback)",
+                file=sys.stderr,
+            )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

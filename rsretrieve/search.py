@@ -1,0 +1,253 @@
+"""Query side: ``Searcher`` answers text, image and "more like this" queries over one index.
+
+Filters (bbox intersects, date range) run as LanceDB SQL on indexed columns; the matching fids then
+restrict FAISS, or, when they are few, are scored exactly from the stored vectors. IVF-PQ candidates
+(k × ``rerank_factor``) are re-ranked exactly, so every score shown is a true cosine similarity.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsretrieve import ann
+from rsretrieve.store import ChipStore, StoreError, check_same_model
+
+DEFAULT_RERANK_FACTOR = 10
+EXACT_FILTER_LIMIT = 4096  # at most this many matching chips are scored exactly instead of through FAISS
+
+
+class QueryError(Exception):
+    """A query that cannot be run; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Bounding box in WGS84 (intersects) and an inclusive acquisition-date range."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    start: date | None = None
+    end: date | None = None
+
+    def __post_init__(self) -> None:
+        if self.bbox is not None:
+            check_bbox(self.bbox)
+        if self.start and self.end and self.start > self.end:
+            raise QueryError(f"start date {self.start} is after end date {self.end}")
+
+    def where(self) -> str | None:
+        """The SQL filter, or None when there is nothing to filter."""
+        clauses = []
+        if self.bbox is not None:
+            minx, miny, maxx, maxy = self.bbox
+            clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
+        if self.start is not None:
+            clauses.append(f"date >= date '{self.start.isoformat()}'")
+        if self.end is not None:
+            clauses.append(f"date <= date '{self.end.isoformat()}'")
+        return " AND ".join(clauses) or None
+
+
+def check_bbox(bbox: tuple[float, ...]) -> None:
+    """Raise QueryError unless bbox is (minx, miny, maxx, maxy) in WGS84 degrees with min ≤ max."""
+    if len(bbox) != 4 or not all(math.isfinite(value) for value in bbox):
+        raise QueryError("bbox must be four finite numbers: minx,miny,maxx,maxy")
+    minx, miny, maxx, maxy = bbox
+    if minx > maxx or miny > maxy:
+        raise QueryError(f"bbox min must not exceed max: got {minx},{miny},{maxx},{maxy}")
+    if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
+        raise QueryError("bbox is out of range: longitudes within ±180, latitudes within ±90 (WGS84)")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One matching chip. ``record()`` gives the fields of ``--json`` and of GeoJSON properties."""
+
+    score: float
+    id: str
+    path: str
+    window: dict[str, int]
+    bbox: list[float] | None
+    date: str | None
+    crs: str | None
+    footprint: dict | None
+
+    def record(self) -> dict[str, Any]:
+        """Machine-readable fields (the footprint goes to the GeoJSON geometry instead)."""
+        return {
+            "score": self.score,
+            "id": self.id,
+            "path": self.path,
+            "window": self.window,
+            "bbox": self.bbox,
+            "date": self.date,
+            "crs": self.crs,
+        }
+
+
+def to_geojson(results: list[SearchResult]) -> dict[str, Any]:
+    """A FeatureCollection of result footprints (null geometry for chips without georeference)."""
+    features = [
+        {"type": "Feature", "id": result.id, "geometry": result.footprint, "properties": result.record()}
+        for result in results
+    ]
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _results_from_rows(rows: Any, scores: np.ndarray) -> list[SearchResult]:
+    import json
+
+    results = []
+    for row, score in zip(rows.to_pylist(), scores, strict=True):
+        has_bbox = row["minx"] is not None
+        results.append(
+            SearchResult(
+                score=round(float(score), 6),
+                id=row["id"],
+                path=row["path"],
+                window={key: row[key] for key in ("col_off", "row_off", "width", "height")},
+                bbox=[row["minx"], row["miny"], row["maxx"], row["maxy"]] if has_bbox else None,
+                date=row["date"].isoformat() if row["date"] else None,
+                crs=row["crs"],
+                footprint=json.loads(row["footprint"]) if row["footprint"] else None,
+            )
+        )
+    return results
+
+
+class Searcher:
+    """Loads the index's model once and answers queries; reopens the index when a writer commits."""
+
+    def __init__(
+        self,
+        db: str | Path,
+        model: Any = None,
+        *,
+        model_name: str | None = None,
+        checkpoint: str | Path | None = None,
+        device: str = "auto",
+        random_weights: bool = False,
+        rerank_factor: int = DEFAULT_RERANK_FACTOR,
+        nprobe: int | None = None,
+    ):
+        self.db = Path(db)
+        self.store = ChipStore(self.db)
+        manifest = self.store.manifest
+        if model is None:
+            from rsretrieve.models import load_model
+
+            check_same_model(manifest, model_name or manifest.model, None, self.db)
+            model = load_model(manifest.model, checkpoint, device, random_weights)
+        check_same_model(manifest, model.name, model.checkpoint, self.db)
+        self.model = model
+        self.rerank_factor = rerank_factor
+        self.nprobe = nprobe
+        self.last_seconds = 0.0
+
+    def refresh(self) -> None:
+        """Switch to the newest committed version if a writer has committed since."""
+        if self.store.changed_on_disk():
+            for attempt in range(5):
+                try:
+                    self.store = ChipStore(self.db)
+                    return
+                except StoreError:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.05)
+
+    # -- query vectors --------------------------------------------------------------------------
+    def text_vector(self, text: str) -> np.ndarray:
+        """Embedding of a text query."""
+        if not text.strip():
+            raise QueryError("the text query is empty")
+        return self.model.encode_text([text])[0]
+
+    def image_vector(self, image: str | Path | np.ndarray) -> np.ndarray:
+        """Embedding of an image file (JPEG/PNG/GeoTIFF...) or an (H, W, 3) uint8 array."""
+        pixels = image if isinstance(image, np.ndarray) else read_query_image(Path(image))
+        return self.model.encode_images([pixels])[0]
+
+    def chip_vector(self, chip_id: str) -> np.ndarray:
+        """Stored embedding of an indexed chip ("more like this")."""
+        self.refresh()
+        fid = self.store.fid_of(chip_id)
+        if fid is None:
+            raise QueryError(f"no chip with id '{chip_id}' in {self.db}")
+        return self.store.vectors([fid])[0]
+
+    # -- search ---------------------------------------------------------------------------------
+    def text(self, text: str, k: int = 10, filters: Filters | None = None) -> list[SearchResult]:
+        """Chips matching a text description."""
+        return self.search(self.text_vector(text), k, filters)
+
+    def image(self, image: str | Path | np.ndarray, k: int = 10, filters: Filters | None = None) -> list[SearchResult]:
+        """Chips that look like an image."""
+        return self.search(self.image_vector(image), k, filters)
+
+    def like(self, chip_id: str, k: int = 10, filters: Filters | None = None) -> list[SearchResult]:
+        """Chips that look like an indexed chip (the chip itself comes first)."""
+        return self.search(self.chip_vector(chip_id), k, filters)
+
+    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None) -> list[SearchResult]:
+        """The k best chips for a query vector, among those passing ``filters``."""
+        if k < 1:
+            raise QueryError(f"k must be at least 1 (got {k})")
+        started = time.perf_counter()
+        self.refresh()
+        query = np.asarray(vector, np.float32).reshape(1, -1)
+        scores, fids = self._ranked(query, k, (filters or Filters()).where())
+        results = _results_from_rows(self.store.rows(fids), scores)
+        self.last_seconds = time.perf_counter() - started
+        return results
+
+    def _ranked(self, query: np.ndarray, k: int, where: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and fids of the k best, best first."""
+        store = self.store
+        if len(store) == 0:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        allowed = None
+        if where is not None:
+            allowed = store.where_fids(where)
+            if len(allowed) <= EXACT_FILTER_LIMIT:
+                return self._exact(query, allowed, k)
+        approximate = ann.describe(store.index)["index_type"] != "flat"
+        fetch = k * self.rerank_factor if approximate else k
+        scores, fids = ann.search(store.index, query, fetch, nprobe=self.nprobe, allowed_ids=allowed)
+        fids = fids[0][fids[0] >= 0]
+        if approximate:
+            return self._exact(query, fids, k)
+        return scores[0][: len(fids)], fids
+
+    def _exact(self, query: np.ndarray, fids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(fids) == 0:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        scores, ids = ann.exact_search(self.store.vectors(fids), np.asarray(fids, np.int64), query, k)
+        keep = ids[0] >= 0
+        return scores[0][keep], ids[0][keep]
+
+
+def read_query_image(path: Path) -> np.ndarray:
+    """Pixels of a query image, read exactly as the indexer reads a chip (one chip for the whole image)."""
+    from indexer.read import ChipReader, SourceError, plan_scene
+
+    if not path.is_file():
+        raise QueryError(f"query image not found: {path}")
+    try:
+        plan = plan_scene(path, chip_size=1 << 30)
+        reader = ChipReader(max_nodata_fraction=1.0)
+        try:
+            pixels = reader.read(plan, plan.chips[0])
+        finally:
+            reader.close()
+    except SourceError as error:
+        raise QueryError(f"cannot read query image: {error}") from error
+    if pixels is None:
+        raise QueryError(f"query image has no valid pixels: {path}")
+    return pixels

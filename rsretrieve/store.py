@@ -1,0 +1,520 @@
+"""The index on disk: a LanceDB table ``chips`` (metadata + vectors), a FAISS file and ``manifest.json``.
+
+Layout of a ``--db`` folder::
+
+    manifest.json          model, dim, count, committed LanceDB version, current FAISS file
+    chips.lance/           LanceDB table: one row per chip, ``fid`` = row offset = FAISS id
+    index-<version>.faiss  FAISS index matching LanceDB version <version>
+    write.lock             pid of the indexer writing now (absent otherwise)
+
+Commit protocol (one batch): append rows to LanceDB (new version V) → write ``index-V.faiss`` (tmp + rename)
+→ replace ``manifest.json`` (tmp + rename). The manifest is written last: readers open the LanceDB version
+and the FAISS file it names, so they always see a whole batch or none of it, and a crash before the
+manifest leaves rows that the next writer rolls back (``restore``) before appending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+os.environ.setdefault("RUST_LOG", "error")
+os.environ.setdefault("LANCEDB_LOG", "error")
+
+import lancedb
+
+from rsretrieve import ann
+
+FORMAT_VERSION = 1
+TABLE = "chips"
+MANIFEST = "manifest.json"
+LOCK = "write.lock"
+METADATA_COLUMNS = [
+    "fid", "id", "path", "col_off", "row_off", "width", "height", "crs",
+    "minx", "miny", "maxx", "maxy", "footprint", "date",
+]  # fmt: skip
+INDEXED_COLUMNS = ("fid", "minx", "miny", "maxx", "maxy", "date")
+
+
+class StoreError(Exception):
+    """A problem with an index folder; the message is one line for the user."""
+
+
+def chip_schema(dim: int) -> pa.Schema:
+    """Arrow schema of the ``chips`` table."""
+    return pa.schema(
+        [
+            ("fid", pa.int64()),
+            ("id", pa.string()),
+            ("path", pa.string()),
+            ("col_off", pa.int32()),
+            ("row_off", pa.int32()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("crs", pa.string()),
+            ("minx", pa.float64()),
+            ("miny", pa.float64()),
+            ("maxx", pa.float64()),
+            ("maxy", pa.float64()),
+            ("footprint", pa.string()),
+            ("date", pa.date32()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Manifest:
+    """What an index was built with and which versions of its two stores belong together."""
+
+    model: str
+    architecture: str
+    checkpoint: str
+    dim: int
+    count: int = 0
+    files: int = 0
+    lance_version: int = 0
+    index_file: str | None = None
+    index: dict[str, Any] = field(default_factory=dict)
+    chip_size: int | None = None
+    overlap: int | None = None
+    format_version: int = FORMAT_VERSION
+    created: str = field(default_factory=_now)
+    updated: str = field(default_factory=_now)
+
+    @classmethod
+    def read(cls, db: Path) -> Manifest:
+        """Load and validate ``db/manifest.json``."""
+        if not db.exists():
+            raise StoreError(f"index not found: {db} (build one with `rsretrieve index SOURCES --db {db}`)")
+        path = db / MANIFEST
+        if not path.is_file():
+            raise StoreError(f"{db} is not an rsretrieve index (no {MANIFEST})")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise StoreError(f"{path}: unreadable manifest ({error})") from error
+        version = data.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise StoreError(
+                f"{db} was written by a newer rsretrieve (format {version}, this one reads ≤ {FORMAT_VERSION})"
+            )
+        known = {name for name in cls.__dataclass_fields__}
+        try:
+            return cls(**{key: value for key, value in data.items() if key in known})
+        except TypeError as error:
+            raise StoreError(f"{path}: incomplete manifest ({error})") from error
+
+    def write(self, db: Path) -> None:
+        """Atomically replace ``db/manifest.json``."""
+        self.updated = _now()
+        atomic_write_text(db / MANIFEST, json.dumps(asdict(self), indent=2))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _sql_list(values: list[int]) -> str:
+    return ", ".join(str(int(value)) for value in values)
+
+
+class ChipStore:
+    """Read-only view of an index at its committed version."""
+
+    def __init__(self, db: str | Path):
+        self.db = Path(db)
+        self.manifest = Manifest.read(self.db)
+        self._manifest_mtime = (self.db / MANIFEST).stat().st_mtime_ns
+        self.table = self._open_table()
+        self._index: Any = None
+
+    def _open_table(self) -> Any:
+        if self.manifest.count == 0 and self.manifest.lance_version == 0:
+            return None
+        try:
+            table = lancedb.connect(self.db).open_table(TABLE)
+            table.checkout(self.manifest.lance_version)
+        except Exception as error:
+            raise StoreError(f"{self.db}: cannot open the chips table ({error})") from error
+        return table
+
+    @property
+    def index(self) -> Any:
+        """The FAISS index of the committed version, loaded on first use."""
+        if self._index is None:
+            if self.manifest.index_file is None:
+                self._index = ann.new_index(self.manifest.dim, ann.choose_params(0, self.manifest.dim))
+            else:
+                try:
+                    self._index = ann.read_index(self.db / self.manifest.index_file)
+                except ann.AnnIndexError as error:
+                    raise StoreError(str(error)) from error
+        return self._index
+
+    def changed_on_disk(self) -> bool:
+        """Whether a writer has committed a newer version since this view was opened."""
+        try:
+            return (self.db / MANIFEST).stat().st_mtime_ns != self._manifest_mtime
+        except OSError:
+            return False
+
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    def rows(self, fids: np.ndarray | list[int], columns: list[str] | None = None) -> pa.Table:
+        """Rows for ``fids`` in the given order (columns default to the metadata)."""
+        columns = columns or METADATA_COLUMNS
+        fids = [int(fid) for fid in fids]
+        if not fids or self.table is None:
+            return pa.table({name: [] for name in columns})
+        wanted = columns if "fid" in columns else ["fid", *columns]
+        found = self.table.take_offsets(sorted(set(fids))).select(wanted).to_arrow()
+        position = {fid: row for row, fid in enumerate(found.column("fid").to_pylist())}
+        return found.take([position[fid] for fid in fids]).select(columns)
+
+    def vectors(self, fids: np.ndarray | list[int]) -> np.ndarray:
+        """Stored float32 vectors for ``fids``, in order."""
+        table = self.rows(fids, ["vector"])
+        if table.num_rows == 0:
+            return np.empty((0, self.manifest.dim), np.float32)
+        flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+        return flat.reshape(-1, self.manifest.dim).astype(np.float32, copy=False)
+
+    def where_fids(self, where: str) -> np.ndarray:
+        """fids of the rows matching an SQL filter."""
+        if self.table is None:
+            return np.empty(0, np.int64)
+        result = self.table.search().where(where).select(["fid"]).limit(None).to_arrow()
+        return np.sort(result.column("fid").to_numpy())
+
+    def fid_of(self, chip_id: str) -> int | None:
+        """fid of a chip id, or None."""
+        if self.table is None or not chip_id.isalnum():
+            return None
+        found = self.where_fids(f"id = '{chip_id}'")
+        return int(found[0]) if len(found) else None
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One column of the whole table."""
+        if self.table is None:
+            return pa.chunked_array([], pa.string())
+        return self.table.search().select([name]).limit(None).to_arrow().column(name)
+
+    def indexed_paths(self) -> set[str]:
+        """Source files that have chips in the index."""
+        return set(self.column("path").unique().to_pylist())
+
+    def info(self) -> dict[str, Any]:
+        """Counts and settings for ``rsretrieve info``; rows == unique_ids == index_vectors when healthy."""
+        rows = self.table.count_rows() if self.table is not None else 0
+        described = ann.describe(self.index)
+        return {
+            "db": str(self.db),
+            "model": self.manifest.model,
+            "architecture": self.manifest.architecture,
+            "checkpoint": self.manifest.checkpoint,
+            "dim": self.manifest.dim,
+            "rows": rows,
+            "unique_ids": len(self.column("id").unique()) if rows else 0,
+            "index_vectors": described["ntotal"],
+            "manifest_count": self.manifest.count,
+            "files": self.manifest.files,
+            "index_type": described["index_type"],
+            "index": described,
+            "chip_size": self.manifest.chip_size,
+            "overlap": self.manifest.overlap,
+            "lance_version": self.manifest.lance_version,
+            "format_version": self.manifest.format_version,
+            "created": self.manifest.created,
+            "updated": self.manifest.updated,
+        }
+
+
+class WriteLock:
+    """An exclusive lock file holding the writer's pid; a stale lock of a dead process is taken over."""
+
+    def __init__(self, db: Path):
+        self.path = db / LOCK
+        self.held = False
+
+    def acquire(self) -> None:
+        """Take the lock or raise StoreError naming the process that holds it."""
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _alive(owner):
+                    raise StoreError(
+                        f"{self.path.parent} is being written by another indexer (pid {owner}); "
+                        f"wait for it to finish, or remove {self.path} if that process is gone"
+                    ) from None
+                print(f"warning: taking over a stale lock of dead process {owner}", file=sys.stderr)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{os.getpid()}\n")
+            self.held = True
+            return
+        raise StoreError(f"could not take the lock {self.path}")
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def release(self) -> None:
+        """Remove the lock file if this process holds it."""
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class IndexSettings:
+    """How the FAISS index is chosen when the writer builds or rebuilds it."""
+
+    kind: str = "auto"
+    flat_threshold: int = ann.DEFAULT_FLAT_THRESHOLD
+    nprobe: int | None = None
+
+
+class StoreWriter(ChipStore):
+    """The single writer of an index: appends committed batch by batch (see the module docstring)."""
+
+    def __init__(self, db: Path, settings: IndexSettings):
+        super().__init__(db)
+        self.settings = settings
+        self._roll_back_uncommitted()
+
+    @classmethod
+    def open(
+        cls,
+        db: str | Path,
+        model: Any,
+        settings: IndexSettings | None = None,
+        rebuild: bool = False,
+        chip_size: int | None = None,
+        overlap: int | None = None,
+    ) -> StoreWriter:
+        """Open (or create) ``db`` for writing with ``model``; takes the write lock."""
+        db = Path(db)
+        settings = settings or IndexSettings()
+        try:
+            db.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create index folder {db}: {error.strerror}") from error
+        if any(db.iterdir()) and not (db / MANIFEST).exists() and not (db / LOCK).exists():
+            raise StoreError(f"{db} exists and is not an rsretrieve index; choose another --db")
+        lock = WriteLock(db)
+        try:
+            lock.acquire()
+        except PermissionError as error:
+            raise StoreError(f"{db} is not writable ({error.strerror})") from error
+        try:
+            writer = cls._open_locked(db, model, settings, rebuild, chip_size, overlap)
+        except BaseException:
+            lock.release()
+            raise
+        writer.lock = lock
+        return writer
+
+    @classmethod
+    def _open_locked(
+        cls,
+        db: Path,
+        model: Any,
+        settings: IndexSettings,
+        rebuild: bool,
+        chip_size: int | None,
+        overlap: int | None,
+    ) -> StoreWriter:
+        fresh = Manifest(model.name, model.architecture, model.checkpoint, model.dim)
+        fresh.chip_size, fresh.overlap = chip_size, overlap
+        if (db / MANIFEST).exists() and not rebuild:
+            existing = Manifest.read(db)
+            check_same_model(existing, model.name, model.checkpoint, db)
+            if chip_size is not None and existing.chip_size not in (None, chip_size):
+                raise StoreError(f"{db} was built with --chip-size {existing.chip_size}; use it again or --rebuild")
+        else:
+            if rebuild and (db / MANIFEST).exists():
+                fresh.created = Manifest.read(db).created
+            lancedb.connect(db).drop_table(TABLE, ignore_missing=True)
+            fresh.write(db)
+        return cls(db, settings)
+
+    def _roll_back_uncommitted(self) -> None:
+        """Undo LanceDB versions written after the manifest's (a crash between the two commits)."""
+        connection = lancedb.connect(self.db)
+        if TABLE not in connection.table_names():
+            self.table = None
+            return
+        table = connection.open_table(TABLE)
+        if table.version != self.manifest.lance_version:
+            if self.manifest.lance_version == 0:
+                connection.drop_table(TABLE)
+                self.table = None
+                return
+            print(
+                f"warning: rolling back an interrupted batch in {self.db} "
+                f"(table version {table.version} → {self.manifest.lance_version})",
+                file=sys.stderr,
+            )
+            table.restore(self.manifest.lance_version)
+        self.table = table
+
+    def append(self, rows: list[dict[str, Any]], vectors: np.ndarray, new_files: int) -> None:
+        """Commit one batch of chips (all of some files) atomically."""
+        if not rows:
+            return
+        start = self.manifest.count
+        fids = np.arange(start, start + len(rows), dtype=np.int64)
+        columns = {name: [row.get(name) for row in rows] for name in METADATA_COLUMNS}
+        columns["fid"] = fids
+        columns["vector"] = list(vectors.astype(np.float32))
+        self._write_table(pa.Table.from_pydict(columns, schema=chip_schema(self.manifest.dim)))
+        self.manifest.count += len(rows)
+        self.manifest.files += new_files
+        if self._needs_new_index(growth=1):
+            self._build_index()
+        else:
+            ann.add(self.index, vectors, fids)
+        self._commit()
+
+    def _write_table(self, batch: pa.Table) -> None:
+        try:
+            if self.table is None:
+                self.table = lancedb.connect(self.db).create_table(TABLE, batch, mode="overwrite")
+            else:
+                self.table.add(batch)
+        except OSError as error:
+            raise StoreError(f"cannot write to {self.db}: {error}") from error
+
+    def _wanted_params(self) -> ann.IndexParams:
+        settings = self.settings
+        return ann.choose_params(
+            self.manifest.count, self.manifest.dim, settings.kind, settings.flat_threshold, settings.nprobe
+        )
+
+    def _needs_new_index(self, growth: int) -> bool:
+        """Whether the index kind should change, or IVF lists are ``growth``× too few for the archive."""
+        wanted, current = self._wanted_params(), ann.describe(self.index)
+        if wanted.kind != current["index_type"] or not self.index.is_trained:
+            return True
+        return wanted.kind == "ivfpq" and wanted.nlist >= growth * current["nlist"] > current["nlist"]
+
+    def finish(self) -> None:
+        """End of a run: retrain IVF-PQ if the archive outgrew it (4× the lists), refresh scalar indexes."""
+        if self.table is None:
+            return
+        if self._needs_new_index(growth=4):
+            self._build_index()
+        for column in INDEXED_COLUMNS:
+            self.table.create_index(column, config=BTree(), replace=True)
+        self._commit()
+
+    def _build_index(self) -> None:
+        """Train a new index of the wanted kind on a sample of the stored vectors and add them all."""
+        params = self._wanted_params()
+        index = ann.new_index(self.manifest.dim, params)
+        sample_size = min(self.manifest.count, ann.max_training_samples(params))
+        sample = np.sort(np.random.default_rng(0).choice(self.manifest.count, sample_size, replace=False))
+        ann.train(index, self.vectors(sample))
+        for start in range(0, self.manifest.count, 65536):
+            fids = np.arange(start, min(start + 65536, self.manifest.count), dtype=np.int64)
+            ann.add(index, self.vectors(fids), fids)
+        self._index = index
+
+    def retrain(self) -> None:
+        """Retrain the FAISS index from the stored vectors and commit it."""
+        if self.table is not None:
+            self._build_index()
+            self._commit()
+
+    def _commit(self) -> None:
+        """Write the FAISS file for the current table version, then the manifest, then tidy old files."""
+        version = self.table.version
+        name = f"index-{version}.faiss"
+        try:
+            ann.write_index(self.index, self.db / name)
+            previous = self.manifest.index_file
+            self.manifest.lance_version = version
+            self.manifest.index_file = name
+            self.manifest.index = ann.describe(self.index)
+            self.manifest.write(self.db)
+        except OSError as error:
+            raise StoreError(f"cannot write to {self.db}: {error.strerror or error}") from error
+        self._manifest_mtime = (self.db / MANIFEST).stat().st_mtime_ns
+        self._remove_stale_index_files(keep={name, previous})
+
+    def _remove_stale_index_files(self, keep: set[str | None]) -> None:
+        """Delete FAISS files older than the previous commit (readers may still be loading that one)."""
+        cutoff = time.time() - 60
+        for path in self.db.glob("index-*.faiss"):
+            if path.name not in keep and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Release the write lock."""
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
+
+
+def check_same_model(manifest: Manifest, model: str, checkpoint: str | None, db: Path) -> None:
+    """Refuse to mix embeddings of two models in one index or to query an index with another model."""
+    if manifest.model != model:
+        raise StoreError(
+            f"{db} was built with model '{manifest.model}', not '{model}'; "
+            f"use --model {manifest.model} (or --rebuild to start over)"
+        )
+    if checkpoint is not None and manifest.checkpoint != checkpoint:
+        raise StoreError(
+            f"{db} was built with other weights of '{model}' (checkpoint {manifest.checkpoint}, "
+            f"these are {checkpoint}); use the same --checkpoint or --rebuild"
+        )

@@ -1,0 +1,116 @@
+"""Shared fixtures: seeded synthetic GeoTIFFs (torchgeo style) and the real data folder."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RUST_LOG", "error")
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning
+
+SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+
+
+def random_pixels(count: int, height: int, width: int, dtype: str, seed: int) -> np.ndarray:
+    """Seeded random pixels spanning a typical range for the dtype."""
+    rng = np.random.default_rng(seed)
+    kind = np.dtype(dtype).kind
+    if kind == "f":
+        return rng.uniform(0.0, 1.0, (count, height, width)).astype(dtype)
+    high = 256 if dtype == "uint8" else 10_000
+    low = 1 if kind == "u" else -1000  # keep 0 free for nodata in unsigned rasters
+    return rng.integers(low, high, (count, height, width)).astype(dtype)
+
+
+def default_transform(crs: str | None) -> Affine:
+    """A plausible north-up transform: 1e-4 degree pixels for geographic CRSs, 10 m otherwise."""
+    if crs is None:
+        return Affine.identity()
+    if CRS.from_user_input(crs).is_geographic:
+        return Affine(1e-4, 0.0, -75.0, 0.0, -1e-4, 40.0)
+    return Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_500_000.0)
+
+
+def border_alpha(height: int, width: int) -> np.ndarray:
+    """Alpha band: opaque inside, transparent in a frame a quarter of the size wide."""
+    alpha = np.zeros((height, width), np.uint8)
+    alpha[height // 4 : height - height // 4, width // 4 : width - width // 4] = 255
+    return alpha
+
+
+def colour_interp(count: int, alpha: bool) -> list[ColorInterp]:
+    """R, G, B (+ undefined extra bands) or gray, then alpha when there is one."""
+    colour = [ColorInterp.red, ColorInterp.green, ColorInterp.blue] if count >= 3 else [ColorInterp.gray]
+    colour += [ColorInterp.undefined] * (count - len(colour))
+    return colour + ([ColorInterp.alpha] if alpha else [])
+
+
+def write_geotiff(
+    path: str | Path,
+    width: int,
+    height: int,
+    count: int = 3,
+    dtype: str = "uint8",
+    crs: str | None = "EPSG:32618",
+    nodata: float | None = None,
+    transform: Affine | None = None,
+    alpha: bool = False,
+    tags: dict[str, str] | None = None,
+    seed: int = 0,
+    tiled: bool = False,
+    data: np.ndarray | None = None,
+    colorinterp: Sequence[ColorInterp] | None = None,
+) -> Path:
+    """Write a small seeded GeoTIFF; `data` (count, height, width) overrides the random pixels."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = random_pixels(count, height, width, dtype, seed) if data is None else np.asarray(data, dtype)
+    count = pixels.shape[0]
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count + int(alpha),
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform if transform is not None else default_transform(crs),
+        "nodata": nodata,
+    }
+    if tiled:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    with warnings.catch_warnings():  # a plain (crs=None) image is intended
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        dst = rasterio.open(path, "w", **profile)
+    with dst:
+        dst.write(pixels, indexes=list(range(1, count + 1)))
+        if alpha:
+            dst.write(border_alpha(height, width).astype(dtype), count + 1)
+        dst.colorinterp = list(colorinterp) if colorinterp else colour_interp(count, alpha)
+        if tags:
+            dst.update_tags(**tags)
+    return path
+
+
+@pytest.fixture
+def make_geotiff() -> Callable[..., Path]:
+    """Factory: make_geotiff(path, width, height, count=3, dtype="uint8", crs="EPSG:32618", ...) -> Path."""
+    return write_geotiff
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real data folder (/work/shared/data beside the checkout); skips when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("shared data folder not found")
+    return SHARED_DATA
