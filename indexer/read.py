@@ -42,9 +42,8 @@ DATE_TAGS = (  # upper-cased tag names, most specific first
     "ACQUISITION_DATE",
     "DATE_ACQUIRED",
     "EXIF_DATETIMEORIGINAL",
-    "TIFFTAG_DATETIME",
-    "DATETIME",
 )
+SAVE_TIME_TAGS = ("TIFFTAG_DATETIME", "DATETIME")  # often when a file was last saved, not acquired
 _FULL_DATE = re.compile(r"(?<!\d)(\d{4})([-_:/]?)(\d{2})\2(\d{2})(?!\d)")
 _YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 _GDAL_ERRORS: tuple[type[Exception], ...] = (RasterioError, CPLE_BaseError, OSError, ValueError)
@@ -222,12 +221,21 @@ def _tags(src: DatasetReader) -> dict[str, str]:
 
 
 def scene_date(src: DatasetReader, path: Path) -> dt.date | None:
-    """Acquisition date from tags, else from the file name, else None."""
+    """Acquisition date from acquisition tags, else the file name, else TIFF's DateTime tag, else None.
+
+    TIFFTAG_DATETIME is the time a file was written (UC Merced's images carry Photoshop's save time),
+    so a date in the file name wins over it.
+    """
     tags = _tags(src)
     for key in DATE_TAGS:
         if key in tags and (date := parse_date(tags[key])):
             return date
-    return parse_date(path.stem)
+    if date := parse_date(path.stem):
+        return date
+    for key in SAVE_TIME_TAGS:
+        if key in tags and (date := parse_date(tags[key])):
+            return date
+    return None
 
 
 # --- bands and pixels --------------------------------------------------------------------------

@@ -114,3 +114,33 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("shared data folder not found")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny registered test model with seeded random weights, on the CPU."""
+    from rsretrieve.models import load_model
+
+    return load_model("tiny-test", device="cpu", random_weights=True)
+
+
+def write_small_archive(folder: Path) -> Path:
+    """Four dated scenes in two CRSs (two UTM, one WGS84, one 16-bit) plus a plain JPEG: 29 chips at 64 px."""
+    write_geotiff(folder / "utm" / "scene_20150601.tif", 256, 192, seed=1)
+    write_geotiff(folder / "utm" / "scene_20190715.tif", 256, 192, seed=2)
+    write_geotiff(folder / "wgs84" / "tile_2018-03-02.tif", 128, 128, crs="EPSG:4326", seed=3)
+    write_geotiff(folder / "wgs84" / "dem_2021.tif", 128, 64, count=1, dtype="uint16", crs="EPSG:4326", seed=4)
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(folder / "plain.jpg")
+    return folder
+
+
+SMALL_ARCHIVE_CHIPS = 12 + 12 + 4 + 2 + 1
+
+
+@pytest.fixture(scope="session")
+def small_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of small synthetic scenes (see write_small_archive); index it with --chip-size 64."""
+    return write_small_archive(tmp_path_factory.mktemp("archive"))

@@ -176,8 +176,9 @@ def test_crs_with_identity_transform_is_not_georeferenced(make_geotiff, tmp_path
 # --- pixels: dtypes, bands, masks --------------------------------------------------------------
 
 
-def test_uint8_passes_through(make_geotiff, tmp_path: Path) -> None:
-    path = make_geotiff(tmp_path / "rgb.tif", 300, 200)
+@pytest.mark.parametrize("tiled", [False, True])
+def test_uint8_passes_through(make_geotiff, tmp_path: Path, tiled: bool) -> None:
+    path = make_geotiff(tmp_path / "rgb.tif", 300, 200, tiled=tiled)
     plan = plan_scene(path, chip_size=128)
     assert plan.stretch is None and plan.dtype == "uint8" and plan.bands == (1, 2, 3)
     for chip, pixels in zip(plan.chips, read_all(plan), strict=True):
@@ -284,10 +285,10 @@ def test_neighbouring_chips_share_the_stretch(make_geotiff, tmp_path: Path) -> N
     assert len(set(plan.stretch)) == 1
 
 
-def test_stretch_statistics_come_from_a_decimated_read(make_geotiff, tmp_path: Path) -> None:
+def test_stretch_of_a_wide_scene_matches_full_percentiles(make_geotiff, tmp_path: Path) -> None:
     data = np.random.default_rng(1).normal(1000, 100, (3, 64, 2100)).clip(1, None)
     path = make_geotiff(tmp_path / "wide.tif", 2100, 64, dtype="uint16", data=data)
-    plan = plan_scene(path, chip_size=224)
+    plan = plan_scene(path, chip_size=224)  # statistics from a 700 x 22 decimated read
     full = np.percentile(data[0].astype(np.uint16), [2, 98])
     assert plan.stretch[0] == pytest.approx(tuple(full), rel=0.02)
 
@@ -364,7 +365,8 @@ def test_parse_date(text: str, expected: dt.date | None) -> None:
 @pytest.mark.parametrize(
     ("tags", "name", "expected"),
     [
-        ({"TIFFTAG_DATETIME": "2015:06:01 10:00:00"}, "x_20090818.tif", dt.date(2015, 6, 1)),
+        ({"TIFFTAG_DATETIME": "2015:06:01 10:00:00"}, "x_20090818.tif", dt.date(2009, 8, 18)),  # save time loses
+        ({"TIFFTAG_DATETIME": "2015:06:01 10:00:00"}, "x.tif", dt.date(2015, 6, 1)),
         ({"ACQUISITIONDATE": "2018-07-16"}, "x.tif", dt.date(2018, 7, 16)),
         ({"acquisition_date": "20180716", "DATETIME": "2001:01:01 00:00:00"}, "x.tif", dt.date(2018, 7, 16)),
         ({"DATE_ACQUIRED": "2018-13-45"}, "x_20090818.tif", dt.date(2009, 8, 18)),  # bad tag ignored
@@ -372,7 +374,7 @@ def test_parse_date(text: str, expected: dt.date | None) -> None:
         ({}, "scene.tif", None),
     ],
 )
-def test_date_from_tags_then_name(make_geotiff, tmp_path: Path, tags, name, expected) -> None:
+def test_date_from_acquisition_tags_then_name_then_save_time(make_geotiff, tmp_path: Path, tags, name, expected) -> None:
     plan = plan_scene(make_geotiff(tmp_path / name, 64, 64, tags=tags))
     assert {chip.date for chip in plan.chips} == {expected}
 
@@ -484,8 +486,9 @@ def test_file_removed_after_planning(make_geotiff, tmp_path: Path) -> None:
 # --- the reader --------------------------------------------------------------------------------
 
 
-def test_reader_pickles_before_and_after_use(make_geotiff, tmp_path: Path) -> None:
+def test_plans_and_reader_pickle_before_and_after_use(make_geotiff, tmp_path: Path) -> None:
     plan = plan_scene(make_geotiff(tmp_path / "scene.tif", 64, 64))
+    assert pickle.loads(pickle.dumps(plan)) == plan  # plans travel to DataLoader workers
     reader = ChipReader(max_nodata_fraction=0.25)
     first = reader.read(plan, plan.chips[0])
     clone = pickle.loads(pickle.dumps(reader))

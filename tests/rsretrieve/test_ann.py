@@ -176,6 +176,13 @@ def test_allowed_ids_restrict_and_fill_k(request, index_name, n_allowed, queries
     assert np.isneginf(scores[ids < 0]).all()
 
 
+def test_filtered_ivfpq_retries_short_queries_over_all_lists(ivfpq, queries, monkeypatch) -> None:
+    monkeypatch.setattr(ann, "FILTER_CANDIDATE_FACTOR", 0)
+    allowed = np.arange(0, N, N // 25)
+    _, ids = ann.search(ivfpq, queries, K, allowed_ids=allowed)
+    assert np.isin(ids, allowed).all()
+
+
 def test_filtered_flat_search_is_exact(flat, points, queries) -> None:
     allowed = np.arange(0, N, 7)
     _, ids = ann.search(flat, queries, K, allowed_ids=allowed)
