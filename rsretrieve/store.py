@@ -31,7 +31,8 @@ import pyarrow as pa
 os.environ.setdefault("RUST_LOG", "error")
 os.environ.setdefault("LANCEDB_LOG", "error")
 
-import lancedb
+import lancedb  # after the log levels above
+from lancedb.index import BTree
 
 from rsretrieve import ann
 
