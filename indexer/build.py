@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,8 @@ import rasterio
 from tqdm import tqdm
 
 from indexer.embed import SKIPPED, embed_chips
-from indexer.read import ChipMeta, ScenePlan, SourceError, find_sources, plan_scene, plan_windows
+from indexer.read import ChipMeta, ScenePlan, SourceError, plan_scene, plan_windows
+from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel
 from rsretrieve.store import IndexSettings, StoreWriter
 
@@ -73,7 +75,7 @@ class IndexSummary:
         )
 
 
-class BadSourceError(Exception):
+class BadSourceError(UserError):
     """A bad file under ``--strict``."""
 
 
@@ -87,7 +89,8 @@ def estimate_chips(paths: list[Path], chip_size: int, overlap: int) -> int:
     total = 0
     for path in paths:
         try:
-            with rasterio.open(path) as src:
+            with warnings.catch_warnings(), rasterio.open(path) as src:
+                warnings.simplefilter("ignore")
                 total += len(plan_windows(src.width, src.height, chip_size, overlap))
         except Exception:  # bad files are reported when they are planned
             total += 1
@@ -180,17 +183,16 @@ class ArchiveIndexer:
 
 
 def index_archive(
-    sources: list[str],
+    paths: list[Path],
     db: str | Path,
     model: EmbeddingModel,
     options: IndexOptions | None = None,
     settings: IndexSettings | None = None,
     show_progress: bool = True,
 ) -> IndexSummary:
-    """Index ``sources`` into ``db``; resumable, committed file group by file group."""
+    """Index source files (see ``find_sources``) into ``db``; resumable, committed file group by file group."""
     options = options or IndexOptions()
     started = time.perf_counter()
-    paths = find_sources(sources)
     writer = StoreWriter.open(db, model, settings, options.rebuild, options.chip_size, options.overlap)
     summary = IndexSummary(db=str(db))
     try:

@@ -30,6 +30,8 @@ from rasterio.io import DatasetReader
 from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window as RioWindow
 
+from rsretrieve.errors import UserError
+
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png"})
 
 WGS84 = "EPSG:4326"
@@ -49,7 +51,7 @@ _YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 _GDAL_ERRORS: tuple[type[Exception], ...] = (RasterioError, CPLE_BaseError, OSError, ValueError)
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A source that cannot be indexed; str(e) is ONE line naming the file and the reason."""
 
 

@@ -16,6 +16,8 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from rsretrieve.errors import UserError
+
 DEFAULT_FLAT_THRESHOLD = 50_000
 NLIST_FACTOR = 4
 MIN_POINTS_PER_CENTROID = 39
@@ -32,7 +34,7 @@ ID_BYTES = 8
 EXACT_CHUNK_ELEMENTS = 2**24
 
 
-class AnnIndexError(Exception):
+class AnnIndexError(UserError):
     """An ANN index file is missing or cannot be read."""
 
 
@@ -105,11 +107,7 @@ def choose_nlist(n: int) -> int:
 
 def choose_m(dim: int) -> int:
     """Largest GPU-supported PQ code length ≤ 64 bytes dividing dim with ≥ 4 dimensions per byte."""
-    fits = [
-        m
-        for m in GPU_PQ_CODE_BYTES
-        if m <= MAX_CODE_BYTES and dim % m == 0 and dim // m >= MIN_SUB_DIM
-    ]
+    fits = [m for m in GPU_PQ_CODE_BYTES if m <= MAX_CODE_BYTES and dim % m == 0 and dim // m >= MIN_SUB_DIM]
     return max(fits, default=1)
 
 
@@ -239,9 +237,7 @@ def _run_search(
     return scores, ids
 
 
-def _search_params(
-    nprobe: int | None, selector: faiss.IDSelector | None = None
-) -> faiss.SearchParameters | None:
+def _search_params(nprobe: int | None, selector: faiss.IDSelector | None = None) -> faiss.SearchParameters | None:
     """SearchParametersIVF for IVF (nprobe given), SearchParameters for flat, None when nothing is set."""
     if nprobe is not None:
         params = faiss.SearchParametersIVF(nprobe=nprobe)
@@ -354,9 +350,7 @@ def read_index(path: Path) -> faiss.Index:
         raise AnnIndexError(f"cannot read ANN index {path}: {reason}") from None
 
 
-def exact_search(
-    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force top-k inner product of `queries` over the rows `vectors` named `ids`.
 
     Returns (scores, ids) like `search`; equal scores are ordered by id ascending.

@@ -14,12 +14,14 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
+from rsretrieve.errors import UserError
+
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 RANDOM_WEIGHTS_WARNING = "warning: random weights: results are meaningless (for tests and speed runs only)"
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A bad argument found after parsing; one line for the user."""
 
 
@@ -129,7 +131,16 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--root", required=True, type=Path, help="folder with the images and annotations")
     evaluate.add_argument("--annotations", type=Path, help="annotation file (default: found under --root)")
     evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--index", choices=["exact", "ann", "both"], default="both")
+    evaluate.add_argument(
+        "--index", choices=["exact", "ann", "both"], default="both", help="brute force, the product index, or both"
+    )
+    evaluate.add_argument(
+        "--ann-index",
+        choices=["auto", "flat", "ivfpq"],
+        default="ivfpq",
+        help="FAISS index for --index ann/both (ivfpq; flat below 256 images)",
+    )
+    evaluate.add_argument("--nprobe", type=_positive_int, help="IVF lists visited per query (ivfpq)")
     evaluate.add_argument("--out", type=Path, help="write the result JSON here")
     evaluate.add_argument("--allow-missing", action="store_true", help="evaluate without missing images")
     evaluate.add_argument("--batch-size", type=_positive_int, default=64)
@@ -159,17 +170,19 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Index sources into --db."""
-    from indexer.build import IndexOptions, index_archive
+    from indexer.read import find_sources
     from rsretrieve.store import IndexSettings, Manifest
 
     if not 0 <= args.overlap < args.chip_size:
         raise CliError(f"--overlap must be between 0 and chip size - 1 (got {args.overlap})")
     if not 0 <= args.max_nodata <= 1:
         raise CliError("--max-nodata is a fraction between 0 and 1")
+    paths = find_sources(args.sources)
     name = args.model
     if name is None:
         existing = args.db / "manifest.json"
         name = Manifest.read(args.db).model if existing.is_file() and not args.rebuild else None
+    from indexer.build import IndexOptions, index_archive  # imports torch: after the cheap checks
     from rsretrieve.models import DEFAULT_MODEL
 
     model = _load_model(args, name or DEFAULT_MODEL)
@@ -187,7 +200,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     settings = IndexSettings(kind=args.index_type, nprobe=args.nprobe)
     if args.flat_threshold:
         settings.flat_threshold = args.flat_threshold
-    summary = index_archive(args.sources, args.db, model, options, settings, show_progress=not args.quiet)
+    summary = index_archive(paths, args.db, model, options, settings, show_progress=not args.quiet)
     print(summary.line(), file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
@@ -372,30 +385,20 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is a complete one-line explanation for the user."""
-    from indexer.build import BadSourceError
-    from indexer.read import SourceError
-    from rsretrieve.images import ImageError
-    from rsretrieve.models import ModelError
-    from rsretrieve.search import QueryError
-    from rsretrieve.store import StoreError
-
-    errors: list[type[BaseException]] = [
-        CliError, BadSourceError, SourceError, ImageError, ModelError, QueryError, StoreError,
-    ]  # fmt: skip
-    try:
-        from rsretrieve.evaluation.datasets import BenchmarkError
-
-        errors.append(BenchmarkError)
-    except ImportError:
-        pass
-    return tuple(errors)
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--bbox -97.2,47,-96.9,47.2`` → ``--bbox=-97.2,...`` so argparse does not take it for an option."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] == "--bbox" and arg.startswith("-"):
+            joined[-1] = f"--bbox={arg}"
+        else:
+            joined.append(arg)
+    return joined
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsretrieve`` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("RUST_LOG", "error")
     try:
         return COMMANDS[args.command](args)
@@ -405,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if os.environ.get("RSRETRIEVE_DEBUG"):
             raise
-        if isinstance(error, known_errors()):
+        if isinstance(error, UserError):
             print(f"error: {error}", file=sys.stderr)
         else:
             detail = str(error).strip().splitlines()[0] if str(error).strip() else ""

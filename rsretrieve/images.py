@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from rsretrieve.errors import UserError
 
-class ImageError(Exception):
+
+class ImageError(UserError):
     """An image file that cannot be decoded; the message is one line."""
 
 

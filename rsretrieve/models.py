@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rsretrieve.errors import UserError
 from rsretrieve.images import fit_to_model, to_chw
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ RANDOM_SEED = 0
 DEFAULT_MODEL = "remoteclip-vit-b-32"
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A model that cannot be built or loaded; the message is one line for the user."""
 
 

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from rsretrieve import ann
+from rsretrieve.errors import UserError
 from rsretrieve.store import ChipStore, StoreError, check_same_model
 
 DEFAULT_RERANK_FACTOR = 10
 EXACT_FILTER_LIMIT = 4096  # at most this many matching chips are scored exactly instead of through FAISS
 
 
-class QueryError(Exception):
+class QueryError(UserError):
     """A query that cannot be run; the message is one line for the user."""
 
 

@@ -28,13 +28,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-os.environ.setdefault("RUST_LOG", "error")
-os.environ.setdefault("LANCEDB_LOG", "error")
-
-import lancedb  # after the log levels above
-from lancedb.index import BTree
-
 from rsretrieve import ann
+from rsretrieve.errors import UserError
 
 FORMAT_VERSION = 1
 TABLE = "chips"
@@ -47,7 +42,7 @@ METADATA_COLUMNS = [
 INDEXED_COLUMNS = ("fid", "minx", "miny", "maxx", "maxy", "date")
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A problem with an index folder; the message is one line for the user."""
 
 
@@ -72,6 +67,15 @@ def chip_schema(dim: int) -> pa.Schema:
             ("vector", pa.list_(pa.float32(), dim)),
         ]
     )
+
+
+def connect(db: Path) -> Any:
+    """A LanceDB connection (imported here: it takes seconds, and error paths should not wait for it)."""
+    os.environ.setdefault("RUST_LOG", "error")
+    os.environ.setdefault("LANCEDB_LOG", "error")
+    import lancedb
+
+    return lancedb.connect(db)
 
 
 def _now() -> str:
@@ -167,7 +171,7 @@ class ChipStore:
         if self.manifest.count == 0 and self.manifest.lance_version == 0:
             return None
         try:
-            table = lancedb.connect(self.db).open_table(TABLE)
+            table = connect(self.db).open_table(TABLE)
             table.checkout(self.manifest.lance_version)
         except Exception as error:
             raise StoreError(f"{self.db}: cannot open the chips table ({error})") from error
@@ -385,13 +389,13 @@ class StoreWriter(ChipStore):
         else:
             if rebuild and (db / MANIFEST).exists():
                 fresh.created = Manifest.read(db).created
-            lancedb.connect(db).drop_table(TABLE, ignore_missing=True)
+            connect(db).drop_table(TABLE, ignore_missing=True)
             fresh.write(db)
         return cls(db, settings)
 
     def _roll_back_uncommitted(self) -> None:
         """Undo LanceDB versions written after the manifest's (a crash between the two commits)."""
-        connection = lancedb.connect(self.db)
+        connection = connect(self.db)
         if TABLE not in connection.table_names():
             self.table = None
             return
@@ -430,7 +434,7 @@ class StoreWriter(ChipStore):
     def _write_table(self, batch: pa.Table) -> None:
         try:
             if self.table is None:
-                self.table = lancedb.connect(self.db).create_table(TABLE, batch, mode="overwrite")
+                self.table = connect(self.db).create_table(TABLE, batch, mode="overwrite")
             else:
                 self.table.add(batch)
         except OSError as error:
@@ -455,6 +459,8 @@ class StoreWriter(ChipStore):
             return
         if self._needs_new_index(growth=4):
             self._build_index()
+        from lancedb.index import BTree
+
         for column in INDEXED_COLUMNS:
             self.table.create_index(column, config=BTree(), replace=True)
         self._commit()

@@ -125,7 +125,7 @@ def tiny_model():
 
 
 def write_small_archive(folder: Path) -> Path:
-    """Four dated scenes in two CRSs (two UTM, one WGS84, one 16-bit) plus a plain JPEG: 29 chips at 64 px."""
+    """Four dated scenes in two CRSs (two UTM, one WGS84, one 16-bit) plus a plain JPEG: 31 chips at 64 px."""
     write_geotiff(folder / "utm" / "scene_20150601.tif", 256, 192, seed=1)
     write_geotiff(folder / "utm" / "scene_20190715.tif", 256, 192, seed=2)
     write_geotiff(folder / "wgs84" / "tile_2018-03-02.tif", 128, 128, crs="EPSG:4326", seed=3)
@@ -135,9 +135,6 @@ def write_small_archive(folder: Path) -> Path:
     rng = np.random.default_rng(5)
     Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(folder / "plain.jpg")
     return folder
-
-
-SMALL_ARCHIVE_CHIPS = 12 + 12 + 4 + 2 + 1
 
 
 @pytest.fixture(scope="session")

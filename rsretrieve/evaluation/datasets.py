@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from rsretrieve.errors import UserError
+
 FORMATS = ("karpathy", "csv", "precomp", "coco")
 _CAPS, _NAMES = "_caps.txt", "_filename.txt"
 
@@ -31,7 +33,7 @@ Pairs = list[tuple[str, str]]
 """(image file name, caption) in file order."""
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(UserError):
     """One-line, user-facing problem with a benchmark's files."""
 
 
@@ -115,9 +117,7 @@ class RetrievalSplit:
         return [name for name, path in zip(self.image_files, self.image_paths, strict=True) if path is None]
 
 
-def load_split(
-    dataset: str, root: Path, annotations: Path | None = None, split: str = "test"
-) -> RetrievalSplit:
+def load_split(dataset: str, root: Path, annotations: Path | None = None, split: str = "test") -> RetrievalSplit:
     """Read a benchmark split; images are looked up by file name anywhere below ``root``.
 
     Without ``annotations``, the dataset's known annotation files are looked for in ``root`` and one
@@ -142,9 +142,7 @@ def find_annotations(info: DatasetInfo, root: Path, split: str = "test") -> Path
         matches = sorted(root.glob(pattern)) or sorted(root.glob(f"*/{pattern}"))
         if len(matches) > 1:
             found = ", ".join(str(m) for m in matches)
-            raise BenchmarkError(
-                f"several {info.title} annotation files match {pattern}: {found}; pass one explicitly"
-            )
+            raise BenchmarkError(f"several {info.title} annotation files match {pattern}: {found}; pass one explicitly")
         if matches:
             return matches[0]
     raise BenchmarkError(
@@ -234,9 +232,7 @@ def _karpathy_pairs(path: Path, data: dict, split: str) -> Pairs:
     try:
         return [(image["filename"], sentence["raw"]) for image in selected for sentence in image["sentences"]]
     except (KeyError, TypeError) as error:
-        raise BenchmarkError(
-            f"{path}: a Karpathy image lacks filename or sentences[].raw ({error!r})"
-        ) from None
+        raise BenchmarkError(f"{path}: a Karpathy image lacks filename or sentences[].raw ({error!r})") from None
 
 
 def _coco_pairs(path: Path, data: dict, split: str) -> Pairs:
@@ -245,9 +241,7 @@ def _coco_pairs(path: Path, data: dict, split: str) -> Pairs:
         names = {image["id"]: image["file_name"] for image in data["images"]}
         return [(names[note["image_id"]], note["caption"]) for note in data["annotations"]]
     except (KeyError, TypeError) as error:
-        raise BenchmarkError(
-            f"{path}: COCO image id, file_name, image_id or caption missing ({error!r})"
-        ) from None
+        raise BenchmarkError(f"{path}: COCO image id, file_name, image_id or caption missing ({error!r})") from None
 
 
 def _csv_pairs(path: Path, text: str, split: str) -> Pairs:
@@ -266,9 +260,7 @@ def _precomp_pairs(path: Path, pair: tuple[Path, Path], split: str) -> Pairs:
     """Pairs from the same line of the captions file and the file-names file."""
     captions, names = (_read_text(part).rstrip().splitlines() for part in pair)
     if len(captions) != len(names):
-        raise BenchmarkError(
-            f"{pair[0]} has {len(captions)} lines but {pair[1]} has {len(names)}; they must match"
-        )
+        raise BenchmarkError(f"{pair[0]} has {len(captions)} lines but {pair[1]} has {len(names)}; they must match")
     return list(zip(names, captions, strict=True))
 
 

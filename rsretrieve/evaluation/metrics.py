@@ -53,8 +53,7 @@ def recall_from_ranked_ids(
     positive = np.asarray(positive)
     if ranked.ndim != 2 or positive.ndim != 1 or len(ranked) != len(positive):
         raise ValueError(
-            "ranked must be (n_queries, k_max) and positive (n_queries,); "
-            f"got {ranked.shape} and {positive.shape}"
+            f"ranked must be (n_queries, k_max) and positive (n_queries,); got {ranked.shape} and {positive.shape}"
         )
     if len(positive) == 0:
         raise ValueError("no queries: ranked and positive are empty")
@@ -64,9 +63,7 @@ def recall_from_ranked_ids(
         raise ValueError("positive ids must be >= 0 (-1 only pads ranked)")
     ks = _validated_ks(ks)
     if ks[-1] > ranked.shape[1]:
-        raise ValueError(
-            f"recall@{ks[-1]} needs at least {ks[-1]} ranked ids per query, got {ranked.shape[1]}"
-        )
+        raise ValueError(f"recall@{ks[-1]} needs at least {ks[-1]} ranked ids per query, got {ranked.shape[1]}")
     hits = ranked == positive[:, None]
     first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), ranked.shape[1])
     return {k: _recall(first_hit, k) for k in ks}
@@ -116,8 +113,7 @@ def _validated(
         )
     if text_to_image.min() < 0 or text_to_image.max() >= len(image_emb):
         raise ValueError(
-            f"text_to_image must lie in [0, {len(image_emb)}): "
-            f"found {text_to_image.min()}..{text_to_image.max()}"
+            f"text_to_image must lie in [0, {len(image_emb)}): found {text_to_image.min()}..{text_to_image.max()}"
         )
     uncaptioned = np.setdiff1d(np.arange(len(image_emb)), text_to_image)
     if len(uncaptioned):

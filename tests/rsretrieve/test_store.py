@@ -29,7 +29,7 @@ def make_rows(count: int, start: int = 0) -> list[dict]:
             "minx": (start + i) * 0.1, "miny": 0.0, "maxx": (start + i) * 0.1 + 0.05, "maxy": 0.05,
             "footprint": None,
             "date": date.fromordinal(date(2020, 1, 1).toordinal() + start + i),
-        }  # fmt: skip
+        }
         for i in range(count)
     ]
 

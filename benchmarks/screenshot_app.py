@@ -1,0 +1,134 @@
+"""Start ``rsretrieve app`` on 127.0.0.1, type a query in headless Chromium, wait for results, save a screenshot.
+
+    python benchmarks/screenshot_app.py --db demo.lance [--query "a river crossing farmland"] [--out PNG]
+
+Needs Chromium (``apt-get install chromium``, /usr/bin/chromium) and the ``playwright`` Python package (its own
+browser download is not used). Prints one JSON line: seconds to load the page, to answer the query, and the
+screenshot path. Exits non-zero when the page shows an error or no results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+DEFAULT_OUT = Path(__file__).parent / "results" / "app-screenshot.png"
+VIEWPORT = {"width": 1440, "height": 1000}
+# Streamlit scrolls inside its main container, so a full-page screenshot needs a viewport as tall as it
+CONTENT_HEIGHT = "() => document.querySelector('[data-testid=stMain]').scrollHeight"
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float) -> None:
+    """Poll Streamlit's health endpoint until it answers; fail early if the server exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"rsretrieve app exited with code {process.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"the page did not come up at {url} within {timeout:.0f} s")
+
+
+def is_local(url: str) -> bool:
+    """Whether a request stays on this machine (the page itself, data: and blob: URLs)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("data", "blob") or parts.hostname in ("127.0.0.1", "localhost")
+
+
+@contextlib.contextmanager
+def running_app(db: Path, port: int, timeout: float = 60) -> Iterator[str]:
+    """``rsretrieve app --db DB --port PORT`` in the background; yields its URL, stops it afterwards."""
+    command = [sys.executable, "-m", "rsretrieve.cli", "app", "--db", str(db), "--port", str(port)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, process, timeout)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def query_and_screenshot(url: str, query: str, out: Path, chromium: str, timeout: float = 90) -> dict:
+    """Open the page, run a text query, wait for the thumbnails and save a full-page screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1)
+            outside = []  # requests leaving this machine: the page must work offline
+            page.on("request", lambda request: outside.append(request.url) if not is_local(request.url) else None)
+            page.set_default_timeout(timeout * 1000)
+            started = time.monotonic()
+            page.goto(url)
+            box = page.get_by_label("Describe what you are looking for")
+            box.wait_for()
+            loaded = time.monotonic()
+            box.fill(query)
+            box.press("Enter")
+            page.get_by_text("results for").wait_for()
+            page.locator("[data-testid='stImage'] img").last.wait_for()
+            page.wait_for_load_state("networkidle")
+            answered = time.monotonic()
+            errors = page.locator("[data-testid='stAlertContentError']")
+            if errors.count():
+                raise RuntimeError(f"the page shows an error: {errors.first.inner_text()}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.set_viewport_size({**VIEWPORT, "height": max(VIEWPORT["height"], page.evaluate(CONTENT_HEIGHT))})
+            page.wait_for_timeout(500)  # let the map and images settle at the new size
+            page.screenshot(path=str(out))
+        finally:
+            browser.close()
+    return {
+        "page_seconds": round(loaded - started, 2),
+        "query_seconds": round(answered - loaded, 2),
+        "outside_requests": outside,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True, type=Path, help="index folder")
+    parser.add_argument("--query", default="a river crossing farmland")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"screenshot PNG (default {DEFAULT_OUT})")
+    parser.add_argument("--port", type=int, help="default: a free port")
+    parser.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default {CHROMIUM})")
+    args = parser.parse_args(argv)
+    with running_app(args.db, args.port or free_port()) as url:
+        timings = query_and_screenshot(url, args.query, args.out, args.chromium)
+    print(json.dumps({**timings, "screenshot": str(args.out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The page's helpers: thumbnails, exports, the footprint map, uploads and the index extent."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.export import CSV_COLUMNS, results_csv, results_geojson
+from app.footprint_map import SELECTED_COLOUR, footprint_deck, footprint_rows, graticule, grid_step, union_bbox
+from app.query import Query, index_extent, run_query, save_upload
+from app.thumbnails import chip_pixels, chip_png
+from indexer.read import ChipReader, plan_scene
+from rsretrieve.search import Filters, QueryError, Searcher, SearchResult
+from rsretrieve.store import ChipStore
+
+SQUARE = {"type": "Polygon", "coordinates": [[[10, 50], [10, 51], [11, 51], [11, 50], [10, 50]]]}
+
+
+def result(chip_id: str, score: float = 0.5, georeferenced: bool = True) -> SearchResult:
+    """A result without a source file, for the pure helpers."""
+    return SearchResult(
+        score=score,
+        id=chip_id,
+        path=f"/archive/{chip_id}_20200101.tif",
+        window={"col_off": 0, "row_off": 64, "width": 64, "height": 64},
+        bbox=[10.0, 50.0, 11.0, 51.0] if georeferenced else None,
+        date="2020-01-01",
+        crs="EPSG:4326" if georeferenced else None,
+        footprint=SQUARE if georeferenced else None,
+    )
+
+
+@pytest.mark.parametrize("name", ["utm/scene_20150601.tif", "wgs84/dem_2021.tif", "plain.jpg"])
+def test_thumbnail_is_the_chip_the_indexer_read(small_archive: Path, name: str) -> None:
+    plan = plan_scene(small_archive / name, chip_size=64)
+    chip = plan.chips[-1]
+    reader = ChipReader(max_nodata_fraction=1.0)
+    expected = reader.read(plan, chip)
+    reader.close()
+    np.testing.assert_array_equal(chip_pixels(plan.path, chip.window.as_dict()), expected)
+    png = chip_png(plan.path, chip.window.as_dict())
+    assert png is not None and png.startswith(b"\x89PNG")
+
+
+def test_results_csv_has_one_row_per_result() -> None:
+    rows = list(csv.DictReader(io.StringIO(results_csv([result("a", 0.9), result("b", 0.8, georeferenced=False)]))))
+    assert list(rows[0]) == CSV_COLUMNS
+    assert [(row["rank"], row["id"], row["row_off"], row["minx"]) for row in rows] == [
+        ("1", "a", "64", "10.0"),
+        ("2", "b", "64", ""),
+    ]
+
+
+def test_results_geojson_is_a_feature_collection() -> None:
+    collection = json.loads(results_geojson([result("a"), result("b", georeferenced=False)]))
+    assert collection["type"] == "FeatureCollection"
+    assert [feature["geometry"] for feature in collection["features"]] == [SQUARE, None]
+
+
+def test_footprint_rows_draw_the_selected_result_last_in_its_colour() -> None:
+    rows = footprint_rows([result("a"), result("b"), result("c", georeferenced=False)], selected_id="a")
+    assert [row["rank"] for row in rows] == [2, 1]  # no row for the chip without footprint
+    assert rows[-1]["line"] == SELECTED_COLOUR and rows[-1]["selected"]
+
+
+def test_map_fits_the_results_and_needs_a_footprint() -> None:
+    assert footprint_deck([result("c", georeferenced=False)], None) is None
+    assert union_bbox([result("a"), result("c", georeferenced=False)]) == (10.0, 50.0, 11.0, 51.0)
+    deck = footprint_deck([result("a")], "a")
+    assert deck is not None
+    view = deck.initial_view_state
+    assert (view.longitude, view.latitude) == (10.5, 50.5) and 6 < view.zoom < 9
+    spec = json.loads(deck.to_json())
+    assert "mapProvider" not in spec and "mapStyle" not in spec  # no basemap: no tile server to reach
+
+
+def test_graticule_has_round_lines_around_the_bbox() -> None:
+    bbox = (10.0, 50.0, 11.0, 51.0)
+    assert grid_step(bbox) == 0.5
+    lines, labels = graticule(bbox)
+    assert {"path": [[10.5, 47.0], [10.5, 54.0]]} in lines
+    assert {"position": [10.0, 50.5], "text": "50.5°N"} in labels
+
+
+def test_save_upload_keeps_the_suffix_and_names_by_content(tmp_path: Path) -> None:
+    first = save_upload("My Photo.PNG", b"pixels", tmp_path)
+    assert first.suffix == ".png" and first.read_bytes() == b"pixels"
+    assert save_upload("other.png", b"pixels", tmp_path) == first
+    with pytest.raises(QueryError, match="not an image file"):
+        save_upload("notes.txt", b"text", tmp_path)
+
+
+def test_run_query_names_the_upload_in_errors(tmp_path: Path, page_db: Path, tiny_model) -> None:
+    path = save_upload("broken.png", b"not an image", tmp_path)
+    searcher = Searcher(page_db, tiny_model)
+    with pytest.raises(QueryError) as error:
+        run_query(searcher, Query("image", str(path), "broken.png"), 3, Filters())
+    assert "broken.png" in str(error.value) and str(tmp_path) not in str(error.value)
+    response = run_query(searcher, Query("text", "farmland", "farmland"), 3, Filters())
+    assert len(response.results) == 3 and 0 < response.search_seconds <= response.total_seconds
+
+
+def test_index_extent_covers_every_chip(page_db: Path) -> None:
+    extent = index_extent(ChipStore(page_db))
+    assert extent.start.isoformat() == "2015-06-01" and extent.end.isoformat() == "2021-01-01"
+    minx, miny, maxx, maxy = extent.bbox
+    assert -75.01 < minx < maxx < -74.9 and 39.9 < miny < maxy < 40.7

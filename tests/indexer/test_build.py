@@ -1,0 +1,87 @@
+"""Tests for indexer/build.py: a whole run into a real store, resume, append, bad files, strict mode."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import rasterio
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, bounds
+
+from indexer.build import BadSourceError, IndexOptions, index_archive
+from indexer.read import ChipReader, find_sources, plan_scene
+from rsretrieve.search import Searcher
+from rsretrieve.store import ChipStore
+
+SMALL = IndexOptions(chip_size=64, batch_size=16, workers=0, commit_chips=10)
+SMALL_ARCHIVE_CHIPS = 12 + 12 + 4 + 2 + 1  # see write_small_archive in conftest.py
+
+
+def build(sources: list[Path], db: Path, model, options: IndexOptions = SMALL):
+    return index_archive(find_sources(sources), db, model, options, show_progress=False)
+
+
+def test_index_then_resume_then_append(tmp_path: Path, small_archive: Path, tiny_model) -> None:
+    db = tmp_path / "db"
+    first = build([small_archive / "utm"], db, tiny_model)
+    assert (first.new_chips, first.files_indexed, first.files_skipped) == (24, 2, 0)
+    again = build([small_archive / "utm"], db, tiny_model)
+    assert (again.new_chips, again.already_indexed, again.files_skipped) == (0, 24, 2)
+    more = build([small_archive], db, tiny_model)
+    assert (more.new_chips, more.already_indexed, more.files_skipped) == (SMALL_ARCHIVE_CHIPS - 24, 24, 2)
+    info = ChipStore(db).info()
+    assert info["rows"] == info["unique_ids"] == info["index_vectors"] == SMALL_ARCHIVE_CHIPS
+    assert info["files"] == 5
+
+
+def test_stored_metadata_matches_the_rasters(tmp_path: Path, small_archive: Path, tiny_model) -> None:
+    db = tmp_path / "db"
+    build([small_archive / "utm", small_archive / "plain.jpg"], db, tiny_model)
+    rows = ChipStore(db).rows(range(25)).to_pylist()
+    for row in rows:
+        if row["path"].endswith(".jpg"):
+            assert row["crs"] is None and row["minx"] is None and row["date"] is None
+            continue
+        with rasterio.open(row["path"]) as src:
+            window = Window(row["col_off"], row["row_off"], row["width"], row["height"])
+            expected = transform_bounds(src.crs, "EPSG:4326", *bounds(window, src.transform), densify_pts=21)
+        assert [row["minx"], row["miny"], row["maxx"], row["maxy"]] == pytest.approx(expected, abs=1e-9)
+        assert json.loads(row["footprint"])["type"] == "Polygon"
+        assert row["date"].isoformat() in {"2015-06-01", "2019-07-15"}
+
+
+def test_a_chip_image_finds_itself_first(tmp_path: Path, small_archive: Path, tiny_model) -> None:
+    db = tmp_path / "db"
+    build([small_archive], db, tiny_model)
+    searcher = Searcher(db, model=tiny_model)
+    scene = small_archive / "wgs84" / "tile_2018-03-02.tif"
+    plan = plan_scene(scene, chip_size=64)
+    reader = ChipReader()
+    for chip in plan.chips:
+        assert searcher.image(reader.read(plan, chip), k=1)[0].id == chip.id
+    reader.close()
+
+
+def test_bad_files_are_skipped_with_a_reason(tmp_path: Path, small_archive: Path, tiny_model, capsys) -> None:
+    archive = tmp_path / "archive"
+    shutil.copytree(small_archive / "wgs84", archive)
+    (archive / "empty.tif").write_bytes(b"")
+    (archive / "notes.tif").write_text("not a raster")
+    summary = build([archive], tmp_path / "db", tiny_model)
+    assert (summary.files_indexed, summary.files_failed, summary.new_chips) == (2, 2, 6)
+    err = capsys.readouterr().err
+    assert "empty.tif" in err and "notes.tif" in err
+
+
+def test_strict_mode_stops_at_the_first_bad_file(tmp_path: Path, small_archive: Path, tiny_model) -> None:
+    archive = tmp_path / "archive"
+    shutil.copytree(small_archive / "wgs84", archive)
+    (archive / "zz_broken.tif").write_bytes(b"II*\x00garbage")
+    options = IndexOptions(chip_size=64, workers=0, commit_chips=1, strict=True)
+    with pytest.raises(BadSourceError, match="zz_broken.tif"):
+        build([archive], tmp_path / "db", tiny_model, options)
+    store = ChipStore(tmp_path / "db")
+    assert not any("zz_broken" in path for path in store.indexed_paths())
