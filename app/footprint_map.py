@@ -1,6 +1,8 @@
 """The map of result footprints: a pydeck PolygonLayer on a plain background (no tile server needed).
 
-A light graticule with degree labels stands in for a basemap, so the map still says where the chips are.
+There is no basemap: ``map_provider=None`` with pydeck's default ``map_style`` (Streamlit draws a Carto
+basemap for ``map_style=None``, which needs the network). A light graticule with degree labels stands in
+for one, so the map still says where the chips are.
 """
 
 from __future__ import annotations
@@ -119,4 +121,4 @@ def footprint_deck(results: list[SearchResult], selected_id: str | None) -> pdk.
     ]  # fmt: skip
     tooltip = {"html": "<b>#{rank}</b> · score {score}<br/>{date}<br/>{file}"}
     view = fitted_view(bbox)
-    return pdk.Deck(layers=layers, initial_view_state=view, map_provider=None, map_style=None, tooltip=tooltip)
+    return pdk.Deck(layers=layers, initial_view_state=view, map_provider=None, tooltip=tooltip)

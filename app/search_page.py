@@ -24,6 +24,7 @@ from rsretrieve.store import Manifest, StoreError
 
 KNOWN_ERRORS = (QueryError, StoreError, ModelError, SourceError)
 GRID_COLUMNS = 4
+ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page icon would be fetched from Google
 HOW_TO = """
 Build an index of your imagery, then open it here:
 
@@ -244,7 +245,7 @@ def result_card(result: SearchResult, rank: int) -> None:
         else:
             st.image(png, width="stretch")
         selected = st.session_state.get("selected") == result.id
-        rank_text = f":orange[**#{rank}** :material/location_on:]" if selected else f"**#{rank}**"
+        rank_text = f":orange[**#{rank}**]" if selected else f"**#{rank}**"
         st.markdown(f"{rank_text} · score **{result.score:.3f}** · {result.date or 'no date'}")
         st.caption(Path(result.path).name)
         with st.container(horizontal=True, gap="small"):
@@ -308,7 +309,7 @@ def show_results(searcher: Searcher, k: int, filters: Filters) -> None:
 
 def main() -> None:
     """The whole page."""
-    st.set_page_config(page_title="rsretrieve · search", page_icon=":material/satellite_alt:", layout="wide")
+    st.set_page_config(page_title="rsretrieve · search", page_icon=str(ICON), layout="wide")
     args = page_args(sys.argv[1:])
     st.title(":material/satellite_alt: rsretrieve")
     st.caption("Search remote-sensing imagery by description or by example — RemoteCLIP · GeoRSCLIP · FAISS")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -282,7 +283,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("model", f"{info['model']} ({info['architecture']}, checkpoint {info['checkpoint']}, dim {info['dim']})"),
         ("chips", f"{info['rows']} rows, {info['unique_ids']} unique ids, {info['index_vectors']} in FAISS"),
         ("files", info["files"]),
-        ("faiss", f"{info['index_type']} {details} ({index.get('bytes_per_vector')} bytes/vector)"),
+        (
+            "faiss",
+            " ".join(filter(None, [info["index_type"], details, f"({index.get('bytes_per_vector')} bytes/vector)"])),
+        ),
         ("chip size", f"{info['chip_size']} px, overlap {info['overlap']} px"),
         ("created", info["created"]),
         ("updated", info["updated"]),
@@ -400,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsretrieve`` console script."""
     args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("RUST_LOG", "error")
+    logging.getLogger("rasterio").setLevel(logging.ERROR)  # GDAL's chatter about odd TIFF headers
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -1,0 +1,34 @@
+"""The real page in a real browser: ``rsretrieve app`` driven by headless Chromium (benchmarks/screenshot_app.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "screenshot_app.py"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.browser
+def test_text_query_in_chromium(page_db: Path, tmp_path: Path) -> None:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("the playwright package is not installed")
+    shot = tmp_path / "page.png"
+    command = [sys.executable, str(SCRIPT), "--db", str(page_db), "--query", "farmland", "--out", str(shot)]
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.splitlines()[-1])
+    assert report["outside_requests"] == []  # no tile server, fonts or icons from the network
+    with Image.open(shot) as image:
+        assert image.width == 1440 and image.height > 1500  # header, map and a grid of cards
