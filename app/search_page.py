@@ -25,16 +25,9 @@ from rsretrieve.store import Manifest, StoreError
 KNOWN_ERRORS = (QueryError, StoreError, ModelError, SourceError)
 GRID_COLUMNS = 4
 ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page icon would be fetched from Google
-HOW_TO = """
-Build an index of your imagery, then open it here:
-
-```bash
+HOW_TO = """\
 rsretrieve index SOURCES --db PATH      # GeoTIFF / JPEG / PNG files or folders
-rsretrieve app --db PATH
-```
-
-or type the index folder in the sidebar. `rsretrieve demo` builds a small example index (`demo.lance`).
-"""
+rsretrieve app --db PATH"""
 
 
 def page_args(argv: list[str]) -> argparse.Namespace:
@@ -75,8 +68,9 @@ def sidebar_index(default_db: str | None, checkpoint: str | None) -> Searcher | 
     st.sidebar.header("Index")
     db = st.sidebar.text_input("Index folder", value=default_db or "", key="db", placeholder="./demo.lance").strip()
     if not db:
-        st.info("No index is open yet.", icon=":material/folder_open:")
-        st.markdown(HOW_TO)
+        st.info("No index is open yet. Build one from your imagery, then open it here:", icon=":material/folder_open:")
+        st.code(HOW_TO, language="bash")
+        st.markdown("or type its folder in the sidebar. `rsretrieve demo` builds a small example index, `demo.lance`.")
         return None
     try:
         searcher = open_searcher(db, checkpoint)
@@ -179,7 +173,7 @@ def results_header(query: Query, response: Response) -> None:
     count = len(response.results)
     left.markdown(f"#### {count} result{'s' * (count != 1)} for {describe(query)}")
     search_ms, total_ms = response.search_seconds * 1000, response.total_seconds * 1000
-    left.caption(f":material/timer: {search_ms:.1f} ms search · {total_ms:.0f} ms with query encoding")
+    left.caption(f":material/timer: {search_ms:.1f} ms search · {total_ms:.0f} ms in all (with the query's embedding)")
     exports = [
         ("GeoJSON", results_geojson(response.results), "results.geojson", "application/geo+json"),
         ("CSV", results_csv(response.results), "results.csv", "text/csv"),

@@ -171,7 +171,7 @@ def test_no_index_says_how_to_build_one(monkeypatch: pytest.MonkeyPatch) -> None
     page = open_page(monkeypatch)
     assert_no_failure(page)
     assert any("No index" in info.value for info in page.info)
-    assert any("rsretrieve index SOURCES --db PATH" in markdown.value for markdown in page.markdown)
+    assert "rsretrieve index SOURCES --db PATH" in page.code[0].value
 
 
 def test_index_path_can_be_chosen_in_the_page(monkeypatch: pytest.MonkeyPatch, page_db: Path) -> None:
