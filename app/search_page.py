@@ -13,16 +13,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.export import results_csv, results_geojson
+from rsretrieve.export import results_csv, results_geojson
 from app.footprint_map import footprint_deck
 from app.query import UPLOAD_TYPES, Extent, Query, Response, index_extent, run_query, save_upload
 from app.thumbnails import chip_png
-from indexer.read import SourceError
-from rsretrieve.models import ModelError
-from rsretrieve.search import Filters, QueryError, Searcher, SearchResult
-from rsretrieve.store import Manifest, StoreError
+from rsretrieve.errors import UserError
+from rsretrieve.search import Filters, Searcher, SearchResult
+from rsretrieve.store import Manifest
 
-KNOWN_ERRORS = (QueryError, StoreError, ModelError, SourceError)
 GRID_COLUMNS = 4
 ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page icon would be fetched from Google
 HOW_TO = """\
@@ -54,7 +52,7 @@ def cached_extent(db: str, version: int, _searcher: Searcher) -> Extent:
 
 def one_line(error: Exception) -> str:
     """A known error's message, or the first line of an unexpected one with its type."""
-    if isinstance(error, KNOWN_ERRORS):
+    if isinstance(error, UserError):
         return str(error)
     detail = (str(error).strip().splitlines() or [""])[0]
     return f"unexpected {type(error).__name__}: {detail}"

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -64,17 +65,34 @@ def running_app(db: Path, port: int, timeout: float = 60) -> Iterator[str]:
     """``rsretrieve app --db DB --port PORT`` in the background; yields its URL, stops it afterwards."""
     command = [sys.executable, "-m", "rsretrieve.cli", "app", "--db", str(db), "--port", str(port)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a session of its own: `rsretrieve app` runs Streamlit as a child, and both must stop afterwards
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process, timeout)
         yield url
     finally:
-        process.terminate()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM to the process group (Streamlit takes a few seconds to stop), SIGKILL if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, 0)  # raises once every process of the group is gone
+        except ProcessLookupError:
+            break
+        process.poll()  # reap the direct child so that it does not linger as a zombie
+        time.sleep(0.2)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def query_and_screenshot(url: str, query: str, out: Path, chromium: str, timeout: float = 90) -> dict:

@@ -89,9 +89,10 @@ def estimate_chips(paths: list[Path], chip_size: int, overlap: int) -> int:
     total = 0
     for path in paths:
         try:
-            with warnings.catch_warnings(), rasterio.open(path) as src:
-                warnings.simplefilter("ignore")
-                total += len(plan_windows(src.width, src.height, chip_size, overlap))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # before opening: NotGeoreferencedWarning comes from open()
+                with rasterio.open(path) as src:
+                    total += len(plan_windows(src.width, src.height, chip_size, overlap))
         except Exception:  # bad files are reported when they are planned
             total += 1
     return total
@@ -174,7 +175,7 @@ class ArchiveIndexer:
             good = [i for i in span if i not in statuses]
             self.summary.nodata_chips += sum(1 for i in span if statuses.get(i) == SKIPPED)
             if not good:
-                warn(f"{plan.path}: every chip is nodata or transparent; nothing to index")
+                self.bad_file(plan.path, f"{plan.path}: every chip is nodata or transparent; nothing to index")
                 continue
             files += 1
             rows.extend(chip_row(items[i][1]) for i in good)
@@ -212,7 +213,7 @@ def index_archive(
                 writer.append(rows, vectors, files)
                 summary.new_chips += len(rows)
                 summary.files_indexed += files
-        if summary.new_chips or options.retrain:
+        if writer.manifest.pending_finish:  # also when a killed run committed its last group but did not finish
             writer.finish()
         summary.total_chips = len(writer)
     finally:

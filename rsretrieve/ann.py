@@ -78,7 +78,7 @@ def choose_params(
     - m = the largest number of PQ sub-quantisers with dim % m == 0, m ≤ 64 bytes per code,
       dim/m ≥ 4 dimensions each and a code length the GPU IVF-PQ supports (512-d → 64, i.e. 8
       dimensions per byte; 768 → 64; 64 → 16); nbits = 8. Codes plus 8-byte ids: 72 bytes/vector.
-    - nprobe = `default_nprobe(nlist)` unless given.
+    - nprobe = `default_nprobe(nlist)` = max(8, nlist/64) unless given.
     """
     if kind == "auto":
         kind = "flat" if n < flat_threshold else "ivfpq"
@@ -112,8 +112,13 @@ def choose_m(dim: int) -> int:
 
 
 def default_nprobe(nlist: int) -> int:
-    """nlist/32, at least 1: probes ~3 % of the lists (measured, see the module's report)."""
-    return max(1, nlist // 32)
+    """nlist/64, at least 8 (and at most nlist): 64 lists of 4096 at 1M, 16 of 1024 at 100k.
+
+    Measured on seeded 512-d Gaussian mixtures (recall@10 after exact re-rank of 100 PQ candidates,
+    2-core CPU): recall stops rising at nprobe 4-8 of 1024 lists (100k) and 16-32 of 4096 lists
+    (1M, and 100k with 4096 lists); nlist/64 sits 2× past that knee, and at 1M costs ~2-3 ms per query.
+    """
+    return min(nlist, max(8, nlist // 64))
 
 
 def max_training_samples(params: IndexParams) -> int:
@@ -185,7 +190,8 @@ def search(
 
     Scores are approximate (PQ) for ivfpq. `nprobe` defaults to the one stored on the index.
     `allowed_ids` restricts the search to those ids through an IDSelectorBitmap (ids are row
-    ordinals; measured fastest, see the report). With a filter on ivfpq, nprobe is raised so that
+    ordinals; at 1M ids it builds in 4 ms vs 130 ms for IDSelectorBatch and scans
+    5-9× faster). With a filter on ivfpq, nprobe is raised so that
     the probed lists are expected to hold ≥ 2·k allowed vectors (nprobe ≥ 2·k·nlist/|allowed|), and
     queries still short of k results are searched again over all lists: k results are returned
     whenever k allowed ids are in the index. A GPU serves unfiltered searches only (FAISS's GPU

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--strict", action="store_true", help="stop at the first bad file")
     index.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.add_argument("--commit-chips", type=_positive_int, help=argparse.SUPPRESS)  # tests: commit more often
 
     query = commands.add_parser("query", help="search an index by text, image or chip id")
     query.add_argument("text", nargs="?", help="text description, e.g. 'a river crossing farmland'")
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     output = query.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="results as a JSON list")
     output.add_argument("--geojson", action="store_true", help="results as a GeoJSON FeatureCollection")
+    output.add_argument("--csv", action="store_true", help="results as CSV (rank, score, source, window, bbox)")
 
     info = commands.add_parser("info", help="describe an index")
     info.add_argument("--db", required=True, type=Path)
@@ -198,6 +200,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         rebuild=args.rebuild,
         retrain=args.retrain,
     )
+    if args.commit_chips:
+        options.commit_chips = args.commit_chips
     settings = IndexSettings(kind=args.index_type, nprobe=args.nprobe)
     if args.flat_threshold:
         settings.flat_threshold = args.flat_threshold
@@ -228,7 +232,8 @@ def _searcher(args: argparse.Namespace):
 
 def cmd_query(args: argparse.Namespace) -> int:
     """Search --db and print the results."""
-    from rsretrieve.search import Filters, to_geojson
+    from rsretrieve.export import results_csv, results_geojson
+    from rsretrieve.search import Filters
 
     asked = [name for name in ("text", "image", "like") if getattr(args, name) is not None]
     if len(asked) != 1:
@@ -248,7 +253,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([result.record() for result in results], indent=2))
     elif args.geojson:
-        print(json.dumps(to_geojson(results)))
+        print(results_geojson(results))
+    elif args.csv:
+        sys.stdout.write(results_csv(results))
     else:
         print_results(results, searcher.last_seconds)
     return 0
@@ -330,9 +337,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    """Start the Streamlit page bound to 127.0.0.1."""
-    import subprocess
-
+    """Start the Streamlit page bound to 127.0.0.1 (this process becomes the server)."""
     page = Path(__file__).resolve().parent.parent / "app" / "search_page.py"
     command = [
         sys.executable, "-m", "streamlit", "run", str(page),
@@ -344,8 +349,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         command += ["--db", str(args.db)]
     if args.checkpoint:
         command += ["--checkpoint", str(args.checkpoint)]
-    print(f"rsretrieve search page: http://127.0.0.1:{args.port}", file=sys.stderr)
-    return subprocess.call(command)
+    print(f"rsretrieve search page: http://127.0.0.1:{args.port}", file=sys.stderr, flush=True)
+    os.execv(sys.executable, command)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

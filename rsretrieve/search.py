@@ -156,12 +156,14 @@ class Searcher:
         if self.store.changed_on_disk():
             for attempt in range(5):
                 try:
-                    self.store = ChipStore(self.db)
-                    return
+                    store = ChipStore(self.db)
+                    break
                 except StoreError:
                     if attempt == 4:
                         raise
                     time.sleep(0.05)
+            check_same_model(store.manifest, self.model.name, self.model.checkpoint, self.db)
+            self.store = store
 
     # -- query vectors --------------------------------------------------------------------------
     def text_vector(self, text: str) -> np.ndarray:

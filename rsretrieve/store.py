@@ -5,21 +5,25 @@ Layout of a ``--db`` folder::
     manifest.json          model, dim, count, committed LanceDB version, current FAISS file
     chips.lance/           LanceDB table: one row per chip, ``fid`` = row offset = FAISS id
     index-<version>.faiss  FAISS index matching LanceDB version <version>
-    write.lock             pid of the indexer writing now (absent otherwise)
+    write.lock             pid of the indexer writing now, flock-ed while it runs (absent otherwise)
 
 Commit protocol (one batch): append rows to LanceDB (new version V) → write ``index-V.faiss`` (tmp + rename)
 → replace ``manifest.json`` (tmp + rename). The manifest is written last: readers open the LanceDB version
 and the FAISS file it names, so they always see a whole batch or none of it, and a crash before the
-manifest leaves rows that the next writer rolls back (``restore``) before appending.
+manifest leaves rows that the next writer rolls back (``restore``) before appending. ``--rebuild`` first
+commits an empty manifest, so a crash while starting over leaves an empty index, never a manifest
+naming a dropped table. A failed write (disk full, read-only) is a StoreError; what was committed stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +101,7 @@ class Manifest:
     index: dict[str, Any] = field(default_factory=dict)
     chip_size: int | None = None
     overlap: int | None = None
+    pending_finish: bool = False  # appended since the last finish() (scalar indexes, IVF growth check)
     format_version: int = FORMAT_VERSION
     created: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)
@@ -113,8 +118,10 @@ class Manifest:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise StoreError(f"{path}: unreadable manifest ({error})") from error
-        version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if not isinstance(version, int):
+            raise StoreError(f"{db} is not an rsretrieve index ({MANIFEST} has no format_version)")
+        if version > FORMAT_VERSION:
             raise StoreError(
                 f"{db} was written by a newer rsretrieve (format {version}, this one reads ≤ {FORMAT_VERSION})"
             )
@@ -153,8 +160,30 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _sql_list(values: list[int]) -> str:
-    return ", ".join(str(int(value)) for value in values)
+def manifest_stamp(db: Path) -> tuple[int, int, int] | None:
+    """Identity of the current manifest file (inode, mtime, size): it changes with every commit."""
+    try:
+        stat = (db / MANIFEST).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+@contextlib.contextmanager
+def writing(db: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only file system, I/O error) into a one-line StoreError."""
+    try:
+        yield
+    except OSError as error:
+        raise StoreError(f"cannot write to {db}: {error.strerror or one_line(error)}") from error
+    except RuntimeError as error:  # FAISS and LanceDB report I/O failures as RuntimeError
+        raise StoreError(f"cannot write to {db}: {one_line(error)}") from error
+
+
+def one_line(error: BaseException) -> str:
+    """The first non-empty line of an error message (library errors can span many lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 class ChipStore:
@@ -162,8 +191,8 @@ class ChipStore:
 
     def __init__(self, db: str | Path):
         self.db = Path(db)
+        self._manifest_stamp = manifest_stamp(self.db)  # before reading: a newer one only means a reopen
         self.manifest = Manifest.read(self.db)
-        self._manifest_mtime = (self.db / MANIFEST).stat().st_mtime_ns
         self.table = self._open_table()
         self._index: Any = None
 
@@ -192,10 +221,8 @@ class ChipStore:
 
     def changed_on_disk(self) -> bool:
         """Whether a writer has committed a newer version since this view was opened."""
-        try:
-            return (self.db / MANIFEST).stat().st_mtime_ns != self._manifest_mtime
-        except OSError:
-            return False
+        stamp = manifest_stamp(self.db)
+        return stamp is not None and stamp != self._manifest_stamp
 
     def __len__(self) -> int:
         return self.manifest.count
@@ -270,54 +297,65 @@ class ChipStore:
 
 
 class WriteLock:
-    """An exclusive lock file holding the writer's pid; a stale lock of a dead process is taken over."""
+    """An exclusive ``flock`` on ``write.lock``, which holds the writer's pid.
+
+    The kernel drops the lock when its process dies (even by SIGKILL), so a lock file left behind is
+    recognised as stale for certain, even when its pid has been reused since.
+    """
 
     def __init__(self, db: Path):
         self.path = db / LOCK
-        self.held = False
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
 
     def acquire(self) -> None:
-        """Take the lock or raise StoreError naming the process that holds it."""
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and _alive(owner):
-                    raise StoreError(
-                        f"{self.path.parent} is being written by another indexer (pid {owner}); "
-                        f"wait for it to finish, or remove {self.path} if that process is gone"
-                    ) from None
-                print(f"warning: taking over a stale lock of dead process {owner}", file=sys.stderr)
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{os.getpid()}\n")
-            self.held = True
-            return
-        raise StoreError(f"could not take the lock {self.path}")
+        """Take the lock or raise StoreError naming the process that holds it (OSError if not writable)."""
+        fd = self._locked_fd()
+        previous = os.read(fd, 64).decode(errors="replace").strip()
+        if previous:
+            print(f"warning: taking over a stale lock of dead process {previous}", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
 
-    def _owner(self) -> int | None:
+    def _locked_fd(self) -> int:
+        """An open, flock-ed descriptor of the lock file that is still the one at ``self.path``."""
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise StoreError(
+                    f"{self.path.parent} is being written by another indexer (pid {self._owner()}); "
+                    "wait for it to finish"
+                ) from None
+            if self._is_current(fd):
+                return fd
+            os.close(fd)  # the holder removed the file between our open and flock: try again
+
+    def _is_current(self, fd: int) -> bool:
         try:
-            return int(self.path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+            return os.fstat(fd).st_ino == self.path.stat().st_ino
+        except FileNotFoundError:
+            return False
+
+    def _owner(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
 
     def release(self) -> None:
-        """Remove the lock file if this process holds it."""
-        if self.held:
+        """Remove the lock file and drop the lock if this object holds it."""
+        if self._fd is not None:
             self.path.unlink(missing_ok=True)
-            self.held = False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass
@@ -359,8 +397,8 @@ class StoreWriter(ChipStore):
         lock = WriteLock(db)
         try:
             lock.acquire()
-        except PermissionError as error:
-            raise StoreError(f"{db} is not writable ({error.strerror})") from error
+        except OSError as error:  # read-only file system, no permission, disk full
+            raise StoreError(f"{db} is not writable ({error.strerror or one_line(error)})") from error
         try:
             writer = cls._open_locked(db, model, settings, rebuild, chip_size, overlap)
         except BaseException:
@@ -389,29 +427,40 @@ class StoreWriter(ChipStore):
         else:
             if rebuild and (db / MANIFEST).exists():
                 fresh.created = Manifest.read(db).created
-            connect(db).drop_table(TABLE, ignore_missing=True)
-            fresh.write(db)
+            with writing(db):
+                fresh.write(db)  # commits an empty index; the old table is dropped as uncommitted
         return cls(db, settings)
 
     def _roll_back_uncommitted(self) -> None:
-        """Undo LanceDB versions written after the manifest's (a crash between the two commits)."""
+        """Undo what a crashed writer left uncommitted: LanceDB versions newer than the manifest's, temp files."""
+        self._remove_temporary_files()
         connection = connect(self.db)
-        if TABLE not in connection.table_names():
+        if self.manifest.lance_version == 0:
+            with writing(self.db):
+                connection.drop_table(TABLE, ignore_missing=True)
             self.table = None
             return
-        table = connection.open_table(TABLE)
+        try:
+            table = connection.open_table(TABLE)
+        except Exception as error:
+            raise StoreError(
+                f"{self.db}: the chips table is missing or damaged ({one_line(error)}); start over with --rebuild"
+            ) from error
         if table.version != self.manifest.lance_version:
-            if self.manifest.lance_version == 0:
-                connection.drop_table(TABLE)
-                self.table = None
-                return
             print(
                 f"warning: rolling back an interrupted batch in {self.db} "
                 f"(table version {table.version} → {self.manifest.lance_version})",
                 file=sys.stderr,
             )
-            table.restore(self.manifest.lance_version)
+            with writing(self.db):
+                table.restore(self.manifest.lance_version)
         self.table = table
+
+    def _remove_temporary_files(self) -> None:
+        """Delete temporary files of a writer killed mid-write (this writer holds the lock)."""
+        for pattern in (f".{MANIFEST}.tmp-*", "index-*.faiss.tmp-*"):
+            for path in self.db.glob(pattern):
+                path.unlink(missing_ok=True)
 
     def append(self, rows: list[dict[str, Any]], vectors: np.ndarray, new_files: int) -> None:
         """Commit one batch of chips (all of some files) atomically."""
@@ -425,6 +474,7 @@ class StoreWriter(ChipStore):
         self._write_table(pa.Table.from_pydict(columns, schema=chip_schema(self.manifest.dim)))
         self.manifest.count += len(rows)
         self.manifest.files += new_files
+        self.manifest.pending_finish = True
         if self._needs_new_index(growth=1):
             self._build_index()
         else:
@@ -432,13 +482,11 @@ class StoreWriter(ChipStore):
         self._commit()
 
     def _write_table(self, batch: pa.Table) -> None:
-        try:
+        with writing(self.db):
             if self.table is None:
                 self.table = connect(self.db).create_table(TABLE, batch, mode="overwrite")
             else:
                 self.table.add(batch)
-        except OSError as error:
-            raise StoreError(f"cannot write to {self.db}: {error}") from error
 
     def _wanted_params(self) -> ann.IndexParams:
         settings = self.settings
@@ -461,8 +509,10 @@ class StoreWriter(ChipStore):
             self._build_index()
         from lancedb.index import BTree
 
-        for column in INDEXED_COLUMNS:
-            self.table.create_index(column, config=BTree(), replace=True)
+        with writing(self.db):
+            for column in INDEXED_COLUMNS:
+                self.table.create_index(column, config=BTree(), replace=True)
+        self.manifest.pending_finish = False
         self._commit()
 
     def _build_index(self) -> None:
@@ -487,16 +537,14 @@ class StoreWriter(ChipStore):
         """Write the FAISS file for the current table version, then the manifest, then tidy old files."""
         version = self.table.version
         name = f"index-{version}.faiss"
-        try:
+        previous = self.manifest.index_file
+        with writing(self.db):
             ann.write_index(self.index, self.db / name)
-            previous = self.manifest.index_file
             self.manifest.lance_version = version
             self.manifest.index_file = name
             self.manifest.index = ann.describe(self.index)
             self.manifest.write(self.db)
-        except OSError as error:
-            raise StoreError(f"cannot write to {self.db}: {error.strerror or error}") from error
-        self._manifest_mtime = (self.db / MANIFEST).stat().st_mtime_ns
+        self._manifest_stamp = manifest_stamp(self.db)
         self._remove_stale_index_files(keep={name, previous})
 
     def _remove_stale_index_files(self, keep: set[str | None]) -> None:

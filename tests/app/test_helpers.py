@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.export import CSV_COLUMNS, results_csv, results_geojson
+from rsretrieve.export import CSV_COLUMNS, results_csv, results_geojson
 from app.footprint_map import SELECTED_COLOUR, footprint_deck, footprint_rows, graticule, grid_step, union_bbox
 from app.query import Query, index_extent, run_query, save_upload
 from app.thumbnails import chip_pixels, chip_png

@@ -1,4 +1,4 @@
-"""Downloads of the current results: GeoJSON (as ``rsretrieve query --geojson``) and CSV."""
+"""Results for machines and spreadsheets: GeoJSON and CSV (``rsretrieve query --geojson / --csv``, the app)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,118 @@
+"""Run ``rsretrieve`` commands in forked children of one warm interpreter, so imports are paid once.
+
+Reads one JSON job per line on stdin and answers one JSON line per job on stdout::
+
+    job:    {"argv": [...], "log": "path", "kill_after": seconds | null, "fault": [point, nth] | null}
+    answer: {"rc": exit code, or -9 when killed, "seconds": wall time, "maxrss_kib": peak RSS of the child}
+
+``kill_after`` SIGKILLs the child from outside after that many seconds (if it is still running).
+``fault`` makes the child SIGKILL itself at the nth time it reaches a step of the commit protocol
+(see FAULTS); both stand for ``kill -9`` at that moment. The parent imports no LanceDB and
+runs no torch code before forking, so every child starts clean (LanceDB restarts its event loop in a
+forked child).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import warnings
+
+import lancedb  # noqa: F401  (resets its event loop in forked children; unused here)
+
+import indexer.build  # noqa: F401  (torch, rasterio, faiss: the slow imports, shared by every child)
+from rsretrieve import ann, cli, models, store
+
+models._open_clip()  # imports open_clip and registers the tiny test model's config
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _die_on(nth: int, original, when=lambda *args, **kwargs: True):
+    """``original`` wrapped to SIGKILL this process before its nth call that ``when`` accepts."""
+    seen = 0
+
+    def wrapper(*args, **kwargs):
+        nonlocal seen
+        if when(*args, **kwargs):
+            seen += 1
+            if seen == nth:
+                _die()
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+def _replacing(suffix: str):
+    return lambda src, dst, *args, **kwargs: str(dst).endswith(suffix)
+
+
+FAULTS = {  # step of the commit protocol → how to stop there
+    "lance_appended": lambda nth: setattr(ann, "write_index", _die_on(nth, ann.write_index)),
+    "faiss_tmp_written": lambda nth: setattr(os, "replace", _die_on(nth, os.replace, _replacing(".faiss"))),
+    "manifest_tmp_written": lambda nth: setattr(os, "replace", _die_on(nth, os.replace, _replacing(store.MANIFEST))),
+    "committed": lambda nth: setattr(
+        store.StoreWriter,
+        "_remove_stale_index_files",
+        _die_on(nth, store.StoreWriter._remove_stale_index_files),
+    ),
+}
+
+
+def _child(job: dict) -> None:
+    """Run the command with stdout and stderr going to the job's log; never returns."""
+    log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    warnings.filterwarnings("ignore", "lancedb fork support")
+    if job.get("fault"):
+        point, nth = job["fault"]
+        FAULTS[point](nth)
+    try:
+        code = cli.main(job["argv"])
+    except SystemExit as error:
+        code = error.code if isinstance(error.code, int) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run(job: dict) -> dict:
+    """Fork a child for the job, kill it if asked, and report how it ended."""
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        _child(job)
+    deadline = None if job.get("kill_after") is None else started + job["kill_after"]
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            done, status, usage = os.wait4(pid, 0)
+            break
+        time.sleep(0.005)
+    return {
+        "rc": os.waitstatus_to_exitcode(status),
+        "seconds": round(time.perf_counter() - started, 3),
+        "maxrss_kib": usage.ru_maxrss,
+    }
+
+
+def main() -> None:
+    """Answer jobs from stdin until it closes."""
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip():
+            print(json.dumps(run(json.loads(line))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
