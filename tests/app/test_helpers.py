@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rsretrieve.export import CSV_COLUMNS, results_csv, results_geojson
 from app.footprint_map import SELECTED_COLOUR, footprint_deck, footprint_rows, graticule, grid_step, union_bbox
 from app.query import Query, index_extent, run_query, save_upload
 from app.thumbnails import chip_pixels, chip_png
@@ -45,21 +42,6 @@ def test_thumbnail_is_the_chip_the_indexer_read(small_archive: Path, name: str) 
     np.testing.assert_array_equal(chip_pixels(plan.path, chip.window.as_dict()), expected)
     png = chip_png(plan.path, chip.window.as_dict())
     assert png is not None and png.startswith(b"\x89PNG")
-
-
-def test_results_csv_has_one_row_per_result() -> None:
-    rows = list(csv.DictReader(io.StringIO(results_csv([result("a", 0.9), result("b", 0.8, georeferenced=False)]))))
-    assert list(rows[0]) == CSV_COLUMNS
-    assert [(row["rank"], row["id"], row["row_off"], row["minx"]) for row in rows] == [
-        ("1", "a", "64", "10.0"),
-        ("2", "b", "64", ""),
-    ]
-
-
-def test_results_geojson_is_a_feature_collection() -> None:
-    collection = json.loads(results_geojson([result("a"), result("b", georeferenced=False)]))
-    assert collection["type"] == "FeatureCollection"
-    assert [feature["geometry"] for feature in collection["features"]] == [SQUARE, None]
 
 
 def test_footprint_rows_draw_the_selected_result_last_in_its_colour() -> None:

@@ -73,6 +73,12 @@ def test_image_query_and_table_output(cli_index: Path, small_archive: Path) -> N
     assert "warning: random weights" in result.stderr
 
 
+def test_csv_output(cli_index: Path) -> None:
+    result = rsretrieve("query", "farmland", "--db", cli_index, "-k", "3", "--csv")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("rank,score,id,path") and len(lines) == 4
+
+
 def test_info_json_counts_agree(cli_index: Path) -> None:
     result = rsretrieve("info", "--db", cli_index, "--json")
     info = json.loads(result.stdout)
