@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 os.environ.setdefault("RUST_LOG", "error")
 
 from rsretrieve.cli import RANDOM_WEIGHTS_WARNING
+from rsretrieve.errors import UserError
 from rsretrieve.evaluation.datasets import DATASETS, BenchmarkError, RetrievalSplit, load_split
 from rsretrieve.evaluation.run import (
     EvalOptions,
@@ -33,7 +35,7 @@ from rsretrieve.evaluation.run import (
     write_json,
     write_synthetic_images,
 )
-from rsretrieve.models import ModelError, load_model
+from rsretrieve.models import load_model
 
 HERE = Path(__file__).resolve().parent
 SHARED_BENCHMARKS = HERE.parents[1] / "shared" / "data" / "benchmarks"
@@ -95,6 +97,19 @@ def result_path(args: argparse.Namespace, result: dict[str, Any]) -> Path:
     return args.out_dir / f"recall-{result['dataset']}-{result['model']}.json"
 
 
+def host() -> dict[str, Any]:
+    """What a run's times depend on: CPUs, torch threads, the load average and this process's CPU time so far."""
+    import torch
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(load, 2) for load in os.getloadavg()],
+        "process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+    }
+
+
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Evaluate every model on every dataset; write one JSON per run."""
     options = EvalOptions(args.index, args.ann_index, args.nprobe, args.batch_size, args.workers)
@@ -110,6 +125,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
             for split, missing in splits.values():
                 result = evaluate(split, model, options, phases, missing)
                 result["synthetic_images"] = bool(args.synthetic)
+                result["host"] = host()
                 write_json(result, result_path(args, result))
                 print(f"wrote {result_path(args, result)}", file=sys.stderr)
                 results.append(result)
@@ -122,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         results = run_all(args)
-    except (BenchmarkError, ModelError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(markdown_table(results))

@@ -19,7 +19,7 @@ import numpy as np
 import rasterio
 from tqdm import tqdm
 
-from indexer.embed import SKIPPED, embed_chips
+from indexer.embed import SKIPPED, embed_chips, limit_gdal_cache
 from indexer.read import ChipMeta, ScenePlan, SourceError, plan_scene, plan_windows
 from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel
@@ -194,6 +194,7 @@ def index_archive(
     """Index source files (see ``find_sources``) into ``db``; resumable, committed file group by file group."""
     options = options or IndexOptions()
     started = time.perf_counter()
+    limit_gdal_cache()  # before planning: the stretch statistics of a 16-bit scene decode all its tiles
     writer = StoreWriter.open(db, model, settings, options.rebuild, options.chip_size, options.overlap)
     summary = IndexSummary(db=str(db))
     try:

@@ -174,17 +174,19 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 def cmd_index(args: argparse.Namespace) -> int:
     """Index sources into --db."""
     from indexer.read import find_sources
-    from rsretrieve.store import IndexSettings, Manifest
+    from rsretrieve.store import IndexSettings, Manifest, WriteLock, check_same_model
 
     if not 0 <= args.overlap < args.chip_size:
         raise CliError(f"--overlap must be between 0 and chip size - 1 (got {args.overlap})")
     if not 0 <= args.max_nodata <= 1:
         raise CliError("--max-nodata is a fraction between 0 and 1")
     paths = find_sources(args.sources)
+    WriteLock(args.db).check_free()  # refuse a second indexer before loading a model
     name = args.model
-    if name is None:
-        existing = args.db / "manifest.json"
-        name = Manifest.read(args.db).model if existing.is_file() and not args.rebuild else None
+    if (args.db / "manifest.json").is_file() and not args.rebuild:
+        manifest = Manifest.read(args.db)
+        name = name or manifest.model
+        check_same_model(manifest, name, None, args.db)  # before loading a model that would be refused
     from indexer.build import IndexOptions, index_archive  # imports torch: after the cheap checks
     from rsretrieve.models import DEFAULT_MODEL
 

@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ METADATA_COLUMNS = [
     "minx", "miny", "maxx", "maxy", "footprint", "date",
 ]  # fmt: skip
 INDEXED_COLUMNS = ("fid", "minx", "miny", "maxx", "maxy", "date")
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust (LanceDB) writes an errno
 
 
 class StoreError(UserError):
@@ -174,14 +176,16 @@ def writing(db: Path) -> Iterator[None]:
     """Turn a failed write (disk full, read-only file system, I/O error) into a one-line StoreError."""
     try:
         yield
-    except OSError as error:
-        raise StoreError(f"cannot write to {db}: {error.strerror or one_line(error)}") from error
-    except RuntimeError as error:  # FAISS and LanceDB report I/O failures as RuntimeError
-        raise StoreError(f"cannot write to {db}: {one_line(error)}") from error
+    except (OSError, RuntimeError) as error:  # FAISS reports I/O failures as RuntimeError
+        raise StoreError(f"cannot write to {db}: {reason(error)}") from error
 
 
-def one_line(error: BaseException) -> str:
-    """The first non-empty line of an error message (library errors can span many lines)."""
+def reason(error: BaseException) -> str:
+    """Why an operation failed, in a few words: the OS error if there is one (also inside LanceDB's messages)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if found := _OS_ERROR.search(str(error)):
+        return os.strerror(int(found[1]))
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
 
@@ -315,12 +319,29 @@ class WriteLock:
     def acquire(self) -> None:
         """Take the lock or raise StoreError naming the process that holds it (OSError if not writable)."""
         fd = self._locked_fd()
-        previous = os.read(fd, 64).decode(errors="replace").strip()
+        try:
+            previous = os.read(fd, 64).decode(errors="replace").strip()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
         if previous:
-            print(f"warning: taking over a stale lock of dead process {previous}", file=sys.stderr)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            print(f"warning: taking over a stale lock left by process {previous}", file=sys.stderr)
         self._fd = fd
+
+    def check_free(self) -> None:
+        """Raise StoreError now if a live writer holds the lock (a cheap early check; ``acquire`` decides)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._busy() from None
+        finally:
+            os.close(fd)
 
     def _locked_fd(self) -> int:
         """An open, flock-ed descriptor of the lock file that is still the one at ``self.path``."""
@@ -330,25 +351,23 @@ class WriteLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise StoreError(
-                    f"{self.path.parent} is being written by another indexer (pid {self._owner()}); "
-                    "wait for it to finish"
-                ) from None
+                raise self._busy() from None
             if self._is_current(fd):
                 return fd
             os.close(fd)  # the holder removed the file between our open and flock: try again
+
+    def _busy(self) -> StoreError:
+        try:
+            owner = self.path.read_text().strip() or "unknown"
+        except OSError:
+            owner = "unknown"
+        return StoreError(f"{self.path.parent} is being written by another indexer (pid {owner}); let it finish")
 
     def _is_current(self, fd: int) -> bool:
         try:
             return os.fstat(fd).st_ino == self.path.stat().st_ino
         except FileNotFoundError:
             return False
-
-    def _owner(self) -> str:
-        try:
-            return self.path.read_text().strip() or "unknown"
-        except OSError:
-            return "unknown"
 
     def release(self) -> None:
         """Remove the lock file and drop the lock if this object holds it."""
@@ -398,7 +417,7 @@ class StoreWriter(ChipStore):
         try:
             lock.acquire()
         except OSError as error:  # read-only file system, no permission, disk full
-            raise StoreError(f"{db} is not writable ({error.strerror or one_line(error)})") from error
+            raise StoreError(f"{db} is not writable ({reason(error)})") from error
         try:
             writer = cls._open_locked(db, model, settings, rebuild, chip_size, overlap)
         except BaseException:
@@ -444,7 +463,7 @@ class StoreWriter(ChipStore):
             table = connection.open_table(TABLE)
         except Exception as error:
             raise StoreError(
-                f"{self.db}: the chips table is missing or damaged ({one_line(error)}); start over with --rebuild"
+                f"{self.db}: the chips table is missing or damaged ({reason(error)}); start over with --rebuild"
             ) from error
         if table.version != self.manifest.lance_version:
             print(

@@ -37,6 +37,7 @@ def test_synthetic_sydney_run_writes_json_and_table(tmp_path):
     result = json.loads((tmp_path / "recall-sydney-synthetic-cpu.json").read_text())
     assert (result["dataset"], result["images"], result["captions"]) == ("sydney", 58, 290)
     assert result["synthetic_images"] is True
+    assert result["host"]["cpus"] >= 1
     assert set(result["exact"]) == set(result["ann"]) == set(KEYS)
     assert {"load_model", "images", "captions", "ann_search", "total"} <= set(result["seconds"])
     lines = done.stdout.strip().splitlines()

@@ -29,9 +29,7 @@ class ForkedCli:
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
         assert json.loads(self.process.stdout.readline()) == {"ready": True}
 
-    def run(
-        self, *argv: str | Path, log: Path, kill_after: float | None = None, fault: tuple[str, int] | None = None
-    ) -> dict:
+    def run(self, *argv: str | Path, log: Path, kill_after: float | None = None, fault: tuple | None = None) -> dict:
         """Run one command; its stdout and stderr are appended to ``log``. See forked_cli.py for the answer."""
         job = {"argv": [str(arg) for arg in argv], "log": str(log), "kill_after": kill_after, "fault": fault}
         self.process.stdin.write(json.dumps(job) + "\n")
@@ -50,6 +48,12 @@ def forked_cli() -> Iterator[ForkedCli]:
     runner = ForkedCli()
     yield runner
     runner.close()
+
+
+def json_summary(log: Path) -> dict:
+    """The summary printed by ``index --json`` (the log's lines from a lone "{" on)."""
+    lines = log.read_text().splitlines()
+    return json.loads("\n".join(lines[lines.index("{") :]))
 
 
 def write_scenes(folder: Path, count: int) -> Path:
@@ -126,3 +130,7 @@ def write_bad_archive(folder: Path) -> Path:
 def bad_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The generated good and bad files (the real ones of shared/data are indexed beside them by the tests)."""
     return write_bad_archive(tmp_path_factory.mktemp("bad"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: runs for tens of seconds (deselect with -m 'not slow')")

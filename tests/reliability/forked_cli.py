@@ -2,12 +2,13 @@
 
 Reads one JSON job per line on stdin and answers one JSON line per job on stdout::
 
-    job:    {"argv": [...], "log": "path", "kill_after": seconds | null, "fault": [point, nth] | null}
+    job:    {"argv": [...], "log": "path", "kill_after": seconds | null, "fault": [point, nth, signal?] | null}
     answer: {"rc": exit code, or -9 when killed, "seconds": wall time, "maxrss_kib": peak RSS of the child}
 
 ``kill_after`` SIGKILLs the child from outside after that many seconds (if it is still running).
-``fault`` makes the child SIGKILL itself at the nth time it reaches a step of the commit protocol
-(see FAULTS); both stand for ``kill -9`` at that moment. The parent imports no LanceDB and
+``fault`` makes the child send itself SIGKILL (or the signal named) at the nth time it reaches a step
+of the commit protocol (see FAULTS); both stand for ``kill -9`` at that moment, and SIGSTOP for a
+writer that is still alive in the middle of a run. The parent imports no LanceDB and
 runs no torch code before forking, so every child starts clean (LanceDB restarts its event loop in a
 forked child).
 """
@@ -19,23 +20,21 @@ import os
 import signal
 import sys
 import time
-
 import warnings
 
-import lancedb  # noqa: F401  (resets its event loop in forked children; unused here)
+os.environ.setdefault("LANCEDB_LOG", "error")  # before LanceDB starts its logger
+warnings.filterwarnings("ignore", "lancedb fork support")
+import lancedb  # noqa: E402, F401  (restarts its event loop in forked children; unused here)
 
-import indexer.build  # noqa: F401  (torch, rasterio, faiss: the slow imports, shared by every child)
-from rsretrieve import ann, cli, models, store
+import indexer.build  # noqa: E402, F401  (torch, rasterio, faiss: the slow imports, shared by every child)
+from rsretrieve import ann, cli, models, store  # noqa: E402
 
 models._open_clip()  # imports open_clip and registers the tiny test model's config
+HANG_SECONDS = 300  # a child still running after this is killed (reported as rc -9), so a test cannot hang
 
 
-def _die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _die_on(nth: int, original, when=lambda *args, **kwargs: True):
-    """``original`` wrapped to SIGKILL this process before its nth call that ``when`` accepts."""
+def _signal_on(nth: int, signum: int, original, when):
+    """``original`` wrapped to send ``signum`` to this process before its nth call that ``when`` accepts."""
     seen = 0
 
     def wrapper(*args, **kwargs):
@@ -43,26 +42,31 @@ def _die_on(nth: int, original, when=lambda *args, **kwargs: True):
         if when(*args, **kwargs):
             seen += 1
             if seen == nth:
-                _die()
+                os.kill(os.getpid(), signum)
         return original(*args, **kwargs)
 
     return wrapper
+
+
+def _always(*args, **kwargs) -> bool:
+    return True
 
 
 def _replacing(suffix: str):
     return lambda src, dst, *args, **kwargs: str(dst).endswith(suffix)
 
 
-FAULTS = {  # step of the commit protocol → how to stop there
-    "lance_appended": lambda nth: setattr(ann, "write_index", _die_on(nth, ann.write_index)),
-    "faiss_tmp_written": lambda nth: setattr(os, "replace", _die_on(nth, os.replace, _replacing(".faiss"))),
-    "manifest_tmp_written": lambda nth: setattr(os, "replace", _die_on(nth, os.replace, _replacing(store.MANIFEST))),
-    "committed": lambda nth: setattr(
-        store.StoreWriter,
-        "_remove_stale_index_files",
-        _die_on(nth, store.StoreWriter._remove_stale_index_files),
-    ),
+FAULTS = {  # step of the commit protocol → how to stop there: (module, attribute, condition)
+    "lance_appended": (ann, "write_index", _always),
+    "faiss_tmp_written": (os, "replace", _replacing(".faiss")),
+    "manifest_tmp_written": (os, "replace", _replacing(store.MANIFEST)),
+    "committed": (store.StoreWriter, "_remove_stale_index_files", _always),  # manifest replaced, not tidied
 }
+
+
+def _install_fault(point: str, nth: int, signal_name: str = "SIGKILL") -> None:
+    owner, name, when = FAULTS[point]
+    setattr(owner, name, _signal_on(nth, signal.Signals[signal_name], getattr(owner, name), when))
 
 
 def _child(job: dict) -> None:
@@ -70,10 +74,8 @@ def _child(job: dict) -> None:
     log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    warnings.filterwarnings("ignore", "lancedb fork support")
     if job.get("fault"):
-        point, nth = job["fault"]
-        FAULTS[point](nth)
+        _install_fault(*job["fault"])
     try:
         code = cli.main(job["argv"])
     except SystemExit as error:
@@ -89,12 +91,13 @@ def run(job: dict) -> dict:
     pid = os.fork()
     if pid == 0:
         _child(job)
-    deadline = None if job.get("kill_after") is None else started + job["kill_after"]
+    kill_after = job.get("kill_after")
+    deadline = started + (HANG_SECONDS if kill_after is None else kill_after)
     while True:
         done, status, usage = os.wait4(pid, os.WNOHANG)
         if done:
             break
-        if deadline is not None and time.perf_counter() >= deadline:
+        if time.perf_counter() >= deadline:
             os.kill(pid, signal.SIGKILL)
             done, status, usage = os.wait4(pid, 0)
             break

@@ -1,0 +1,469 @@
+"""Search speed, recall and index size at growing archive sizes (issue 6 / DESIGN.md §5 and §7).
+
+    python benchmarks/speed.py [--sizes 10000 100000 1000000] [--dim 512] [--vectors FILE.npy]
+        [--index flat ivfpq] [--nprobe 8 16 32 64] [--rerank-factors 10] [--out FILE.json]
+
+Each size is stored through the real store (``StoreWriter``: LanceDB rows + FAISS index) with chips laid
+out as 8×8-chip scenes at random places over Europe on random days, then searched through ``Searcher``:
+exact Flat, and IVF-PQ at each nprobe (and re-rank factor). Vectors are a seeded Gaussian mixture on the
+unit sphere shaped like image embeddings (a shared mean direction, 2048 clusters of uneven size and
+spread), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows). Per record:
+
+- recall@10 of the product's search (IVF-PQ candidates re-ranked exactly) against brute force, without
+  and with a bbox filter that keeps ``--filter-fraction`` of the chips; ``filter_path`` says whether the
+  matches were scored exactly or searched through FAISS with allowed ids (``search.EXACT_FILTER_LIMIT``);
+- single-query latency p50/p95 of ``Searcher.search`` (CPU, no text encoding; results' rows included), and
+  p50 of its FAISS stage alone (the rest is reading candidates' vectors and results' rows from LanceDB);
+- qps: queries/s with all queries in one FAISS call, their candidates' vectors read from LanceDB at once
+  and each re-ranked exactly (what a batch API would get);
+- build_s: FAISS train + add (LanceDB writes, reading vectors back and the FAISS file write apart);
+- bytes_per_vector: the FAISS file over the vectors (codes, ids, centroids and codebooks);
+  code_bytes_per_vector: what one more vector costs; stored_vector_bytes: the float32 vectors in LanceDB.
+
+A markdown table of all records is printed; the JSON list is rewritten after each size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+os.environ.setdefault("RUST_LOG", "error")
+
+import faiss
+import numpy as np
+
+from rsretrieve import ann, search
+from rsretrieve.search import Filters, Searcher
+from rsretrieve.store import ChipStore, IndexSettings, StoreWriter
+
+RESULTS = Path(__file__).resolve().parent / "results"
+K = 10
+CLUSTERS = 2048
+CHUNK = 65_536  # rows generated per seeded chunk (so a smaller size is a prefix of a larger one)
+REGION = (-10.0, 35.0, 30.0, 60.0)  # lon/lat box over which synthetic scenes are spread
+SCENE_SIDE = 8  # chips per scene row and column
+CHIP_DEGREES = 0.02  # chip side: 224 px at 10 m
+CHIP_PIXELS = 224
+FIRST_DAY = date(2015, 1, 1).toordinal()
+DAYS = 3653
+APPEND_ROWS = 4096 * SCENE_SIDE**2  # rows per StoreWriter.append: whole scenes, 262,144
+WARM_UP_QUERIES = 3
+DIFFICULTY_RANK = 100  # mean exact scores at ranks 1, 10 and 100 tell how separable the neighbours are
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, float32."""
+    x = np.asarray(x, np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+class Mixture:
+    """Seeded Gaussian mixture on the unit sphere: a shared mean direction, clusters of uneven size and spread."""
+
+    def __init__(self, dim: int, seed: int):
+        rng = np.random.default_rng([seed, 0])
+        mean = unit(rng.normal(size=dim))
+        self.dim, self.seed = dim, seed
+        self.centres = unit(0.5 * mean + unit(rng.normal(size=(CLUSTERS, dim))))
+        self.spread = rng.uniform(0.3, 1.0, CLUSTERS)  # noise length: cosine to the centre 0.96 to 0.71
+        weights = rng.lognormal(0.0, 1.0, CLUSTERS)
+        self.weights = weights / weights.sum()
+
+    def sample(self, n: int, stream: int) -> np.ndarray:
+        """n unit vectors; the same (stream, n) always gives the same rows, and fewer rows are a prefix."""
+        out = np.empty((n, self.dim), np.float32)
+        for start in range(0, n, CHUNK):
+            rng = np.random.default_rng([self.seed, stream, start // CHUNK])
+            size = min(CHUNK, n - start)
+            cluster = rng.choice(CLUSTERS, size, p=self.weights)
+            noise = rng.standard_normal((size, self.dim), dtype=np.float32)
+            noise *= (self.spread[cluster] / np.sqrt(self.dim)).astype(np.float32)[:, None]
+            out[start : start + size] = unit(self.centres[cluster] + noise)
+        return out
+
+
+def load_vectors(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
+    """(data rows, query rows, description): synthetic, or ``--vectors`` with queries held back at random."""
+    if args.vectors is None:
+        mixture = Mixture(args.dim, args.seed)
+        data = mixture.sample(max(args.sizes), stream=1)
+        return data, mixture.sample(args.queries, stream=2), f"synthetic mixture of {CLUSTERS} clusters"
+    matrix = np.load(args.vectors, mmap_mode="r")
+    if matrix.ndim != 2 or len(matrix) <= args.queries:
+        sys.exit(f"{args.vectors}: need an N×d matrix with more than {args.queries} rows, got shape {matrix.shape}")
+    held = np.zeros(len(matrix), bool)
+    held[np.random.default_rng(args.seed).choice(len(matrix), args.queries, replace=False)] = True
+    return unit(matrix[~held]), unit(matrix[held]), str(args.vectors)
+
+
+class Layout:
+    """Where and when each chip was taken: 8×8-chip scenes at random places in REGION, each on a random day."""
+
+    def __init__(self, n: int, seed: int):
+        rng = np.random.default_rng([seed, 3])
+        scenes = -(-n // SCENE_SIDE**2)
+        scene_degrees = SCENE_SIDE * CHIP_DEGREES
+        origin = rng.uniform(REGION[:2], (REGION[2] - scene_degrees, REGION[3] - scene_degrees), (scenes, 2))
+        fid = np.arange(n)
+        self.scene, cell = divmod(fid, SCENE_SIDE**2)
+        self.row, self.col = divmod(cell, SCENE_SIDE)
+        self.minx = origin[self.scene, 0] + self.col * CHIP_DEGREES
+        self.miny = origin[self.scene, 1] + self.row * CHIP_DEGREES
+        self.day = rng.integers(0, DAYS, scenes)[self.scene]
+
+    def __len__(self) -> int:
+        return len(self.minx)
+
+    def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """Store rows of chips start..stop (ids are the fids in hex)."""
+        return [self._row(fid) for fid in range(start, stop)]
+
+    def _row(self, fid: int) -> dict[str, Any]:
+        minx, miny = float(self.minx[fid]), float(self.miny[fid])
+        maxx, maxy = minx + CHIP_DEGREES, miny + CHIP_DEGREES
+        ring = [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]
+        return {
+            "id": f"{fid:016x}",
+            "path": f"/archive/scene_{self.scene[fid]:06d}.tif",
+            "col_off": int(self.col[fid]) * CHIP_PIXELS, "row_off": int(self.row[fid]) * CHIP_PIXELS,
+            "width": CHIP_PIXELS, "height": CHIP_PIXELS,
+            "crs": "EPSG:4326",
+            "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
+            "footprint": json.dumps({"type": "Polygon", "coordinates": [ring]}),
+            "date": date.fromordinal(FIRST_DAY + int(self.day[fid])),
+        }  # fmt: skip
+
+    def scenes_in(self, start: int, stop: int) -> int:
+        """Source files whose chips are start..stop."""
+        return len(np.unique(self.scene[start:stop]))
+
+    def intersecting(self, box: tuple[float, float, float, float]) -> np.ndarray:
+        """fids of the chips whose bbox intersects ``box`` (as the bbox filter's SQL does)."""
+        minx, miny, maxx, maxy = box
+        hit = (self.minx + CHIP_DEGREES >= minx) & (self.minx <= maxx)
+        hit &= (self.miny + CHIP_DEGREES >= miny) & (self.miny <= maxy)
+        return np.flatnonzero(hit)
+
+    def box_keeping(self, fraction: float) -> tuple[float, float, float, float]:
+        """A box around the middle of REGION, grown until it intersects at least ``fraction`` of the chips."""
+        cx, cy = (REGION[0] + REGION[2]) / 2, (REGION[1] + REGION[3]) / 2
+        width, height = REGION[2] - REGION[0], REGION[3] - REGION[1]
+        scale = np.sqrt(fraction) / 4
+        while True:
+            box = (cx - scale * width, cy - scale * height, cx + scale * width, cy + scale * height)
+            if len(self.intersecting(box)) >= fraction * len(self) or scale >= 0.5:
+                return tuple(round(float(value), 4) for value in box)
+            scale *= 1.05
+
+
+@contextlib.contextmanager
+def ann_seconds(*names: str) -> Iterator[dict[str, float]]:
+    """Seconds spent in the named ``rsretrieve.ann`` functions while the block runs (the store calls them there)."""
+    spent = dict.fromkeys(names, 0.0)
+    originals = {name: getattr(ann, name) for name in names}
+
+    def timed(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - started
+
+        return wrapper
+
+    for name, function in originals.items():
+        setattr(ann, name, timed(name, function))
+    try:
+        yield spent
+    finally:
+        for name, function in originals.items():
+            setattr(ann, name, function)
+
+
+def write_store(db: Path, model: Any, vectors: np.ndarray, layout: Layout) -> tuple[StoreWriter, dict[str, float]]:
+    """Append all chips to a new flat-index store in whole-scene batches and finish it; seconds per phase."""
+    writer = StoreWriter.open(db, model, IndexSettings(kind="flat"))
+    appending = 0.0
+    with ann_seconds("add", "write_index") as spent:
+        for start in range(0, len(layout), APPEND_ROWS):
+            stop = min(start + APPEND_ROWS, len(layout))
+            rows = layout.rows(start, stop)
+            started = time.perf_counter()
+            writer.append(rows, vectors[start:stop], new_files=layout.scenes_in(start, stop))
+            appending += time.perf_counter() - started
+        started = time.perf_counter()
+        writer.finish()
+        finishing = time.perf_counter() - started
+    return writer, {
+        "lancedb_write_s": appending - spent["add"] - spent["write_index"],
+        "build_s": spent["add"],
+        "add_s": spent["add"],
+        "finish_s": finishing,
+    }
+
+
+def rebuild(writer: StoreWriter, kind: str) -> dict[str, float]:
+    """Retrain the store's FAISS index as ``kind`` from the stored vectors; seconds per phase."""
+    writer.settings = IndexSettings(kind=kind)
+    started = time.perf_counter()
+    with ann_seconds("train", "add") as spent:
+        writer.retrain()
+    return {
+        "build_s": spent["train"] + spent["add"],
+        "train_s": spent["train"],
+        "add_s": spent["add"],
+        "retrain_s": time.perf_counter() - started,
+    }
+
+
+def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
+    """Index parameters and bytes on disk of the committed store."""
+    store = ChipStore(db)
+    described = store.info()["index"]
+    index_bytes = (db / store.manifest.index_file).stat().st_size
+    lance_bytes = sum(path.stat().st_size for path in (db / "chips.lance").rglob("*") if path.is_file())
+    return {
+        "nlist": described["nlist"],
+        "m": described["m"],
+        "default_nprobe": described["nprobe"],
+        "index_file_bytes": index_bytes,
+        "bytes_per_vector": round(index_bytes / n, 2),
+        "code_bytes_per_vector": described["bytes_per_vector"],
+        "stored_vector_bytes": n * dim * 4,
+        "lancedb_bytes": lance_bytes,
+    }
+
+
+def recall(found: list[np.ndarray], truth: np.ndarray) -> float | None:
+    """Mean share of each query's true top-k found; None when no query has any true result."""
+    shares = [
+        len(np.intersect1d(got, want[want >= 0])) / np.count_nonzero(want >= 0)
+        for got, want in zip(found, truth, strict=True)
+        if (want >= 0).any()
+    ]
+    return round(float(np.mean(shares)), 4) if shares else None
+
+
+def timed_queries(searcher: Searcher, queries: np.ndarray, filters: Filters | None) -> tuple[np.ndarray, list]:
+    """Milliseconds per ``Searcher.search`` and the fids it returned, query by query."""
+    for query in queries[:WARM_UP_QUERIES]:
+        searcher.search(query, K, filters)
+    milliseconds, found = [], []
+    for query in queries:
+        started = time.perf_counter()
+        results = searcher.search(query, K, filters)
+        milliseconds.append((time.perf_counter() - started) * 1000)
+        found.append(np.array([int(result.id, 16) for result in results], np.int64))
+    return np.array(milliseconds), found
+
+
+def is_approximate(searcher: Searcher) -> bool:
+    """Whether the searcher's index is IVF-PQ, whose candidates Searcher re-ranks."""
+    return ann.describe(searcher.store.index)["index_type"] != "flat"
+
+
+def fetch_size(searcher: Searcher) -> int:
+    """Candidates Searcher asks FAISS for: k × rerank factor for IVF-PQ, k for flat."""
+    return K * searcher.rerank_factor if is_approximate(searcher) else K
+
+
+def ann_p50_ms(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> float:
+    """Median milliseconds of the FAISS stage alone, one query at a time (no LanceDB read, no re-rank)."""
+    milliseconds = []
+    for query in queries:
+        started = time.perf_counter()
+        ann.search(searcher.store.index, query, fetch_size(searcher), nprobe=nprobe)
+        milliseconds.append((time.perf_counter() - started) * 1000)
+    return round(float(np.median(milliseconds)), 3)
+
+
+def batched_qps(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> float:
+    """Queries/s with all queries in one FAISS call, one LanceDB read of the candidates, exact re-rank of each."""
+    store = searcher.store
+    started = time.perf_counter()
+    _, fids = ann.search(store.index, queries, fetch_size(searcher), nprobe=nprobe)
+    if is_approximate(searcher):
+        candidates = np.unique(fids[fids >= 0])
+        vectors = store.vectors(candidates)
+        for query, row in zip(queries, fids, strict=True):
+            row = row[row >= 0]
+            ann.exact_search(vectors[np.searchsorted(candidates, row)], row, query, K)
+    return len(queries) / (time.perf_counter() - started)
+
+
+def measure(
+    db: Path, model: Any, queries: np.ndarray, truth: dict[str, np.ndarray], box: tuple, nprobe: int | None, rerank: int
+) -> dict[str, Any]:
+    """Recall, latency and throughput of one searcher configuration."""
+    searcher = Searcher(db, model=model, rerank_factor=rerank, nprobe=nprobe)
+    plain_ms, plain = timed_queries(searcher, queries, None)
+    filtered_ms, filtered = timed_queries(searcher, queries, Filters(bbox=box))
+    return {
+        "recall_at_10": recall(plain, truth["all"]),
+        "recall_at_10_filtered": recall(filtered, truth["filtered"]),
+        "p50_ms": round(float(np.percentile(plain_ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(plain_ms, 95)), 3),
+        "p50_ms_filtered": round(float(np.percentile(filtered_ms, 50)), 3),
+        "p95_ms_filtered": round(float(np.percentile(filtered_ms, 95)), 3),
+        "p50_ms_ann_stage": ann_p50_ms(searcher, queries, nprobe),
+        "qps": round(batched_qps(searcher, queries, nprobe), 1),
+    }
+
+
+def ground_truth(
+    vectors: np.ndarray, queries: np.ndarray, allowed: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Exact top-10 fids without and with the filter, and the mean exact scores at ranks 1, 10 and 100."""
+    scores, nearest = ann.exact_search(vectors, np.arange(len(vectors)), queries, DIFFICULTY_RANK)
+    truth = {"all": nearest[:, :K], "filtered": ann.exact_search(vectors[allowed], allowed, queries, K)[1]}
+    difficulty = {f"score_at_{rank}": round(float(scores[:, rank - 1].mean()), 4) for rank in (1, K, DIFFICULTY_RANK)}
+    return truth, difficulty
+
+
+def bench_size(
+    n: int, data: np.ndarray, queries: np.ndarray, args: argparse.Namespace, base: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """All records of one archive size."""
+    vectors, dim = data[:n], data.shape[1]
+    layout = Layout(n, args.seed)
+    box = layout.box_keeping(args.filter_fraction)
+    allowed = layout.intersecting(box)
+    truth, difficulty = ground_truth(vectors, queries, allowed)
+    size = {
+        **base,
+        "n": n,
+        "dim": dim,
+        **difficulty,
+        "filter_bbox": list(box),
+        "filter_matches": len(allowed),
+        "filter_fraction": round(len(allowed) / n, 4),
+        "filter_path": "exact" if len(allowed) <= search.EXACT_FILTER_LIMIT else "faiss",
+    }
+    model = SimpleNamespace(name="speed-benchmark", architecture="synthetic", checkpoint="none", dim=dim)
+    kinds = sorted({ann.choose_params(n, dim, kind, args.flat_threshold).kind for kind in args.index})
+    records = []
+    with tempfile.TemporaryDirectory(prefix="rsretrieve-speed-", dir=args.workdir) as folder:
+        db = Path(folder) / "db"
+        writer, loaded = write_store(db, model, vectors, layout)
+        try:
+            for kind in kinds:  # "flat" first: the store was loaded with a flat index
+                built = (
+                    loaded
+                    if kind == "flat"
+                    else {"lancedb_write_s": loaded["lancedb_write_s"], **rebuild(writer, kind)}
+                )
+                sizes = index_sizes(db, n, dim)
+                for nprobe, rerank in settings(kind, sizes["nlist"], args):
+                    record = {**size, "index": kind, "nprobe": nprobe, "rerank_factor": rerank, **sizes}
+                    record.update(
+                        measure(db, model, queries, truth, box, nprobe, rerank or search.DEFAULT_RERANK_FACTOR)
+                    )
+                    record.update({key: round(value, 3) for key, value in built.items()})
+                    records.append(record)
+                    print(table_row(record), file=sys.stderr, flush=True)
+        finally:
+            writer.close()
+    return records
+
+
+def settings(kind: str, nlist: int | None, args: argparse.Namespace) -> list[tuple[int | None, int | None]]:
+    """(nprobe, rerank factor) pairs to measure: one exact run for flat; for IVF-PQ, nprobe ≤ nlist."""
+    if kind == "flat":
+        return [(None, None)]
+    nprobes = sorted({min(nprobe, nlist) for nprobe in args.nprobe})
+    return [(nprobe, rerank) for nprobe in nprobes for rerank in args.rerank_factors]
+
+
+COLUMNS = [
+    ("n", "n"), ("index", "index"), ("nprobe", "nprobe"), ("rerank_factor", "rerank"),
+    ("recall_at_10", "recall@10"), ("recall_at_10_filtered", "recall@10 bbox"), ("filter_path", "bbox path"),
+    ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p50_ms_filtered", "p50 ms bbox"),
+    ("p50_ms_ann_stage", "p50 ms FAISS only"), ("qps", "QPS batched"),
+    ("build_s", "build s"), ("lancedb_write_s", "LanceDB write s"), ("bytes_per_vector", "bytes/vector"),
+]  # fmt: skip
+
+
+def table_row(record: dict[str, Any]) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join("–" if record[key] is None else str(record[key]) for key, _ in COLUMNS) + " |"
+
+
+def markdown_table(records: list[dict[str, Any]]) -> str:
+    """All records as a markdown table."""
+    header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|" + "---|" * len(COLUMNS)
+    return "\n".join([header, rule, *map(table_row, records)])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", help="archive sizes (default 10k 100k 1M, or all --vectors)")
+    parser.add_argument("--dim", type=int, default=512, help="dimensions of the synthetic vectors")
+    parser.add_argument("--vectors", type=Path, help="an N×d float32 .npy of your own embeddings")
+    parser.add_argument(
+        "--index", nargs="+", choices=["auto", "flat", "ivfpq"], default=["flat", "ivfpq"],
+        help="indexes to measure; auto: the one the store picks at each size (see --flat-threshold)",
+    )  # fmt: skip
+    parser.add_argument("--flat-threshold", type=int, default=ann.DEFAULT_FLAT_THRESHOLD, help="for --index auto")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64], help="IVF lists probed")
+    parser.add_argument("--rerank-factors", type=int, nargs="+", default=[search.DEFAULT_RERANK_FACTOR])
+    parser.add_argument("--queries", type=int, default=200, help="queries per measurement")
+    parser.add_argument("--filter-fraction", type=float, default=0.05, help="share of chips the bbox filter keeps")
+    parser.add_argument("--exact-filter-limit", type=int, help="override search.EXACT_FILTER_LIMIT")
+    parser.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: FAISS's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, help="where the temporary stores go (default: system temp)")
+    parser.add_argument("--out", type=Path, help="JSON out (default benchmarks/results/speed-<device>.json)")
+    args = parser.parse_args(argv)
+    if args.sizes is None and args.vectors is None:
+        args.sizes = [10_000, 100_000, 1_000_000]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure every size and write the JSON and the table."""
+    args = parse_args(argv)
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+    if args.exact_filter_limit is not None:
+        search.EXACT_FILTER_LIMIT = args.exact_filter_limit
+    device = "cuda" if faiss.get_num_gpus() > 0 else "cpu"
+    data, queries, source = load_vectors(args)
+    args.sizes = args.sizes or [len(data)]
+    if max(args.sizes) > len(data):
+        sys.exit(f"--sizes go up to {max(args.sizes)} but {source} has {len(data)} rows besides the queries")
+    out = args.out or RESULTS / f"speed-{device}.json"
+    base = {
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "faiss_version": faiss.__version__,
+        "data": source,
+        "queries": len(queries),
+        "k": K,
+    }
+    records: list[dict[str, Any]] = []
+    for n in args.sizes:
+        records += bench_size(n, data, queries, args, base)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(records, indent=2) + "\n")
+    print(markdown_table(records))
+
+
+if __name__ == "__main__":
+    main()
