@@ -8,9 +8,8 @@ Reads one JSON job per line on stdin and answers one JSON line per job on stdout
 ``kill_after`` SIGKILLs the child from outside after that many seconds (if it is still running).
 ``fault`` makes the child send itself SIGKILL (or the signal named) at the nth time it reaches a step
 of the commit protocol (see FAULTS); both stand for ``kill -9`` at that moment, and SIGSTOP for a
-writer that is still alive in the middle of a run. The parent imports no LanceDB and
-runs no torch code before forking, so every child starts clean (LanceDB restarts its event loop in a
-forked child).
+writer that is still alive in the middle of a run. The parent imports LanceDB but never uses it, and
+runs no torch code, so every child starts clean (LanceDB restarts its event loop in a forked child).
 """
 
 from __future__ import annotations
@@ -71,18 +70,20 @@ def _install_fault(point: str, nth: int, signal_name: str = "SIGKILL") -> None:
 
 def _child(job: dict) -> None:
     """Run the command with stdout and stderr going to the job's log; never returns."""
-    log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    if job.get("fault"):
-        _install_fault(*job["fault"])
+    code = 1
     try:
+        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        if job.get("fault"):
+            _install_fault(*job["fault"])
         code = cli.main(job["argv"])
-    except SystemExit as error:
+    except SystemExit as error:  # argparse
         code = error.code if isinstance(error.code, int) else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def run(job: dict) -> dict:
