@@ -13,11 +13,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from rsretrieve.export import results_csv, results_geojson
 from app.footprint_map import footprint_deck
 from app.query import UPLOAD_TYPES, Extent, Query, Response, index_extent, run_query, save_upload
 from app.thumbnails import chip_png
 from rsretrieve.errors import UserError
+from rsretrieve.export import results_csv, results_geojson
 from rsretrieve.search import Filters, Searcher, SearchResult
 from rsretrieve.store import Manifest
 

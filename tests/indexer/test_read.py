@@ -374,7 +374,7 @@ def test_parse_date(text: str, expected: dt.date | None) -> None:
         ({}, "scene.tif", None),
     ],
 )
-def test_date_from_acquisition_tags_then_name_then_save_time(make_geotiff, tmp_path: Path, tags, name, expected) -> None:
+def test_date_from_acquisition_tags_name_save_time(make_geotiff, tmp_path: Path, tags, name, expected) -> None:
     plan = plan_scene(make_geotiff(tmp_path / name, 64, 64, tags=tags))
     assert {chip.date for chip in plan.chips} == {expected}
 

@@ -21,12 +21,18 @@ def make_rows(count: int) -> list[dict]:
             {
                 "id": f"{i:016x}",
                 "path": f"/data/scene_{i // 50}.tif",
-                "col_off": 64 * (i % 20), "row_off": 64 * (i // 20), "width": 64, "height": 64,
+                "col_off": 64 * (i % 20),
+                "row_off": 64 * (i // 20),
+                "width": 64,
+                "height": 64,
                 "crs": "EPSG:4326",
-                "minx": x, "miny": y, "maxx": x + 0.01, "maxy": y + 0.01,
+                "minx": x,
+                "miny": y,
+                "maxx": x + 0.01,
+                "maxy": y + 0.01,
                 "footprint": None,
                 "date": date.fromordinal(date(2020, 1, 1).toordinal() + i),
-            }  # fmt: skip
+            }
         )
     return rows
 

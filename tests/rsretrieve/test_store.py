@@ -24,9 +24,15 @@ def make_rows(count: int, start: int = 0) -> list[dict]:
         {
             "id": f"{start + i:016x}",
             "path": f"/data/scene_{(start + i) // 4}.tif",
-            "col_off": 0, "row_off": 0, "width": 64, "height": 64,
+            "col_off": 0,
+            "row_off": 0,
+            "width": 64,
+            "height": 64,
             "crs": "EPSG:4326",
-            "minx": (start + i) * 0.1, "miny": 0.0, "maxx": (start + i) * 0.1 + 0.05, "maxy": 0.05,
+            "minx": (start + i) * 0.1,
+            "miny": 0.0,
+            "maxx": (start + i) * 0.1 + 0.05,
+            "maxy": 0.05,
             "footprint": None,
             "date": date.fromordinal(date(2020, 1, 1).toordinal() + start + i),
         }

@@ -53,9 +53,7 @@ def test_precomp_pair_can_be_named_by_its_filename_file():
     split = load_split("rsitmd", folder, folder / "test_filename.txt")
     assert split.annotation_format == "precomp"
     assert split.image_files[0] == "boat_0.tif"
-    assert (
-        split.captions[0] == "Two large ships loaded with cargo were moored on both sides of the gray port."
-    )
+    assert split.captions[0] == "Two large ships loaded with cargo were moored on both sides of the gray port."
 
 
 @needs_benchmarks
@@ -196,9 +194,7 @@ def test_unknown_dataset_lists_known_ones(tmp_path):
 
 
 def test_missing_annotations_name_what_was_looked_for(tmp_path):
-    with pytest.raises(
-        BenchmarkError, match=r"looked for dataset_RSITMD\.json, .*rsitmd_test\.csv.*test_caps\.txt"
-    ):
+    with pytest.raises(BenchmarkError, match=r"looked for dataset_RSITMD\.json, .*rsitmd_test\.csv.*test_caps\.txt"):
         load_split("rsitmd", tmp_path)
 
 

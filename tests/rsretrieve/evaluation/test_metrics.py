@@ -113,9 +113,7 @@ def test_block_processing_matches_naive_computation(monkeypatch):
 
 def test_inputs_are_not_renormalised():
     images = np.array([[2.0, 0.0], [0.0, 1.0]])
-    texts = np.array(
-        [[0.6, 0.8], [1.0, 0.0]]
-    )  # caption 0 prefers image 0 (1.2 > 0.8) only without renormalising
+    texts = np.array([[0.6, 0.8], [1.0, 0.0]])  # caption 0 prefers image 0 (1.2 > 0.8) only without renormalising
     result = retrieval_metrics(images, texts, np.array([1, 0]), ks=(1,))
     assert result["t2i_R@1"] == 50.0
 
