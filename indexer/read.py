@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import hashlib
-import itertools
 import math
 import re
 import warnings
@@ -27,7 +26,7 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
-from rasterio.warp import transform_bounds, transform_geom
+from rasterio.warp import transform, transform_bounds
 from rasterio.windows import Window as RioWindow
 
 from rsretrieve.errors import UserError
@@ -340,32 +339,37 @@ def crs_string(crs: CRS) -> str:
     return f"EPSG:{epsg}" if epsg else crs.to_wkt()
 
 
-def _window_corners(window: Window) -> list[tuple[int, int]]:
-    """Pixel-space corners (col, row) of a window, counter-clockwise on a north-up map."""
-    c0, r0 = window.col_off, window.row_off
-    c1, r1 = c0 + window.width, r0 + window.height
-    return [(c0, r0), (c0, r1), (c1, r1), (c1, r0)]
+def _pixel_rings(windows: Sequence[Window], points: int) -> np.ndarray:
+    """(n, 4·points + 1, 2) closed rings (col, row) around each window, `points` per edge, counter-clockwise."""
+    t = np.linspace(0.0, 1.0, points, endpoint=False)
+    unit = np.concatenate(
+        [np.stack([np.zeros_like(t), t], 1), np.stack([t, np.ones_like(t)], 1),
+         np.stack([np.ones_like(t), 1 - t], 1), np.stack([1 - t, np.zeros_like(t)], 1), [[0.0, 0.0]]]
+    )  # fmt: skip
+    box = np.array([[w.col_off, w.row_off, w.width, w.height] for w in windows], np.float64)
+    return box[:, None, :2] + unit[None] * box[:, None, 2:]
 
 
-def _densified_ring(corners: list[tuple[int, int]], points: int) -> list[tuple[float, float]]:
-    """Closed ring through the corners with `points` evenly spaced points per edge."""
-    closed = [*corners, corners[0]]
-    ring = [
-        (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
-        for a, b in itertools.pairwise(closed)
-        for t in np.linspace(0.0, 1.0, points, endpoint=False)
-    ]
-    return [*ring, ring[0]]
+def _georeference(
+    src: DatasetReader, windows: Sequence[Window]
+) -> list[tuple[tuple[float, float, float, float], dict]]:
+    """Per window: WGS84 bbox (transform_bounds of its bounds) and densified footprint polygon.
 
-
-def _georeference(src: DatasetReader, window: Window) -> tuple[tuple[float, float, float, float], dict]:
-    """WGS84 bbox (transform_bounds of the window's bounds) and densified footprint polygon."""
-    corners = _window_corners(window)
-    xs, ys = zip(*(src.transform @ c for c in corners), strict=True)
-    bbox = transform_bounds(src.crs, WGS84, min(xs), min(ys), max(xs), max(ys), densify_pts=21)
-    ring = [src.transform @ p for p in _densified_ring(corners, FOOTPRINT_EDGE_POINTS)]
-    footprint = transform_geom(src.crs, WGS84, {"type": "Polygon", "coordinates": [ring]})
-    return (bbox[0], bbox[1], bbox[2], bbox[3]), footprint
+    The footprint rings of all windows are reprojected in one call; no antimeridian cutting.
+    """
+    a, b, c, d, e, f = tuple(src.transform)[:6]
+    rings = _pixel_rings(windows, FOOTPRINT_EDGE_POINTS)
+    xs = a * rings[..., 0] + b * rings[..., 1] + c
+    ys = d * rings[..., 0] + e * rings[..., 1] + f
+    lons, lats = transform(src.crs, WGS84, xs.ravel(), ys.ravel())
+    lonlat = np.stack([lons, lats], -1).reshape(rings.shape)
+    out = []
+    for corners_x, corners_y, ring in zip(xs, ys, lonlat, strict=True):
+        bbox = transform_bounds(
+            src.crs, WGS84, corners_x.min(), corners_y.min(), corners_x.max(), corners_y.max(), densify_pts=21
+        )
+        out.append((tuple(bbox), {"type": "Polygon", "coordinates": [ring.tolist()]}))
+    return out
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -422,10 +426,12 @@ def _plan(src: DatasetReader, file: Path, chip_size: int, overlap: int, bands: S
     georeferenced = is_georeferenced(src)
     crs = crs_string(src.crs) if georeferenced else None
     date = scene_date(src, file)
-    chips = []
-    for window in _chip_windows(src, georeferenced, chip_size, overlap):
-        bbox, footprint = _georeference(src, window) if georeferenced else (None, None)
-        chips.append(ChipMeta(chip_id(str(file), window), str(file), window, crs, bbox, footprint, date))
+    windows = _chip_windows(src, georeferenced, chip_size, overlap)
+    places = _georeference(src, windows) if georeferenced else [(None, None)] * len(windows)
+    chips = [
+        ChipMeta(chip_id(str(file), window), str(file), window, crs, bbox, footprint, date)
+        for window, (bbox, footprint) in zip(windows, places, strict=True)
+    ]
     return ScenePlan(
         path=str(file),
         width=src.width,
