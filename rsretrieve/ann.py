@@ -8,7 +8,6 @@ a clone cached on the index object, for unfiltered search. LanceDB is not touche
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,6 +16,7 @@ import faiss
 import numpy as np
 
 from rsretrieve.errors import UserError
+from rsretrieve.files import atomic_write
 
 DEFAULT_FLAT_THRESHOLD = 50_000
 NLIST_FACTOR = 4
@@ -322,26 +322,8 @@ def describe(index: faiss.Index) -> dict:
 
 
 def write_index(index: faiss.Index, path: Path) -> None:
-    """Write `index` atomically: a temporary file beside `path`, fsync, rename, fsync the folder."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        faiss.write_index(index, str(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write `index` atomically (see `rsretrieve.files.atomic_write`); always the CPU form."""
+    atomic_write(Path(path), lambda tmp: faiss.write_index(index, str(tmp)))
 
 
 def read_index(path: Path) -> faiss.Index:

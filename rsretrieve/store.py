@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from rsretrieve import ann
 from rsretrieve.errors import UserError
+from rsretrieve.files import TEMPORARY_PATTERN, atomic_write
 
 FORMAT_VERSION = 1
 TABLE = "chips"
@@ -136,30 +137,8 @@ class Manifest:
     def write(self, db: Path) -> None:
         """Atomically replace ``db/manifest.json``."""
         self.updated = _now()
-        atomic_write_text(db / MANIFEST, json.dumps(asdict(self), indent=2))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        text = json.dumps(asdict(self), indent=2)
+        atomic_write(db / MANIFEST, lambda tmp: tmp.write_text(text))
 
 
 def manifest_stamp(db: Path) -> tuple[int, int, int] | None:
@@ -477,9 +456,8 @@ class StoreWriter(ChipStore):
 
     def _remove_temporary_files(self) -> None:
         """Delete temporary files of a writer killed mid-write (this writer holds the lock)."""
-        for pattern in (f".{MANIFEST}.tmp-*", "index-*.faiss.tmp-*"):
-            for path in self.db.glob(pattern):
-                path.unlink(missing_ok=True)
+        for path in self.db.glob(TEMPORARY_PATTERN):
+            path.unlink(missing_ok=True)
 
     def append(self, rows: list[dict[str, Any]], vectors: np.ndarray, new_files: int) -> None:
         """Commit one batch of chips (all of some files) atomically."""
