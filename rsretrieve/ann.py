@@ -139,7 +139,10 @@ def new_index(dim: int, params: IndexParams) -> faiss.Index:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     description = f"IVF{params.nlist},PQ{params.m}x{params.nbits}np"
     index = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
-    faiss.extract_index_ivf(index).nprobe = params.nprobe or default_nprobe(params.nlist)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    ivf.nprobe = params.nprobe or default_nprobe(params.nlist)
+    # Small archives train on few points per centroid by design; FAISS would print a warning per PQ sub-space.
+    ivf.cp.min_points_per_centroid = ivf.pq.cp.min_points_per_centroid = 1
     return index
 
 
