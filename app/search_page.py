@@ -211,9 +211,15 @@ def centre(bbox: list[float]) -> str:
     return f"{abs(lat):.4f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.4f}° {'E' if lon >= 0 else 'W'}"
 
 
+def thumbnail(result: SearchResult) -> bytes | None:
+    """PNG of a result's chip, read with the bands the index was built with."""
+    bands = st.session_state.get("bands")
+    return chip_png(result.path, result.window, tuple(bands) if bands else None)
+
+
 def details(result: SearchResult) -> None:
     """Where and when the highlighted chip is."""
-    png = chip_png(result.path, result.window)
+    png = thumbnail(result)
     if png is not None:
         st.image(png, width="stretch")
     window = result.window
@@ -231,7 +237,7 @@ def details(result: SearchResult) -> None:
 def result_card(result: SearchResult, rank: int) -> None:
     """Thumbnail, score, date, source file, and the card's actions."""
     with st.container(border=True):
-        png = chip_png(result.path, result.window)
+        png = thumbnail(result)
         if png is None:
             st.warning("source file unavailable", icon=":material/broken_image:")
         else:
@@ -286,6 +292,7 @@ def show_results(searcher: Searcher, k: int, filters: Filters) -> None:
     if query is None:
         st.caption("Describe a place in words, upload an image, or pick “More like this” on any result.")
         return
+    st.session_state.bands = searcher.store.manifest.bands
     response = respond(searcher, query, k, filters)
     if not response.results:
         st.info(f"No chips match {describe(query)} with these filters.", icon=":material/search_off:")

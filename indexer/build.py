@@ -195,7 +195,8 @@ def index_archive(
     options = options or IndexOptions()
     started = time.perf_counter()
     limit_gdal_cache()  # before planning: the stretch statistics of a 16-bit scene decode all its tiles
-    writer = StoreWriter.open(db, model, settings, options.rebuild, options.chip_size, options.overlap)
+    bands = list(options.bands) if options.bands else None
+    writer = StoreWriter.open(db, model, settings, options.rebuild, options.chip_size, options.overlap, bands)
     summary = IndexSummary(db=str(db))
     try:
         counts = Counter(writer.column("path").to_pylist()) if len(writer) else Counter()

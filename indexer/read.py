@@ -7,6 +7,7 @@ runs inside DataLoader workers and in light CLI paths.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import glob
 import hashlib
@@ -562,3 +563,23 @@ class ChipReader:
         """Close every open dataset."""
         while self._handles:
             self._handles.popitem()[1].src.close()
+
+
+WHOLE_SCENE = 1 << 30  # a chip size larger than any scene: planning yields one chip covering it
+
+
+def plan_whole(path: str | Path, bands: Sequence[int] | None = None) -> ScenePlan:
+    """A plan with one chip covering the whole image (band mapping and stretch as for any chip size)."""
+    return plan_scene(path, chip_size=WHOLE_SCENE, bands=bands)
+
+
+def read_window(plan: ScenePlan, window: Window | None = None) -> np.ndarray:
+    """(h, w, 3) uint8 RGB of a window (default: the whole image), read exactly as the indexer reads chips."""
+    chip = plan.chips[0] if window is None else dataclasses.replace(plan.chips[0], window=window)
+    reader = ChipReader(max_nodata_fraction=1.0)
+    try:
+        pixels = reader.read(plan, chip)
+    finally:
+        reader.close()
+    assert pixels is not None  # max_nodata_fraction=1.0 always returns pixels
+    return pixels

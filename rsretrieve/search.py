@@ -238,19 +238,11 @@ class Searcher:
 
 def read_query_image(path: Path) -> np.ndarray:
     """Pixels of a query image, read exactly as the indexer reads a chip (one chip for the whole image)."""
-    from indexer.read import ChipReader, SourceError, plan_scene
+    from indexer.read import SourceError, plan_whole, read_window
 
     if not path.is_file():
         raise QueryError(f"query image not found: {path}")
     try:
-        plan = plan_scene(path, chip_size=1 << 30)
-        reader = ChipReader(max_nodata_fraction=1.0)
-        try:
-            pixels = reader.read(plan, plan.chips[0])
-        finally:
-            reader.close()
+        return read_window(plan_whole(path))
     except SourceError as error:
         raise QueryError(f"cannot read query image: {error}") from error
-    if pixels is None:
-        raise QueryError(f"query image has no valid pixels: {path}")
-    return pixels

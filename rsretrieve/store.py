@@ -104,6 +104,7 @@ class Manifest:
     index: dict[str, Any] = field(default_factory=dict)
     chip_size: int | None = None
     overlap: int | None = None
+    bands: list[int] | None = None
     pending_finish: bool = False  # appended since the last finish() (scalar indexes, IVF growth check)
     format_version: int = FORMAT_VERSION
     created: str = field(default_factory=_now)
@@ -272,6 +273,7 @@ class ChipStore:
             "index": described,
             "chip_size": self.manifest.chip_size,
             "overlap": self.manifest.overlap,
+            "bands": self.manifest.bands,
             "lance_version": self.manifest.lance_version,
             "format_version": self.manifest.format_version,
             "created": self.manifest.created,
@@ -382,6 +384,7 @@ class StoreWriter(ChipStore):
         rebuild: bool = False,
         chip_size: int | None = None,
         overlap: int | None = None,
+        bands: list[int] | None = None,
     ) -> StoreWriter:
         """Open (or create) ``db`` for writing with ``model``; takes the write lock."""
         db = Path(db)
@@ -398,7 +401,7 @@ class StoreWriter(ChipStore):
         except OSError as error:  # read-only file system, no permission, disk full
             raise StoreError(f"{db} is not writable ({reason(error)})") from error
         try:
-            writer = cls._open_locked(db, model, settings, rebuild, chip_size, overlap)
+            writer = cls._open_locked(db, model, settings, rebuild, chip_size, overlap, bands)
         except BaseException:
             lock.release()
             raise
@@ -414,14 +417,18 @@ class StoreWriter(ChipStore):
         rebuild: bool,
         chip_size: int | None,
         overlap: int | None,
+        bands: list[int] | None,
     ) -> StoreWriter:
         fresh = Manifest(model.name, model.architecture, model.checkpoint, model.dim)
-        fresh.chip_size, fresh.overlap = chip_size, overlap
+        fresh.chip_size, fresh.overlap, fresh.bands = chip_size, overlap, bands
         if (db / MANIFEST).exists() and not rebuild:
             existing = Manifest.read(db)
             check_same_model(existing, model.name, model.checkpoint, db)
             if chip_size is not None and existing.chip_size not in (None, chip_size):
                 raise StoreError(f"{db} was built with --chip-size {existing.chip_size}; use it again or --rebuild")
+            if chip_size is not None and existing.bands != bands:
+                shown = ",".join(map(str, existing.bands)) if existing.bands else "the default bands"
+                raise StoreError(f"{db} was built with --bands {shown}; use them again or --rebuild")
         else:
             if rebuild and (db / MANIFEST).exists():
                 fresh.created = Manifest.read(db).created
