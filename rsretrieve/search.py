@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from rsretrieve import ann
 from rsretrieve.errors import UserError
-from rsretrieve.store import ChipStore, StoreError, check_same_model
+from rsretrieve.store import METADATA_COLUMNS, ChipStore, StoreError, check_same_model
 
 DEFAULT_RERANK_FACTOR = 10
 EXACT_FILTER_LIMIT = 4096  # at most this many matching chips are scored exactly instead of through FAISS
@@ -205,35 +206,41 @@ class Searcher:
         started = time.perf_counter()
         self.refresh()
         query = np.asarray(vector, np.float32).reshape(1, -1)
-        scores, fids = self._ranked(query, k, (filters or Filters()).where())
-        results = _results_from_rows(self.store.rows(fids), scores)
+        scores, rows = self._ranked(query, k, (filters or Filters()).where())
+        results = _results_from_rows(rows, scores)
         self.last_seconds = time.perf_counter() - started
         return results
 
-    def _ranked(self, query: np.ndarray, k: int, where: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and fids of the k best, best first."""
+    def _ranked(self, query: np.ndarray, k: int, where: str | None) -> tuple[np.ndarray, pa.Table]:
+        """Scores and metadata rows of the k best, best first."""
         store = self.store
         if len(store) == 0:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
+            return np.empty(0, np.float32), store.rows([])
         allowed = None
         if where is not None:
             allowed = store.where_fids(where)
             if len(allowed) <= EXACT_FILTER_LIMIT:
-                return self._exact(query, allowed, k)
+                scores, fids = self._exact(query, store.vectors(allowed), allowed, k)
+                return scores, store.rows(fids)
         approximate = ann.describe(store.index)["index_type"] != "flat"
         fetch = k * self.rerank_factor if approximate else k
         scores, fids = ann.search(store.index, query, fetch, nprobe=self.nprobe, allowed_ids=allowed)
         fids = fids[0][fids[0] >= 0]
-        if approximate:
-            return self._exact(query, fids, k)
-        return scores[0][: len(fids)], fids
+        if not approximate:
+            return scores[0][: len(fids)], store.rows(fids)
+        # One read for re-rank vectors and metadata; candidates in fid order so that ties break by fid.
+        candidates = store.rows(np.sort(fids), [*METADATA_COLUMNS, "vector"])
+        scores, best = self._exact(query, store.vector_column(candidates), np.arange(len(fids)), k)
+        return scores, candidates.take(best).select(METADATA_COLUMNS)
 
-    def _exact(self, query: np.ndarray, fids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(fids) == 0:
+    @staticmethod
+    def _exact(query: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k among ``vectors`` (labelled by ``ids``): scores and ids, best first."""
+        if len(ids) == 0:
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        scores, ids = ann.exact_search(self.store.vectors(fids), np.asarray(fids, np.int64), query, k)
-        keep = ids[0] >= 0
-        return scores[0][keep], ids[0][keep]
+        scores, found = ann.exact_search(vectors, np.asarray(ids, np.int64), query, k)
+        keep = found[0] >= 0
+        return scores[0][keep], found[0][keep]
 
 
 def read_query_image(path: Path) -> np.ndarray:

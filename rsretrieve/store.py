@@ -224,7 +224,10 @@ class ChipStore:
 
     def vectors(self, fids: np.ndarray | list[int]) -> np.ndarray:
         """Stored float32 vectors for ``fids``, in order."""
-        table = self.rows(fids, ["vector"])
+        return self.vector_column(self.rows(fids, ["vector"]))
+
+    def vector_column(self, table: pa.Table) -> np.ndarray:
+        """The ``vector`` column of rows read from this store, as an (n, dim) float32 array."""
         if table.num_rows == 0:
             return np.empty((0, self.manifest.dim), np.float32)
         flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
