@@ -37,6 +37,15 @@ from rsretrieve.search import Searcher
 DEFAULT_SOURCES = [str(Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff")]
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (or the platform's name for it)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+
+
 def timed(function, *args, **kwargs) -> tuple[object, float]:
     """(result, seconds) of one call."""
     started = time.perf_counter()
@@ -100,8 +109,10 @@ def main() -> None:
     model, load_seconds = timed(load_model, args.model, None, args.device, True)
     result: dict[str, object] = {
         "model": args.model,
-        "device": torch.cuda.get_device_name(0) if model.device.startswith("cuda") else f"cpu ({platform.processor()})",
+        "device": torch.cuda.get_device_name(0) if model.device.startswith("cuda") else f"cpu: {cpu_name()}",
         "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": os.getloadavg()[0],
         "sources": args.sources,
         "files": len(paths),
         "model_load_s": round(load_seconds, 2),

@@ -7,11 +7,14 @@ Each size is stored through the real store (``StoreWriter``: LanceDB rows + FAIS
 out as 8×8-chip scenes at random places over Europe on random days, then searched through ``Searcher``:
 exact Flat, and IVF-PQ at each nprobe (and re-rank factor). Vectors are a seeded Gaussian mixture on the
 unit sphere shaped like image embeddings (a shared mean direction, 2048 clusters of uneven size and
-spread), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows). Per record:
+spread; ``--mixture places``: tight groups of ~64 drawn from them, so neighbours stay as close at any
+size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows). Per record:
 
 - recall@10 of the product's search (IVF-PQ candidates re-ranked exactly) against brute force, without
   and with a bbox filter that keeps ``--filter-fraction`` of the chips; ``filter_path`` says whether the
   matches were scored exactly or searched through FAISS with allowed ids (``search.EXACT_FILTER_LIMIT``);
+  score_gap_at_10: the mean exact score of the true top 10 minus that of the results (misses that are
+  near-ties cost little); score_at_1/10/100: mean exact scores at those ranks (how crowded neighbours are);
 - single-query latency p50/p95 of ``Searcher.search`` (CPU, no text encoding; results' rows included), and
   p50 of its FAISS stage alone (the rest is reading candidates' vectors and results' rows from LanceDB);
 - qps: queries/s with all queries in one FAISS call, their candidates' vectors read from LanceDB at once
@@ -60,6 +63,8 @@ FIRST_DAY = date(2015, 1, 1).toordinal()
 DAYS = 3653
 APPEND_ROWS = 4096 * SCENE_SIDE**2  # rows per StoreWriter.append: whole scenes, 262,144
 WARM_UP_QUERIES = 3
+PLACE_ROWS = 64  # --mixture places: one place per 64 rows on average
+PLACE_SPREAD = (0.2, 0.5)  # noise length around a place: cosine to its centre 0.98 to 0.89
 DIFFICULTY_RANK = 100  # mean exact scores at ranks 1, 10 and 100 tell how separable the neighbours are
 
 
@@ -70,9 +75,13 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 class Mixture:
-    """Seeded Gaussian mixture on the unit sphere: a shared mean direction, clusters of uneven size and spread."""
+    """Seeded Gaussian mixture on the unit sphere: a shared mean direction, clusters of uneven size and spread.
 
-    def __init__(self, dim: int, seed: int):
+    With ``places``, the clusters are themes and each vector belongs to one of ``places`` tight groups drawn
+    from them (a place seen on many dates, or overlapping chips): every place has close neighbours.
+    """
+
+    def __init__(self, dim: int, seed: int, places: int = 0):
         rng = np.random.default_rng([seed, 0])
         mean = unit(rng.normal(size=dim))
         self.dim, self.seed = dim, seed
@@ -80,6 +89,12 @@ class Mixture:
         self.spread = rng.uniform(0.3, 1.0, CLUSTERS)  # noise length: cosine to the centre 0.96 to 0.71
         weights = rng.lognormal(0.0, 1.0, CLUSTERS)
         self.weights = weights / weights.sum()
+        self.description = f"synthetic: {CLUSTERS} clusters"
+        if places:
+            self.centres = self.sample(places, stream=3)
+            self.spread = rng.uniform(*PLACE_SPREAD, places)
+            self.weights = np.full(places, 1 / places)
+            self.description += f" × {places} places"
 
     def sample(self, n: int, stream: int) -> np.ndarray:
         """n unit vectors; the same (stream, n) always gives the same rows, and fewer rows are a prefix."""
@@ -87,25 +102,24 @@ class Mixture:
         for start in range(0, n, CHUNK):
             rng = np.random.default_rng([self.seed, stream, start // CHUNK])
             size = min(CHUNK, n - start)
-            cluster = rng.choice(CLUSTERS, size, p=self.weights)
+            group = rng.choice(len(self.weights), size, p=self.weights)
             noise = rng.standard_normal((size, self.dim), dtype=np.float32)
-            noise *= (self.spread[cluster] / np.sqrt(self.dim)).astype(np.float32)[:, None]
-            out[start : start + size] = unit(self.centres[cluster] + noise)
+            noise *= (self.spread[group] / np.sqrt(self.dim)).astype(np.float32)[:, None]
+            out[start : start + size] = unit(self.centres[group] + noise)
         return out
 
 
-def load_vectors(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
-    """(data rows, query rows, description): synthetic, or ``--vectors`` with queries held back at random."""
+def load_vectors(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(n data rows, query rows, description): synthetic, or ``--vectors`` with queries held back at random."""
     if args.vectors is None:
-        mixture = Mixture(args.dim, args.seed)
-        data = mixture.sample(max(args.sizes), stream=1)
-        return data, mixture.sample(args.queries, stream=2), f"synthetic mixture of {CLUSTERS} clusters"
+        mixture = Mixture(args.dim, args.seed, n // PLACE_ROWS if args.mixture == "places" else 0)
+        return mixture.sample(n, stream=1), mixture.sample(args.queries, stream=2), mixture.description
     matrix = np.load(args.vectors, mmap_mode="r")
-    if matrix.ndim != 2 or len(matrix) <= args.queries:
-        sys.exit(f"{args.vectors}: need an N×d matrix with more than {args.queries} rows, got shape {matrix.shape}")
+    if matrix.ndim != 2 or len(matrix) < n + args.queries:
+        sys.exit(f"{args.vectors}: need an N×d matrix of at least {n} + {args.queries} rows, got {matrix.shape}")
     held = np.zeros(len(matrix), bool)
     held[np.random.default_rng(args.seed).choice(len(matrix), args.queries, replace=False)] = True
-    return unit(matrix[~held]), unit(matrix[held]), str(args.vectors)
+    return unit(matrix[~held][:n]), unit(matrix[held]), str(args.vectors)
 
 
 class Layout:
@@ -247,18 +261,30 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
     }
 
 
-def recall(found: list[np.ndarray], truth: np.ndarray) -> float | None:
-    """Mean share of each query's true top-k found; None when no query has any true result."""
-    shares = [
-        len(np.intersect1d(got, want[want >= 0])) / np.count_nonzero(want >= 0)
-        for got, want in zip(found, truth, strict=True)
-        if (want >= 0).any()
-    ]
-    return round(float(np.mean(shares)), 4) if shares else None
+Ranking = tuple[np.ndarray, np.ndarray]
+"""(scores, fids) of one query's results, or of every query's (one row each)."""
+
+
+def accuracy(found: list[Ranking], truth: Ranking) -> tuple[float | None, float | None]:
+    """Recall@k (mean share of each query's true top k found) and the mean score given up for it.
+
+    The score gap is the mean exact score of the true top k minus that of the results: near zero when
+    the misses are near-ties. Both are None when no query has any true result.
+    """
+    shares, gaps = [], []
+    for (got_scores, got_ids), want_scores, want_ids in zip(found, *truth, strict=True):
+        valid = want_ids >= 0
+        if valid.any():
+            shares.append(len(np.intersect1d(got_ids, want_ids[valid])) / valid.sum())
+            gaps.append((want_scores[valid][: len(got_scores)].sum() - got_scores.sum()) / valid.sum())
+    if not shares:
+        return None, None
+    gap = max(float(np.mean(gaps)), 0.0)  # results' scores are rounded to 6 decimals: exact ones may dip below 0
+    return round(float(np.mean(shares)), 4), round(gap, 5)
 
 
 def timed_queries(searcher: Searcher, queries: np.ndarray, filters: Filters | None) -> tuple[np.ndarray, list]:
-    """Milliseconds per ``Searcher.search`` and the fids it returned, query by query."""
+    """Milliseconds per ``Searcher.search`` and the results it returned, query by query."""
     for query in queries[:WARM_UP_QUERIES]:
         searcher.search(query, K, filters)
     milliseconds, found = [], []
@@ -266,7 +292,8 @@ def timed_queries(searcher: Searcher, queries: np.ndarray, filters: Filters | No
         started = time.perf_counter()
         results = searcher.search(query, K, filters)
         milliseconds.append((time.perf_counter() - started) * 1000)
-        found.append(np.array([int(result.id, 16) for result in results], np.int64))
+        scores = np.array([result.score for result in results], np.float32)
+        found.append((scores, np.array([int(result.id, 16) for result in results], np.int64)))
     return np.array(milliseconds), found
 
 
@@ -305,15 +332,19 @@ def batched_qps(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> 
 
 
 def measure(
-    db: Path, model: Any, queries: np.ndarray, truth: dict[str, np.ndarray], box: tuple, nprobe: int | None, rerank: int
+    db: Path, model: Any, queries: np.ndarray, truth: dict[str, Ranking], box: tuple, nprobe: int | None, rerank: int
 ) -> dict[str, Any]:
     """Recall, latency and throughput of one searcher configuration."""
     searcher = Searcher(db, model=model, rerank_factor=rerank, nprobe=nprobe)
     plain_ms, plain = timed_queries(searcher, queries, None)
     filtered_ms, filtered = timed_queries(searcher, queries, Filters(bbox=box))
+    recall, gap = accuracy(plain, truth["all"])
+    recall_filtered, gap_filtered = accuracy(filtered, truth["filtered"])
     return {
-        "recall_at_10": recall(plain, truth["all"]),
-        "recall_at_10_filtered": recall(filtered, truth["filtered"]),
+        "recall_at_10": recall,
+        "recall_at_10_filtered": recall_filtered,
+        "score_gap_at_10": gap,
+        "score_gap_at_10_filtered": gap_filtered,
         "p50_ms": round(float(np.percentile(plain_ms, 50)), 3),
         "p95_ms": round(float(np.percentile(plain_ms, 95)), 3),
         "p50_ms_filtered": round(float(np.percentile(filtered_ms, 50)), 3),
@@ -325,19 +356,22 @@ def measure(
 
 def ground_truth(
     vectors: np.ndarray, queries: np.ndarray, allowed: np.ndarray
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Exact top-10 fids without and with the filter, and the mean exact scores at ranks 1, 10 and 100."""
+) -> tuple[dict[str, Ranking], dict[str, float]]:
+    """Exact top k without and with the filter, and the mean exact scores at ranks 1, 10 and 100."""
     scores, nearest = ann.exact_search(vectors, np.arange(len(vectors)), queries, DIFFICULTY_RANK)
-    truth = {"all": nearest[:, :K], "filtered": ann.exact_search(vectors[allowed], allowed, queries, K)[1]}
+    truth = {
+        "all": (scores[:, :K], nearest[:, :K]),
+        "filtered": ann.exact_search(vectors[allowed], allowed, queries, K),
+    }
     difficulty = {f"score_at_{rank}": round(float(scores[:, rank - 1].mean()), 4) for rank in (1, K, DIFFICULTY_RANK)}
     return truth, difficulty
 
 
 def bench_size(
-    n: int, data: np.ndarray, queries: np.ndarray, args: argparse.Namespace, base: dict[str, Any]
+    vectors: np.ndarray, queries: np.ndarray, args: argparse.Namespace, base: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """All records of one archive size."""
-    vectors, dim = data[:n], data.shape[1]
+    n, dim = vectors.shape
     layout = Layout(n, args.seed)
     box = layout.box_keeping(args.filter_fraction)
     allowed = layout.intersecting(box)
@@ -389,7 +423,8 @@ def settings(kind: str, nlist: int | None, args: argparse.Namespace) -> list[tup
 
 COLUMNS = [
     ("n", "n"), ("index", "index"), ("nprobe", "nprobe"), ("rerank_factor", "rerank"),
-    ("recall_at_10", "recall@10"), ("recall_at_10_filtered", "recall@10 bbox"), ("filter_path", "bbox path"),
+    ("recall_at_10", "recall@10"), ("score_gap_at_10", "score gap"), ("recall_at_10_filtered", "recall@10 bbox"),
+    ("filter_path", "bbox path"),
     ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p50_ms_filtered", "p50 ms bbox"),
     ("p50_ms_ann_stage", "p50 ms FAISS only"), ("qps", "QPS batched"),
     ("build_s", "build s"), ("lancedb_write_s", "LanceDB write s"), ("bytes_per_vector", "bytes/vector"),
@@ -414,6 +449,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", help="archive sizes (default 10k 100k 1M, or all --vectors)")
     parser.add_argument("--dim", type=int, default=512, help="dimensions of the synthetic vectors")
     parser.add_argument("--vectors", type=Path, help="an N×d float32 .npy of your own embeddings")
+    parser.add_argument(
+        "--mixture", choices=["clusters", "places"], default="clusters",
+        help="synthetic vectors: 2048 clusters, or places (one per 64 rows) drawn from them",
+    )  # fmt: skip
     parser.add_argument(
         "--index", nargs="+", choices=["auto", "flat", "ivfpq"], default=["flat", "ivfpq"],
         help="indexes to measure; auto: the one the store picks at each size (see --flat-threshold)",
@@ -442,10 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.exact_filter_limit is not None:
         search.EXACT_FILTER_LIMIT = args.exact_filter_limit
     device = "cuda" if faiss.get_num_gpus() > 0 else "cpu"
-    data, queries, source = load_vectors(args)
-    args.sizes = args.sizes or [len(data)]
-    if max(args.sizes) > len(data):
-        sys.exit(f"--sizes go up to {max(args.sizes)} but {source} has {len(data)} rows besides the queries")
+    args.sizes = args.sizes or [len(np.load(args.vectors, mmap_mode="r")) - args.queries]
     out = args.out or RESULTS / f"speed-{device}.json"
     base = {
         "device": device,
@@ -453,13 +489,13 @@ def main(argv: list[str] | None = None) -> None:
         "cores": os.cpu_count(),
         "faiss_threads": faiss.omp_get_max_threads(),
         "faiss_version": faiss.__version__,
-        "data": source,
-        "queries": len(queries),
+        "queries": args.queries,
         "k": K,
     }
     records: list[dict[str, Any]] = []
     for n in args.sizes:
-        records += bench_size(n, data, queries, args, base)
+        vectors, queries, source = load_vectors(args, n)
+        records += bench_size(vectors, queries, args, {**base, "data": source})
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(records, indent=2) + "\n")
     print(markdown_table(records))

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import glob
 import hashlib
+import logging
 import math
 import re
 import warnings
@@ -35,6 +36,10 @@ from rsretrieve.errors import UserError
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png"})
 
 WGS84 = "EPSG:4326"
+# GDAL's messages about odd but readable files (routed to Python logging by rasterio.Env) are not for users
+# unless the application configures logging; bad files are reported through SourceError instead.
+logging.getLogger("rasterio").addHandler(logging.NullHandler())
+
 STRETCH_PERCENTILES = (2.0, 98.0)
 STATS_MAX_SIDE = 1024  # long side of the decimated read used for stretch statistics
 PLAIN_IMAGE_MAX_CHIPS = 4  # a plain image up to this many chips per side is one chip

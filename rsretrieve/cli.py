@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -411,7 +410,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsretrieve`` console script."""
     args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("RUST_LOG", "error")
-    logging.getLogger("rasterio").setLevel(logging.ERROR)  # GDAL's chatter about odd TIFF headers
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -146,7 +146,7 @@ def test_reranked_scores_are_exact_inner_products(searcher, ivfpq_index, queries
 
 FILTERS = [
     Filters(bbox=(0.005, 0.005, 0.095, 0.295)),  # 10 columns × 30 rows: 300 chips
-    Filters(bbox=(0.105, 0.0, 0.2, 3.0), start=date(2023, 1, 1), end=date(2026, 12, 31)),
+    Filters(bbox=(0.105, 0.0, 0.2, 3.0), start=date(2023, 1, 1), end=date(2026, 12, 31)),  # 731 chips
     Filters(start=date(2020, 1, 3), end=date(2020, 1, 17)),  # 15 chips
     Filters(bbox=(0.0, 0.0, 0.04, 0.0)),  # 5 chips: fewer than k
 ]
