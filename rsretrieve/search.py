@@ -19,9 +19,9 @@ import pyarrow as pa
 
 from rsretrieve import ann
 from rsretrieve.errors import UserError
-from rsretrieve.store import METADATA_COLUMNS, ChipStore, StoreError, check_same_model
+from rsretrieve.store import ChipStore, StoreError, check_same_model
 
-DEFAULT_RERANK_FACTOR = 10
+DEFAULT_RERANK_FACTOR = 50  # k·50 IVF-PQ candidates re-ranked exactly (benchmarks/results/speed-cpu.json)
 EXACT_FILTER_LIMIT = 4096  # at most this many matching chips are scored exactly instead of through FAISS
 
 
@@ -226,12 +226,10 @@ class Searcher:
         fetch = k * self.rerank_factor if approximate else k
         scores, fids = ann.search(store.index, query, fetch, nprobe=self.nprobe, allowed_ids=allowed)
         fids = fids[0][fids[0] >= 0]
-        if not approximate:
-            return scores[0][: len(fids)], store.rows(fids)
-        # One read for re-rank vectors and metadata; candidates in fid order so that ties break by fid.
-        candidates = store.rows(np.sort(fids), [*METADATA_COLUMNS, "vector"])
-        scores, best = self._exact(query, store.vector_column(candidates), np.arange(len(fids)), k)
-        return scores, candidates.take(best).select(METADATA_COLUMNS)
+        if approximate:  # exact re-rank from the memory-mapped stored vectors
+            scores, fids = self._exact(query, store.vectors(fids), fids, k)
+            return scores, store.rows(fids)
+        return scores[0][: len(fids)], store.rows(fids)
 
     @staticmethod
     def _exact(query: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

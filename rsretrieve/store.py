@@ -36,6 +36,7 @@ import pyarrow as pa
 from rsretrieve import ann
 from rsretrieve.errors import UserError
 from rsretrieve.files import TEMPORARY_PATTERN, atomic_write
+from rsretrieve.vector_file import VECTORS, VectorFile
 
 FORMAT_VERSION = 1
 TABLE = "chips"
@@ -179,6 +180,8 @@ class ChipStore:
         self.manifest = Manifest.read(self.db)
         self.table = self._open_table()
         self._index: Any = None
+        self.vector_file = VectorFile(self.db / VECTORS, self.manifest.dim)
+        self._vector_map: tuple[int, np.ndarray | None] = (-1, None)
 
     def _open_table(self) -> Any:
         if self.manifest.count == 0 and self.manifest.lance_version == 0:
@@ -223,7 +226,13 @@ class ChipStore:
         return found.take([position[fid] for fid in fids]).select(columns)
 
     def vectors(self, fids: np.ndarray | list[int]) -> np.ndarray:
-        """Stored float32 vectors for ``fids``, in order."""
+        """Stored float32 vectors for ``fids``, in order (from ``vectors.f32``, else from LanceDB)."""
+        count = self.manifest.count
+        if self._vector_map[0] != count:
+            self._vector_map = (count, self.vector_file.view(count))
+        mapped = self._vector_map[1]
+        if mapped is not None:
+            return np.asarray(mapped[np.asarray(fids, np.int64)], np.float32).reshape(-1, self.manifest.dim)
         return self.vector_column(self.rows(fids, ["vector"]))
 
     def vector_column(self, table: pa.Table) -> np.ndarray:
@@ -446,6 +455,7 @@ class StoreWriter(ChipStore):
         if self.manifest.lance_version == 0:
             with writing(self.db):
                 connection.drop_table(TABLE, ignore_missing=True)
+                self.vector_file.remove()
             self.table = None
             return
         try:
@@ -463,6 +473,19 @@ class StoreWriter(ChipStore):
             with writing(self.db):
                 table.restore(self.manifest.lance_version)
         self.table = table
+        with writing(self.db):
+            self._sync_vector_file()
+
+    def _sync_vector_file(self) -> None:
+        """Make ``vectors.f32`` hold exactly the committed rows (cut an interrupted batch, or fill it from LanceDB)."""
+        count = self.manifest.count
+        if self.vector_file.rows_on_disk() >= count:
+            self.vector_file.truncate(count)
+            return
+        self.vector_file.remove()  # an index written before the file existed, or a damaged file
+        for start in range(0, count, 65536):
+            fids = np.arange(start, min(start + 65536, count), dtype=np.int64)
+            self.vector_file.append(self.vector_column(self.rows(fids, ["vector"])))
 
     def _remove_temporary_files(self) -> None:
         """Delete temporary files of a writer killed mid-write (this writer holds the lock)."""
@@ -479,6 +502,8 @@ class StoreWriter(ChipStore):
         columns["fid"] = fids
         columns["vector"] = list(vectors.astype(np.float32))
         self._write_table(pa.Table.from_pydict(columns, schema=chip_schema(self.manifest.dim)))
+        with writing(self.db):
+            self.vector_file.append(vectors)
         self.manifest.count += len(rows)
         self.manifest.files += new_files
         self.manifest.pending_finish = True

@@ -167,3 +167,25 @@ def test_readers_see_new_commits_only_when_they_reopen(tmp_path: Path) -> None:
     assert reader.info()["rows"] == 3
     assert reader.changed_on_disk()
     assert ChipStore(db).info()["rows"] == 5
+
+
+def test_vector_file_holds_exactly_the_committed_rows(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    vectors = write_store(db, [4, 3])
+    writer = StoreWriter.open(db, MODEL)
+    writer.vector_file.append(unit_vectors(2, seed=9))  # a crash after this write, before the manifest
+    writer.lock.release()
+    np.testing.assert_array_equal(ChipStore(db).vectors([6, 0]), vectors[[6, 0]])  # readers map the prefix
+    StoreWriter.open(db, MODEL).close()  # the next writer cuts the uncommitted rows
+    assert ChipStore(db).vector_file.rows_on_disk() == 7
+
+
+def test_a_missing_vector_file_is_rebuilt_from_lancedb(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    vectors = write_store(db, [5])
+    (db / "vectors.f32").unlink()
+    np.testing.assert_array_equal(ChipStore(db).vectors([4, 1]), vectors[[4, 1]])  # read from LanceDB
+    StoreWriter.open(db, MODEL).close()
+    store = ChipStore(db)
+    assert store.vector_file.rows_on_disk() == 5
+    np.testing.assert_array_equal(store.vectors([4, 1]), vectors[[4, 1]])
