@@ -141,3 +141,26 @@ def write_small_archive(folder: Path) -> Path:
 def small_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of small synthetic scenes (see write_small_archive); index it with --chip-size 64."""
     return write_small_archive(tmp_path_factory.mktemp("archive"))
+
+
+SQUARE_FOOTPRINT = {"type": "Polygon", "coordinates": [[[10, 50], [10, 51], [11, 51], [11, 50], [10, 50]]]}
+
+
+@pytest.fixture
+def result() -> Callable[..., object]:
+    """Factory of search results without a source file: result(chip_id, score=0.5, georeferenced=True)."""
+    from rsretrieve.search import SearchResult
+
+    def make(chip_id: str, score: float = 0.5, georeferenced: bool = True) -> SearchResult:
+        return SearchResult(
+            score=score,
+            id=chip_id,
+            path=f"/archive/{chip_id}_20200101.tif",
+            window={"col_off": 0, "row_off": 64, "width": 64, "height": 64},
+            bbox=[10.0, 50.0, 11.0, 51.0] if georeferenced else None,
+            date="2020-01-01",
+            crs="EPSG:4326" if georeferenced else None,
+            footprint=SQUARE_FOOTPRINT if georeferenced else None,
+        )
+
+    return make

@@ -12,24 +12,8 @@ from app.footprint_map import SELECTED_COLOUR, footprint_deck, footprint_rows, g
 from app.query import Query, index_extent, run_query, save_upload
 from app.thumbnails import chip_pixels, chip_png
 from indexer.read import ChipReader, plan_scene
-from rsretrieve.search import Filters, QueryError, Searcher, SearchResult
+from rsretrieve.search import Filters, QueryError, Searcher
 from rsretrieve.store import ChipStore
-
-SQUARE = {"type": "Polygon", "coordinates": [[[10, 50], [10, 51], [11, 51], [11, 50], [10, 50]]]}
-
-
-def result(chip_id: str, score: float = 0.5, georeferenced: bool = True) -> SearchResult:
-    """A result without a source file, for the pure helpers."""
-    return SearchResult(
-        score=score,
-        id=chip_id,
-        path=f"/archive/{chip_id}_20200101.tif",
-        window={"col_off": 0, "row_off": 64, "width": 64, "height": 64},
-        bbox=[10.0, 50.0, 11.0, 51.0] if georeferenced else None,
-        date="2020-01-01",
-        crs="EPSG:4326" if georeferenced else None,
-        footprint=SQUARE if georeferenced else None,
-    )
 
 
 @pytest.mark.parametrize("name", ["utm/scene_20150601.tif", "wgs84/dem_2021.tif", "plain.jpg"])
@@ -44,13 +28,13 @@ def test_thumbnail_is_the_chip_the_indexer_read(small_archive: Path, name: str) 
     assert png is not None and png.startswith(b"\x89PNG")
 
 
-def test_footprint_rows_draw_the_selected_result_last_in_its_colour() -> None:
+def test_footprint_rows_draw_the_selected_result_last_in_its_colour(result) -> None:
     rows = footprint_rows([result("a"), result("b"), result("c", georeferenced=False)], selected_id="a")
     assert [row["rank"] for row in rows] == [2, 1]  # no row for the chip without footprint
     assert rows[-1]["line"] == SELECTED_COLOUR and rows[-1]["selected"]
 
 
-def test_map_fits_the_results_and_needs_a_footprint() -> None:
+def test_map_fits_the_results_and_needs_a_footprint(result) -> None:
     assert footprint_deck([result("c", georeferenced=False)], None) is None
     assert union_bbox([result("a"), result("c", georeferenced=False)]) == (10.0, 50.0, 11.0, 51.0)
     deck = footprint_deck([result("a")], "a")
