@@ -16,12 +16,13 @@ size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows).
   score_gap_at_10: the mean exact score of the true top 10 minus that of the results (misses that are
   near-ties cost little); score_at_1/10/100: mean exact scores at those ranks (how crowded neighbours are);
 - single-query latency p50/p95 of ``Searcher.search`` (CPU, no text encoding; results' rows included), and
-  p50 of its FAISS stage alone (the rest is reading candidates' vectors and results' rows from LanceDB);
-- qps: queries/s with all queries in one FAISS call, their candidates' vectors read from LanceDB at once
+  p50 of its FAISS stage alone (the rest: filter SQL, re-rank from the stored vectors, results' rows);
+- qps: queries/s with all queries in one FAISS call, their candidates' stored vectors read at once
   and each re-ranked exactly (what a batch API would get);
 - build_s: FAISS train + add (LanceDB writes, reading vectors back and the FAISS file write apart);
 - bytes_per_vector: the FAISS file over the vectors (codes, ids, centroids and codebooks);
-  code_bytes_per_vector: what one more vector costs; stored_vector_bytes: the float32 vectors in LanceDB.
+  code_bytes_per_vector: what one more vector costs; stored_vector_bytes: the float32 vectors (kept both in
+  LanceDB, lancedb_bytes with the metadata, and in the re-rank file, vector_file_bytes).
 
 A markdown table of all records is printed; the JSON list is rewritten after each size.
 """
@@ -50,6 +51,7 @@ import numpy as np
 from rsretrieve import ann, search
 from rsretrieve.search import Filters, Searcher
 from rsretrieve.store import ChipStore, IndexSettings, StoreWriter
+from rsretrieve.vector_file import VECTORS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 K = 10
@@ -249,6 +251,7 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
     described = store.info()["index"]
     index_bytes = (db / store.manifest.index_file).stat().st_size
     lance_bytes = sum(path.stat().st_size for path in (db / "chips.lance").rglob("*") if path.is_file())
+    vector_file = db / VECTORS
     return {
         "nlist": described["nlist"],
         "m": described["m"],
@@ -258,6 +261,7 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
         "code_bytes_per_vector": described["bytes_per_vector"],
         "stored_vector_bytes": n * dim * 4,
         "lancedb_bytes": lance_bytes,
+        "vector_file_bytes": vector_file.stat().st_size if vector_file.exists() else 0,
     }
 
 
@@ -308,7 +312,7 @@ def fetch_size(searcher: Searcher) -> int:
 
 
 def ann_p50_ms(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> float:
-    """Median milliseconds of the FAISS stage alone, one query at a time (no LanceDB read, no re-rank)."""
+    """Median milliseconds of the FAISS stage alone, one query at a time (no re-rank, no metadata read)."""
     milliseconds = []
     for query in queries:
         started = time.perf_counter()
@@ -318,7 +322,7 @@ def ann_p50_ms(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> f
 
 
 def batched_qps(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> float:
-    """Queries/s with all queries in one FAISS call, one LanceDB read of the candidates, exact re-rank of each."""
+    """Queries/s with all queries in one FAISS call, one read of the candidates' vectors, exact re-rank of each."""
     store = searcher.store
     started = time.perf_counter()
     _, fids = ann.search(store.index, queries, fetch_size(searcher), nprobe=nprobe)

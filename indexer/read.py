@@ -36,10 +36,6 @@ from rsretrieve.errors import UserError
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png"})
 
 WGS84 = "EPSG:4326"
-# GDAL's messages about odd but readable files (routed to Python logging by rasterio.Env) are not for users
-# unless the application configures logging; bad files are reported through SourceError instead.
-logging.getLogger("rasterio").addHandler(logging.NullHandler())
-
 STRETCH_PERCENTILES = (2.0, 98.0)
 STATS_MAX_SIDE = 1024  # long side of the decimated read used for stretch statistics
 PLAIN_IMAGE_MAX_CHIPS = 4  # a plain image up to this many chips per side is one chip
@@ -383,10 +379,17 @@ def _georeference(
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """A default rasterio.Env (GDAL messages go to logging, not stderr), no NotGeoreferencedWarning."""
-    with rasterio.Env(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        yield
+    """A default rasterio.Env, no NotGeoreferencedWarning, and GDAL's warnings about odd but readable files
+    (which rasterio.Env routes to the ``rasterio`` logger) kept below ERROR: bad files raise SourceError instead."""
+    logger = logging.getLogger("rasterio")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        with rasterio.Env(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _checked_path(path: str | Path) -> Path:
