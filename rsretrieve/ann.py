@@ -19,6 +19,7 @@ from rsretrieve.errors import UserError
 from rsretrieve.files import atomic_write
 
 DEFAULT_FLAT_THRESHOLD = 50_000
+MIN_IVFPQ_VECTORS = 2**8  # an 8-bit PQ needs 256 training vectors
 NLIST_FACTOR = 4
 MIN_POINTS_PER_CENTROID = 39
 MAX_POINTS_PER_CENTROID = 256
@@ -86,7 +87,7 @@ def choose_params(
         return IndexParams(kind="flat")
     if kind != "ivfpq":
         raise ValueError(f"unknown index kind {kind!r} (auto, flat or ivfpq)")
-    if n < 2**8:
+    if n < MIN_IVFPQ_VECTORS:
         raise ValueError(f"an ivfpq index needs at least 256 vectors to train, got {n}")
     nlist = choose_nlist(n)
     return IndexParams(
@@ -227,8 +228,11 @@ def _filtered_ivf_search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """IVF search restricted by `selector`, widened until each query has k results if it can."""
     nlist = faiss.extract_index_ivf(index).nlist
-    wanted = math.ceil(FILTER_CANDIDATE_FACTOR * k * nlist / n_allowed)
-    params = _search_params(min(nlist, max(nprobe, wanted)), selector)
+    # Enough allowed candidates (2·k of them expected), and as many allowed vectors probed as an unfiltered
+    # search with `nprobe` would see: a selective filter leaves most probed lists nearly empty.
+    enough = math.ceil(FILTER_CANDIDATE_FACTOR * k * nlist / n_allowed)
+    as_unfiltered = math.ceil(nprobe * index.ntotal / n_allowed)
+    params = _search_params(min(nlist, max(nprobe, enough, as_unfiltered)), selector)
     scores, ids = _run_search(index, queries, k, params)
     short = ids[:, -1] < 0
     if short.any() and params.nprobe < nlist:

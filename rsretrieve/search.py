@@ -40,6 +40,7 @@ class Filters:
     def __post_init__(self) -> None:
         if self.bbox is not None:
             check_bbox(self.bbox)
+            object.__setattr__(self, "bbox", tuple(float(value) for value in self.bbox))  # numpy floats → SQL
         if self.start and self.end and self.start > self.end:
             raise QueryError(f"start date {self.start} is after end date {self.end}")
 

@@ -521,10 +521,11 @@ class StoreWriter(ChipStore):
                 self.table.add(batch)
 
     def _wanted_params(self) -> ann.IndexParams:
+        """The index kind for the current count; an archive too small to train IVF-PQ stays flat until it grows."""
         settings = self.settings
-        return ann.choose_params(
-            self.manifest.count, self.manifest.dim, settings.kind, settings.flat_threshold, settings.nprobe
-        )
+        count = self.manifest.count
+        kind = "flat" if settings.kind == "ivfpq" and count < ann.MIN_IVFPQ_VECTORS else settings.kind
+        return ann.choose_params(count, self.manifest.dim, kind, settings.flat_threshold, settings.nprobe)
 
     def _needs_new_index(self, growth: int) -> bool:
         """Whether the index kind should change, or IVF lists are ``growth``× too few for the archive."""

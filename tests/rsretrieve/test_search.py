@@ -160,3 +160,8 @@ def test_another_model_is_refused(vector_index) -> None:
 
     with pytest.raises(StoreError, match="built with model 'tiny-test'"):
         Searcher(vector_index[0], model_name="remoteclip-vit-b-32")
+
+
+def test_numpy_bbox_values_become_plain_floats() -> None:
+    filters = Filters(bbox=tuple(np.array([0.0, 0.0, 0.5, 0.5])))
+    assert filters.where() == "maxx >= 0.0 AND minx <= 0.5 AND maxy >= 0.0 AND miny <= 0.5"

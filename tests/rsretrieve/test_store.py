@@ -189,3 +189,15 @@ def test_a_missing_vector_file_is_rebuilt_from_lancedb(tmp_path: Path) -> None:
     store = ChipStore(db)
     assert store.vector_file.rows_on_disk() == 5
     np.testing.assert_array_equal(store.vectors([4, 1]), vectors[[4, 1]])
+
+
+def test_ivfpq_asked_for_a_small_archive_stays_flat_until_it_can_train(tmp_path: Path) -> None:
+    from rsretrieve.store import IndexSettings
+
+    writer = StoreWriter.open(tmp_path / "db", MODEL, IndexSettings(kind="ivfpq"))
+    try:
+        writer.append(make_rows(10), unit_vectors(10), new_files=1)
+        writer.finish()
+    finally:
+        writer.close()
+    assert ChipStore(tmp_path / "db").info()["index_type"] == "flat"
