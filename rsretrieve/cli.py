@@ -356,11 +356,12 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Index a small real archive and run example queries (random weights when the real ones are out of reach)."""
-    from rsretrieve.models import ModelError, load_model
+    from rsretrieve.models import ModelError, resolve_spec, weights_path
 
     sources = args.sources or [str(Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff")]
     try:
-        load_model(args.model, args.checkpoint, args.device, args.random_weights)
+        if not args.random_weights:
+            weights_path(resolve_spec(args.model), args.checkpoint)  # downloads once; the steps load the model
     except ModelError as error:
         print(f"note: {error}", file=sys.stderr)
         print("note: running the demo with random weights instead (the results are meaningless)", file=sys.stderr)
