@@ -130,3 +130,10 @@ def test_offline_model_download_fails_fast_with_instructions(tmp_path: Path, sma
 def test_argument_errors_are_usage_errors(cli_index: Path) -> None:
     result = rsretrieve("query", "farmland", "--db", cli_index, "--bbox", "1,2,3")
     assert result.returncode == 2 and "four numbers" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_indexes_and_queries(tmp_path: Path, small_archive: Path) -> None:
+    result = rsretrieve("demo", small_archive / "utm", "--db", tmp_path / "demo.lance", *RANDOM)
+    assert result.returncode == 0, result.stderr
+    assert "4 new chips from 2 files" in result.stderr  # 224 px chips: two per 256×192 scene
+    assert result.stdout.count("scene_2019") + result.stdout.count("scene_2015") >= 5  # result tables
