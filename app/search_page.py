@@ -19,7 +19,6 @@ from app.thumbnails import chip_png
 from rsretrieve.errors import UserError
 from rsretrieve.export import results_csv, results_geojson
 from rsretrieve.search import Filters, Searcher, SearchResult
-from rsretrieve.store import Manifest
 
 GRID_COLUMNS = 4
 ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page icon would be fetched from Google
@@ -39,9 +38,7 @@ def page_args(argv: list[str]) -> argparse.Namespace:
 @st.cache_resource(show_spinner="Loading the model…")
 def open_searcher(db: str, checkpoint: str | None) -> Searcher:
     """One Searcher (and model) per index and checkpoint for the whole process."""
-    manifest = Manifest.read(Path(db))
-    random_weights = checkpoint is None and manifest.checkpoint.startswith("random-seed")
-    return Searcher(db, checkpoint=checkpoint, random_weights=random_weights)
+    return Searcher(db, checkpoint=checkpoint)  # an index built with random weights gets the same seeded model
 
 
 @st.cache_data(show_spinner=False)
@@ -315,7 +312,7 @@ def main() -> None:
     searcher = sidebar_index(args.db, args.checkpoint)
     if searcher is None:
         return
-    if searcher.model.checkpoint.startswith("random-seed"):
+    if searcher.store.manifest.built_with_random_weights:
         st.warning(
             "This index was built with **random weights**: the results are meaningless.", icon=":material/warning:"
         )

@@ -217,16 +217,14 @@ def _searcher(args: argparse.Namespace):
     from rsretrieve.search import Searcher
     from rsretrieve.store import Manifest
 
-    manifest = Manifest.read(args.db)
-    random_weights = args.random_weights or (args.checkpoint is None and manifest.checkpoint.startswith("random-seed"))
-    if random_weights:
+    if args.random_weights or (args.checkpoint is None and Manifest.read(args.db).built_with_random_weights):
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
     return Searcher(
         args.db,
         model_name=args.model,
         checkpoint=args.checkpoint,
         device=args.device,
-        random_weights=random_weights,
+        random_weights=args.random_weights,
         nprobe=args.nprobe,
     )
 

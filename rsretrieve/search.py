@@ -146,6 +146,7 @@ class Searcher:
             from rsretrieve.models import load_model
 
             check_same_model(manifest, model_name or manifest.model, None, self.db)
+            random_weights = random_weights or (checkpoint is None and manifest.built_with_random_weights)
             model = load_model(manifest.model, checkpoint, device, random_weights)
         check_same_model(manifest, model.name, model.checkpoint, self.db)
         self.model = model

@@ -111,6 +111,11 @@ class Manifest:
     created: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)
 
+    @property
+    def built_with_random_weights(self) -> bool:
+        """Whether the index was built with ``--random-weights`` (queries must use the same seeded model)."""
+        return self.checkpoint.startswith("random-seed")
+
     @classmethod
     def read(cls, db: Path) -> Manifest:
         """Load and validate ``db/manifest.json``."""
