@@ -390,6 +390,7 @@ class StoreWriter(ChipStore):
     def __init__(self, db: Path, settings: IndexSettings):
         super().__init__(db)
         self.settings = settings
+        self._warned_too_small = False
         self._roll_back_uncommitted()
 
     @classmethod
@@ -529,7 +530,12 @@ class StoreWriter(ChipStore):
         """The index kind for the current count; an archive too small to train IVF-PQ stays flat until it grows."""
         settings = self.settings
         count = self.manifest.count
-        kind = "flat" if settings.kind == "ivfpq" and count < ann.MIN_IVFPQ_VECTORS else settings.kind
+        kind = settings.kind
+        if kind == "ivfpq" and count < ann.MIN_IVFPQ_VECTORS:
+            if not self._warned_too_small:
+                print(f"warning: {count} chips are too few to train IVF-PQ (256 needed); using flat", file=sys.stderr)
+                self._warned_too_small = True
+            kind = "flat"
         return ann.choose_params(count, self.manifest.dim, kind, settings.flat_threshold, settings.nprobe)
 
     def _needs_new_index(self, growth: int) -> bool:

@@ -219,17 +219,6 @@ def ann_metrics(
     return {"numbers": numbers, "index": described}
 
 
-def ann_kind(requested: str, n_images: int) -> str:
-    """The FAISS index kind to build: IVF-PQ needs 256 training vectors, so smaller splits use flat."""
-    if requested == "ivfpq" and n_images < 2**8:
-        print(
-            f"warning: {n_images} images are too few to train IVF-PQ (256 needed); the ANN index is flat",
-            file=sys.stderr,
-        )
-        return "flat"
-    return requested
-
-
 def build_index(
     db: Path, split: RetrievalSplit, model: EmbeddingModel, image_emb: np.ndarray, options: EvalOptions
 ) -> None:
@@ -240,7 +229,7 @@ def build_index(
     """
     from rsretrieve.store import IndexSettings, StoreWriter
 
-    settings = IndexSettings(kind=ann_kind(options.ann_index, len(image_emb)), nprobe=options.nprobe)
+    settings = IndexSettings(kind=options.ann_index, nprobe=options.nprobe)  # tiny splits stay flat
     writer = StoreWriter.open(db, model, settings, rebuild=True)
     try:
         rows = [image_row(name, path) for name, path in zip(split.image_files, split.image_paths, strict=True)]
