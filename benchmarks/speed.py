@@ -15,14 +15,16 @@ size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows).
   matches were scored exactly or searched through FAISS with allowed ids (``search.EXACT_FILTER_LIMIT``);
   score_gap_at_10: the mean exact score of the true top 10 minus that of the results (misses that are
   near-ties cost little); score_at_1/10/100: mean exact scores at those ranks (how crowded neighbours are);
-- single-query latency p50/p95 of ``Searcher.search`` (CPU, no text encoding; results' rows included), and
-  p50 of its FAISS stage alone (the rest: filter SQL, re-rank from the stored vectors, results' rows);
+- single-query latency p50/p95 of ``Searcher.search`` (CPU, no text encoding; results' records included), and
+  p50 of its FAISS stage alone (the rest: the bbox filter over ``bounds.f64``, re-rank from the stored vectors,
+  reading the results' records);
 - qps: queries/s with all queries in one FAISS call, their candidates' stored vectors read at once
   and each re-ranked exactly (what a batch API would get);
 - build_s: FAISS train + add (LanceDB writes, reading vectors back and the FAISS file write apart);
 - bytes_per_vector: the FAISS file over the vectors (codes, ids, centroids and codebooks);
-  code_bytes_per_vector: what one more vector costs; stored_vector_bytes: the float32 vectors (kept both in
-  LanceDB, lancedb_bytes with the metadata, and in the re-rank file, vector_file_bytes).
+  code_bytes_per_vector: what one more vector costs (PQ code + 8-byte id); stored_vector_bytes: the float32
+  vectors (kept both in LanceDB, lancedb_bytes with the metadata, and in the re-rank file, vector_file_bytes);
+  filter_and_record_bytes: the query path's other copies (``bounds.f64``, ``records.jsonl``, ``records.end``).
 
 A markdown table of all records is printed; the JSON list is rewritten after each size.
 """
@@ -49,11 +51,12 @@ import faiss
 import numpy as np
 
 from rsretrieve import ann, search
+from rsretrieve.row_files import BOUNDS, RECORD_ENDS, RECORDS, VECTORS
 from rsretrieve.search import Filters, Searcher
 from rsretrieve.store import ChipStore, IndexSettings, StoreWriter
-from rsretrieve.vector_file import VECTORS
 
 RESULTS = Path(__file__).resolve().parent / "results"
+COPY_FILES = (VECTORS, BOUNDS, RECORDS, RECORD_ENDS)
 K = 10
 CLUSTERS = 2048
 CHUNK = 65_536  # rows generated per seeded chunk (so a smaller size is a prefix of a larger one)
@@ -251,7 +254,7 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
     described = store.info()["index"]
     index_bytes = (db / store.manifest.index_file).stat().st_size
     lance_bytes = sum(path.stat().st_size for path in (db / "chips.lance").rglob("*") if path.is_file())
-    vector_file = db / VECTORS
+    copies = {name: (db / name).stat().st_size for name in COPY_FILES if (db / name).exists()}
     return {
         "nlist": described["nlist"],
         "m": described["m"],
@@ -261,7 +264,8 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
         "code_bytes_per_vector": described["bytes_per_vector"],
         "stored_vector_bytes": n * dim * 4,
         "lancedb_bytes": lance_bytes,
-        "vector_file_bytes": vector_file.stat().st_size if vector_file.exists() else 0,
+        "vector_file_bytes": copies.pop(VECTORS, 0),
+        "filter_and_record_bytes": sum(copies.values()),
     }
 
 

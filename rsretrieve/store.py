@@ -5,12 +5,15 @@ Layout of a ``--db`` folder::
     manifest.json          model, dim, count, committed LanceDB version, current FAISS file
     chips.lance/           LanceDB table: one row per chip, ``fid`` = row offset = FAISS id
     index-<version>.faiss  FAISS index matching LanceDB version <version>
+    vectors.f32, bounds.f64, records.jsonl, records.end
+                           the query path's copies of table columns (``rsretrieve.query_copies``)
     write.lock             pid of the indexer writing now, flock-ed while it runs (absent otherwise)
 
-Commit protocol (one batch): append rows to LanceDB (new version V) → write ``index-V.faiss`` (tmp + rename)
-→ replace ``manifest.json`` (tmp + rename). The manifest is written last: readers open the LanceDB version
-and the FAISS file it names, so they always see a whole batch or none of it, and a crash before the
-manifest leaves rows that the next writer rolls back (``restore``) before appending. ``--rebuild`` first
+Commit protocol (one batch): append rows to LanceDB (new version V) → append to the copies (fsync) → write
+``index-V.faiss`` (tmp + rename) → replace ``manifest.json`` (tmp + rename). The manifest is written last:
+readers open the LanceDB version, the FAISS file it names and the first ``count`` rows of the copies, so they
+always see a whole batch or none of it, and a crash before the manifest leaves rows that the next writer
+rolls back (LanceDB ``restore``, copies truncated) before appending. ``--rebuild`` first
 commits an empty manifest, so a crash while starting over leaves an empty index, never a manifest
 naming a dropped table. A failed write (disk full, read-only) is a StoreError; what was committed stays.
 """
@@ -18,6 +21,7 @@ naming a dropped table. A failed write (disk full, read-only) is a StoreError; w
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -36,7 +40,7 @@ import pyarrow as pa
 from rsretrieve import ann
 from rsretrieve.errors import UserError
 from rsretrieve.files import TEMPORARY_PATTERN, atomic_write
-from rsretrieve.vector_file import VECTORS, VectorFile
+from rsretrieve.query_copies import RECORD_COLUMNS, Copy, QueryCopies, bounds_of, records_of, vectors_of
 
 FORMAT_VERSION = 1
 TABLE = "chips"
@@ -48,6 +52,7 @@ METADATA_COLUMNS = [
 ]  # fmt: skip
 INDEXED_COLUMNS = ("fid", "minx", "miny", "maxx", "maxy", "date")
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust (LanceDB) writes an errno
+_STRERRORS = {os.strerror(code) for code in errno.errorcode}  # FAISS ends its I/O errors with "(strerror)"
 
 
 class StoreError(UserError):
@@ -167,11 +172,13 @@ def writing(db: Path) -> Iterator[None]:
 
 
 def reason(error: BaseException) -> str:
-    """Why an operation failed, in a few words: the OS error if there is one (also inside LanceDB's messages)."""
+    """Why an operation failed, in a few words: the OS error, also when inside LanceDB's or FAISS's messages."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     if found := _OS_ERROR.search(str(error)):
         return os.strerror(int(found[1]))
+    if (found := re.search(r"\(([^()]+)\)\s*$", str(error))) and found[1] in _STRERRORS:
+        return found[1]
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
 
@@ -185,8 +192,8 @@ class ChipStore:
         self.manifest = Manifest.read(self.db)
         self.table = self._open_table()
         self._index: Any = None
-        self.vector_file = VectorFile(self.db / VECTORS, self.manifest.dim)
-        self._vector_map: tuple[int, np.ndarray | None] = (-1, None)
+        self.copies = QueryCopies(self.db, self.manifest.dim)
+        self._views: dict[Path, tuple[int, np.ndarray | None]] = {}
 
     def _open_table(self) -> Any:
         if self.manifest.count == 0 and self.manifest.lance_version == 0:
@@ -230,22 +237,32 @@ class ChipStore:
         position = {fid: row for row, fid in enumerate(found.column("fid").to_pylist())}
         return found.take([position[fid] for fid in fids]).select(columns)
 
+    def _view(self, copy: Copy) -> np.ndarray | None:
+        """Memory map of the committed rows of a matrix copy, or None when the file is short (an older index)."""
+        count = self.manifest.count
+        cached = self._views.get(copy.file.path)
+        if cached is None or cached[0] != count:
+            cached = self._views[copy.file.path] = (count, copy.file.view(count))
+        return cached[1]
+
     def vectors(self, fids: np.ndarray | list[int]) -> np.ndarray:
         """Stored float32 vectors for ``fids``, in order (from ``vectors.f32``, else from LanceDB)."""
-        count = self.manifest.count
-        if self._vector_map[0] != count:
-            self._vector_map = (count, self.vector_file.view(count))
-        mapped = self._vector_map[1]
+        mapped = self._view(self.copies.vectors)
         if mapped is not None:
             return np.asarray(mapped[np.asarray(fids, np.int64)], np.float32).reshape(-1, self.manifest.dim)
-        return self.vector_column(self.rows(fids, ["vector"]))
+        return vectors_of(self.rows(fids, ["vector"]), self.manifest.dim)
 
-    def vector_column(self, table: pa.Table) -> np.ndarray:
-        """The ``vector`` column of rows read from this store, as an (n, dim) float32 array."""
-        if table.num_rows == 0:
-            return np.empty((0, self.manifest.dim), np.float32)
-        flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
-        return flat.reshape(-1, self.manifest.dim).astype(np.float32, copy=False)
+    def bounds(self) -> np.ndarray:
+        """(count, 5) float64 of every chip: minx, miny, maxx, maxy, acquisition day (see ``query_copies``)."""
+        mapped = self._view(self.copies.bounds)
+        if mapped is not None or self.table is None:
+            return mapped if mapped is not None else np.empty((0, 5))
+        return bounds_of(self.table.search().select(list(self.copies.bounds.columns)).limit(None).to_arrow())
+
+    def records(self, fids: np.ndarray | list[int]) -> list[dict[str, Any]]:
+        """What search results show of ``fids``, in order (from ``records.jsonl``, else from LanceDB)."""
+        found = self.copies.records.file.read(fids, self.manifest.count)
+        return found if found is not None else records_of(self.rows(fids, list(RECORD_COLUMNS)))
 
     def where_fids(self, where: str) -> np.ndarray:
         """fids of the rows matching an SQL filter."""
@@ -461,7 +478,7 @@ class StoreWriter(ChipStore):
         if self.manifest.lance_version == 0:
             with writing(self.db):
                 connection.drop_table(TABLE, ignore_missing=True)
-                self.vector_file.remove()
+                self.copies.remove()
             self.table = None
             return
         try:
@@ -480,18 +497,7 @@ class StoreWriter(ChipStore):
                 table.restore(self.manifest.lance_version)
         self.table = table
         with writing(self.db):
-            self._sync_vector_file()
-
-    def _sync_vector_file(self) -> None:
-        """Make ``vectors.f32`` hold exactly the committed rows (cut an interrupted batch, or fill it from LanceDB)."""
-        count = self.manifest.count
-        if self.vector_file.rows_on_disk() >= count:
-            self.vector_file.truncate(count)
-            return
-        self.vector_file.remove()  # an index written before the file existed, or a damaged file
-        for start in range(0, count, 65536):
-            fids = np.arange(start, min(start + 65536, count), dtype=np.int64)
-            self.vector_file.append(self.vector_column(self.rows(fids, ["vector"])))
+            self.copies.sync(self.manifest.count, self.rows)
 
     def _remove_temporary_files(self) -> None:
         """Delete temporary files of a writer killed mid-write (this writer holds the lock)."""
@@ -507,9 +513,10 @@ class StoreWriter(ChipStore):
         columns = {name: [row.get(name) for row in rows] for name in METADATA_COLUMNS}
         columns["fid"] = fids
         columns["vector"] = list(vectors.astype(np.float32))
-        self._write_table(pa.Table.from_pydict(columns, schema=chip_schema(self.manifest.dim)))
+        batch = pa.Table.from_pydict(columns, schema=chip_schema(self.manifest.dim))
+        self._write_table(batch)
         with writing(self.db):
-            self.vector_file.append(vectors)
+            self.copies.append(batch)
         self.manifest.count += len(rows)
         self.manifest.files += new_files
         self.manifest.pending_finish = True

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rsretrieve.search import EXACT_FILTER_LIMIT, Filters, QueryError, Searcher, to_geojson
-from rsretrieve.store import StoreWriter
+from rsretrieve.store import ChipStore, StoreWriter
 
 
 def make_rows(count: int) -> list[dict]:
@@ -164,4 +164,34 @@ def test_another_model_is_refused(vector_index) -> None:
 
 def test_numpy_bbox_values_become_plain_floats() -> None:
     filters = Filters(bbox=tuple(np.array([0.0, 0.0, 0.5, 0.5])))
-    assert filters.where() == "maxx >= 0.0 AND minx <= 0.5 AND maxy >= 0.0 AND miny <= 0.5"
+    assert filters.bbox == (0.0, 0.0, 0.5, 0.5) and all(type(value) is float for value in filters.bbox)
+
+
+def test_filters_select_what_lancedb_sql_selects(tmp_path: Path, tiny_model) -> None:
+    """The numpy filter over ``bounds.f64`` agrees with SQL on the table, edges and missing values included."""
+    rows = make_rows(60)
+    for row in rows[::7]:
+        row.update(minx=None, miny=None, maxx=None, maxy=None)
+    for row in rows[::5]:
+        row["date"] = None
+    db = tmp_path / "db"
+    writer = StoreWriter.open(db, tiny_model)
+    try:
+        writer.append(rows, np.eye(60, tiny_model.dim, dtype=np.float32), new_files=2)
+    finally:
+        writer.close()
+    store = ChipStore(db)
+    cases = [
+        (Filters(bbox=(0.05, 0.01, 0.1, 0.02)), "maxx >= 0.05 AND minx <= 0.1 AND maxy >= 0.01 AND miny <= 0.02"),
+        (Filters(start=date(2020, 1, 10)), "date >= date '2020-01-10'"),
+        (Filters(end=date(2020, 1, 10)), "date <= date '2020-01-10'"),
+        (
+            Filters(bbox=(-180.0, -90.0, 180.0, 90.0), start=date(2020, 1, 3), end=date(2020, 2, 1)),
+            "minx IS NOT NULL AND date >= date '2020-01-03' AND date <= date '2020-02-01'",
+        ),
+    ]
+    for filters, sql in cases:
+        expected = store.where_fids(sql)
+        assert 0 < len(expected) < 60
+        np.testing.assert_array_equal(filters.matching(store.bounds()), expected)
+    assert Filters().matching(store.bounds()).tolist() == list(range(60)) and not Filters().active

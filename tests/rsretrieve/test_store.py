@@ -169,26 +169,47 @@ def test_readers_see_new_commits_only_when_they_reopen(tmp_path: Path) -> None:
     assert ChipStore(db).info()["rows"] == 5
 
 
-def test_vector_file_holds_exactly_the_committed_rows(tmp_path: Path) -> None:
+def test_query_copies_hold_exactly_the_committed_rows(tmp_path: Path) -> None:
     db = tmp_path / "db"
     vectors = write_store(db, [4, 3])
     writer = StoreWriter.open(db, MODEL)
-    writer.vector_file.append(unit_vectors(2, seed=9))  # a crash after this write, before the manifest
+    batch_rows = make_rows(2, 7)
+    for copy in writer.copies.all:  # a crash after these writes, before the manifest
+        copy.file.append(copy.derive(_table(batch_rows, unit_vectors(2, seed=9))))
     writer.lock.release()
-    np.testing.assert_array_equal(ChipStore(db).vectors([6, 0]), vectors[[6, 0]])  # readers map the prefix
+    reader = ChipStore(db)
+    np.testing.assert_array_equal(reader.vectors([6, 0]), vectors[[6, 0]])  # readers use the committed prefix
+    assert len(reader.bounds()) == 7 and reader.records([6])[0]["id"] == f"{6:016x}"
     StoreWriter.open(db, MODEL).close()  # the next writer cuts the uncommitted rows
-    assert ChipStore(db).vector_file.rows_on_disk() == 7
+    assert [copy.file.rows_on_disk() for copy in ChipStore(db).copies.all] == [7, 7, 7]
 
 
-def test_a_missing_vector_file_is_rebuilt_from_lancedb(tmp_path: Path) -> None:
+def _table(rows: list[dict], vectors: np.ndarray):
+    import pyarrow as pa
+
+    from rsretrieve.store import chip_schema
+
+    columns = {name: [row.get(name) for row in rows] for name in rows[0]}
+    columns["fid"], columns["vector"] = list(range(len(rows))), list(vectors)
+    return pa.Table.from_pydict(columns, schema=chip_schema(MODEL.dim))
+
+
+@pytest.mark.parametrize("missing", [["vectors.f32"], ["bounds.f64", "records.jsonl", "records.end"]])
+def test_missing_query_copies_are_read_from_lancedb_then_rebuilt(tmp_path: Path, missing: list[str]) -> None:
     db = tmp_path / "db"
     vectors = write_store(db, [5])
-    (db / "vectors.f32").unlink()
-    np.testing.assert_array_equal(ChipStore(db).vectors([4, 1]), vectors[[4, 1]])  # read from LanceDB
-    StoreWriter.open(db, MODEL).close()
-    store = ChipStore(db)
-    assert store.vector_file.rows_on_disk() == 5
-    np.testing.assert_array_equal(store.vectors([4, 1]), vectors[[4, 1]])
+    expected = ChipStore(db)
+    records, bounds = expected.records([4, 1]), np.array(expected.bounds())
+    for name in missing:
+        (db / name).unlink()
+    for store in (ChipStore(db), None):  # read from LanceDB, then from the copies the next writer rebuilds
+        if store is None:
+            StoreWriter.open(db, MODEL).close()
+            store = ChipStore(db)
+            assert [copy.file.rows_on_disk() for copy in store.copies.all] == [5, 5, 5]
+        np.testing.assert_array_equal(store.vectors([4, 1]), vectors[[4, 1]])
+        np.testing.assert_array_equal(store.bounds(), bounds)
+        assert store.records([4, 1]) == records
 
 
 def test_ivfpq_asked_for_a_small_archive_stays_flat_until_it_can_train(tmp_path: Path) -> None:
@@ -201,3 +222,23 @@ def test_ivfpq_asked_for_a_small_archive_stays_flat_until_it_can_train(tmp_path:
     finally:
         writer.close()
     assert ChipStore(tmp_path / "db").info()["index_type"] == "flat"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (OSError(28, "No space left on device"), "No space left on device"),
+        (RuntimeError("LanceError(IO): Generic LocalFileSystem error: (os error 30)"), "Read-only file system"),
+        (
+            RuntimeError(
+                "Error in void faiss::write_index(...) at impl/io.cpp:93: 4014 != 5632 (No space left on device)"
+            ),
+            "No space left on device",
+        ),
+        (RuntimeError("first line (not an errno)\nsecond"), "first line (not an errno)"),
+    ],
+)
+def test_write_failures_are_told_in_a_few_words(error: BaseException, expected: str) -> None:
+    from rsretrieve.store import reason
+
+    assert reason(error) == expected

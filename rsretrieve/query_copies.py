@@ -1,0 +1,97 @@
+"""The query path's copies of the chips table: vectors, filter bounds and result records (see ``row_files``).
+
+Each copy is derived from rows of the LanceDB table by one function, used both when a batch is appended and
+when a copy is rebuilt from LanceDB (an index written before the copy existed, or a damaged file), so the two
+can never disagree in form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rsretrieve.row_files import BOUNDS, VECTORS, MatrixFile, RecordFile
+
+BOUND_COLUMNS = ("minx", "miny", "maxx", "maxy", "date")
+RECORD_COLUMNS = ("id", "path", "col_off", "row_off", "width", "height", "crs", *BOUND_COLUMNS[:4], "footprint", "date")
+WINDOW_COLUMNS = ("col_off", "row_off", "width", "height")
+REBUILD_ROWS = 65536
+
+
+def vectors_of(table: pa.Table, dim: int) -> np.ndarray:
+    """The ``vector`` column as an (n, dim) float32 array."""
+    if table.num_rows == 0:
+        return np.empty((0, dim), np.float32)
+    flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def bounds_of(table: pa.Table) -> np.ndarray:
+    """(n, 5) float64: minx, miny, maxx, maxy in WGS84 and the acquisition day (days since 1970-01-01); NaN if null."""
+    columns = [table.column(name) for name in BOUND_COLUMNS[:4]]
+    columns.append(pc.cast(table.column("date"), pa.int32()))
+    filled = [pc.fill_null(pc.cast(column, pa.float64()), np.nan) for column in columns]
+    return np.column_stack([column.to_numpy() for column in filled]) if table.num_rows else np.empty((0, 5))
+
+
+def records_of(table: pa.Table) -> list[dict[str, Any]]:
+    """What a search result shows of each row: id, path, window, bbox, date (ISO), crs, footprint (GeoJSON)."""
+    return [
+        {
+            "id": row["id"],
+            "path": row["path"],
+            "window": {key: row[key] for key in WINDOW_COLUMNS},
+            "bbox": [row["minx"], row["miny"], row["maxx"], row["maxy"]] if row["minx"] is not None else None,
+            "date": row["date"].isoformat() if row["date"] else None,
+            "crs": row["crs"],
+            "footprint": json.loads(row["footprint"]) if row["footprint"] else None,
+        }
+        for row in table.select(RECORD_COLUMNS).to_pylist()
+    ]
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One copy: its file, the table columns it is derived from, and how."""
+
+    file: MatrixFile | RecordFile
+    columns: tuple[str, ...]
+    derive: Callable[[pa.Table], Any]
+
+
+class QueryCopies:
+    """The three copies of an index folder, appended and cut together by the store's writer."""
+
+    def __init__(self, db: Path, dim: int):
+        self.vectors = Copy(MatrixFile(db / VECTORS, np.float32, dim), ("vector",), lambda t: vectors_of(t, dim))
+        self.bounds = Copy(MatrixFile(db / BOUNDS, np.float64, len(BOUND_COLUMNS)), BOUND_COLUMNS, bounds_of)
+        self.records = Copy(RecordFile(db), RECORD_COLUMNS, records_of)
+        self.all = (self.vectors, self.bounds, self.records)
+
+    def append(self, batch: pa.Table) -> None:
+        """Append the copies of a batch of table rows (before the batch is committed)."""
+        for copy in self.all:
+            copy.file.append(copy.derive(batch))
+
+    def sync(self, count: int, read_rows: Callable[[np.ndarray, list[str]], pa.Table]) -> None:
+        """Make every copy hold exactly ``count`` rows: cut an interrupted batch, or rebuild it with ``read_rows``."""
+        for copy in self.all:
+            if copy.file.rows_on_disk() >= count:
+                copy.file.truncate(count)
+                continue
+            copy.file.remove()
+            for start in range(0, count, REBUILD_ROWS):
+                fids = np.arange(start, min(start + REBUILD_ROWS, count), dtype=np.int64)
+                copy.file.append(copy.derive(read_rows(fids, list(copy.columns))))
+
+    def remove(self) -> None:
+        """Delete every copy (the index starts over)."""
+        for copy in self.all:
+            copy.file.remove()
