@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from indexer.build import IndexOptions, index_archive
+from indexer.embed import default_batch_size
 from indexer.read import ChipReader, find_sources, plan_scene
 from rsretrieve.images import fit_to_model, to_chw
 from rsretrieve.models import load_model
@@ -99,7 +100,7 @@ def main() -> None:
     parser.add_argument("sources", nargs="*", default=DEFAULT_SOURCES)
     parser.add_argument("--model", default="remoteclip-vit-b-32")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, help="chips per batch (default: 256 on a GPU, 64 on CPU)")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--chip-size", type=int, default=224)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/indexer-speed-cpu.json"))
@@ -107,6 +108,7 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RUST_LOG": "error"}
     paths = find_sources(args.sources)
     model, load_seconds = timed(load_model, args.model, None, args.device, True)
+    args.batch_size = args.batch_size or default_batch_size(model.device)
     result: dict[str, object] = {
         "model": args.model,
         "device": torch.cuda.get_device_name(0) if model.device.startswith("cuda") else f"cpu: {cpu_name()}",
@@ -117,6 +119,7 @@ def main() -> None:
         "files": len(paths),
         "model_load_s": round(load_seconds, 2),
         **read_rates(paths, args.chip_size, model.image_size),
+        "batch_size": args.batch_size,
         "embed_only_chips_per_s": embed_rate(model, 256 if args.device == "cpu" else 8192, args.batch_size),
     }
     with tempfile.TemporaryDirectory() as folder:

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--index", choices=["exact", "ann", "both"], default="both")
     parser.add_argument("--ann-index", choices=["auto", "flat", "ivfpq"], default="ivfpq")
     parser.add_argument("--nprobe", type=int, help="IVF lists visited per query (ivfpq)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, help="chips per batch (default: 256 on a GPU, 64 on CPU)")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--allow-missing", action="store_true", help="evaluate without missing images")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")

@@ -33,7 +33,7 @@ class IndexOptions:
     chip_size: int = 224
     overlap: int = 0
     bands: tuple[int, ...] | None = None
-    batch_size: int = 64
+    batch_size: int | None = None  # by device: indexer.embed.default_batch_size
     workers: int | None = None
     max_nodata_fraction: float = 0.5
     commit_chips: int = 2048

@@ -8,6 +8,7 @@ a clone cached on the index object, for unfiltered search. LanceDB is not touche
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,7 @@ GPU_MAX_K = 2048
 FILTER_CANDIDATE_FACTOR = 2
 ID_BYTES = 8
 EXACT_CHUNK_ELEMENTS = 2**24
+_GPU_CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # CPU index → (ntotal, GPU clone, resources)
 
 
 class AnnIndexError(UserError):
@@ -285,8 +287,11 @@ def _gpu_can_search(k: int, nprobe: int | None) -> bool:
 
 
 def _gpu_clone(index: faiss.Index) -> faiss.Index:
-    """GPU copy of `index`, cached on the index object and refreshed when ntotal changes."""
-    cached = getattr(index, "_rsretrieve_gpu", None)
+    """GPU copy of `index`, cached while the index lives and refreshed when ntotal changes.
+
+    (FAISS's Python objects refuse new attributes, so the cache is a weak map beside them.)
+    """
+    cached = _GPU_CLONES.get(index)
     if cached is not None and cached[0] == index.ntotal:
         return cached[1]
     ivf = _ivf(index)
@@ -294,7 +299,7 @@ def _gpu_clone(index: faiss.Index) -> faiss.Index:
     options.useFloat16 = ivf is not None and ivf.pq.M > GPU_FLOAT32_MAX_M
     resources = faiss.StandardGpuResources()
     clone = faiss.index_cpu_to_gpu(resources, 0, index, options)
-    index._rsretrieve_gpu = (index.ntotal, clone, resources)
+    _GPU_CLONES[index] = (index.ntotal, clone, resources)
     return clone
 
 

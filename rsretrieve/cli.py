@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--chip-size", type=_positive_int, default=224, help="chip size in pixels (224)")
     index.add_argument("--overlap", type=int, default=0, help="overlap between chips in pixels (0)")
     index.add_argument("--bands", help="1-based source bands for R,G,B, e.g. 4,3,2")
-    index.add_argument("--batch-size", type=_positive_int, default=64)
+    index.add_argument("--batch-size", type=_positive_int, help="chips per batch (default: 256 on a GPU, 64 on CPU)")
     index.add_argument("--workers", type=int, help="DataLoader workers (default: by device and cores)")
     index.add_argument("--max-nodata", type=float, default=0.5, help="skip chips with more nodata than this")
     index.add_argument("--index-type", choices=["auto", "flat", "ivfpq"], default="auto")
@@ -145,7 +145,7 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--nprobe", type=_positive_int, help="IVF lists visited per query (ivfpq)")
     evaluate.add_argument("--out", type=Path, help="write the result JSON here")
     evaluate.add_argument("--allow-missing", action="store_true", help="evaluate without missing images")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=64)
+    evaluate.add_argument("--batch-size", type=_positive_int, help="chips per batch (default: 256 on a GPU, 64 on CPU)")
     evaluate.add_argument("--workers", type=int)
     _add_model_options(evaluate, default="remoteclip-vit-b-32")
 

@@ -48,7 +48,7 @@ class EvalOptions:
     index: str = "both"
     ann_index: str = "ivfpq"
     nprobe: int | None = None
-    batch_size: int = 64
+    batch_size: int | None = None  # by device: indexer.embed.default_batch_size
     workers: int | None = None
     progress: bool = True
 

@@ -303,3 +303,68 @@ def test_exact_search_pads_and_matches_brute_force(points, queries) -> None:
     ref_scores, ref_ids = brute_force(points, queries, K)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-6)
+
+
+# GPU paths, simulated: FAISS's GPU calls are replaced by CPU clones, so the logic around them runs on CPU
+
+
+class FakeGpu:
+    """Stands in for FAISS's GPU API; records what was sent to the 'GPU'."""
+
+    def __init__(self) -> None:
+        self.cloned: list[tuple[str, bool]] = []
+
+    def index_cpu_to_gpu(self, resources, device: int, index: faiss.Index, options=None) -> faiss.Index:
+        assert device == 0
+        use_float16 = bool(options.useFloat16) if options is not None else False
+        self.cloned.append((type(faiss.downcast_index(index)).__name__, use_float16))
+        return faiss.clone_index(index)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch) -> FakeGpu:
+    gpu = FakeGpu()
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
+    monkeypatch.setattr(faiss, "GpuClonerOptions", lambda: type("Options", (), {"useFloat16": False})(), raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", gpu.index_cpu_to_gpu, raising=False)
+    return gpu
+
+
+def test_an_index_trained_on_a_gpu_is_saved_in_cpu_form_and_reopens(fake_gpu, points, queries, tmp_path) -> None:
+    index = ann.new_index(DIM, PARAMS)
+    ann.train(index, points[: ann.max_training_samples(PARAMS)])
+    assert fake_gpu.cloned == [("IndexFlatIP", False)]  # the coarse k-means assigned on the GPU
+    assert faiss.extract_index_ivf(index).clustering_index is None  # no GPU object left inside the index
+    ann.add(index, points, np.arange(N))
+    ann.write_index(index, tmp_path / "gpu.faiss")
+    reopened = ann.read_index(tmp_path / "gpu.faiss")
+    assert ann.describe(reopened) == ann.describe(index)
+    _, truth = brute_force(points, queries, K)
+    _, found = ann.search(reopened, queries, 10 * K)
+    candidates = [set(row) for row in found]
+    assert np.mean([len(set(t) & c) / K for t, c in zip(truth, candidates, strict=True)]) >= 0.9
+
+
+def test_gpu_serves_unfiltered_searches_from_one_cached_clone(fake_gpu, ivfpq, points, queries) -> None:
+    expected = ann.search(ivfpq, queries, K)  # (the fake GPU answers as the CPU index would)
+    for _ in range(2):
+        got = ann.search(ivfpq, queries, K)
+        np.testing.assert_array_equal(got[1], expected[1])
+    assert fake_gpu.cloned == [("IndexIVFPQ", False)]  # PQ8: float32 lookup tables; cloned once
+    ann.search(ivfpq, queries, K, allowed_ids=np.arange(100))  # ID selectors run on the CPU
+    ann.search(ivfpq, queries, ann.GPU_MAX_K + 1)  # beyond the GPU's k limit: CPU
+    assert len(fake_gpu.cloned) == 1
+    ann.add(index := faiss.clone_index(ivfpq), points[:5], np.arange(N, N + 5))
+    ann.search(index, queries, K)
+    ann.search(index, queries, K)
+    assert len(fake_gpu.cloned) == 2  # another index: its own clone
+
+
+def test_gpu_clone_uses_float16_lookup_tables_beyond_48_sub_quantisers(fake_gpu, points) -> None:
+    params = ann.IndexParams(kind="ivfpq", nlist=16, m=64, nprobe=4)
+    index = ann.new_index(DIM, params)
+    ann.train(index, points[:4096])
+    ann.add(index, points[:1000], np.arange(1000))
+    ann.search(index, points[:2], K)
+    assert fake_gpu.cloned[-1] == ("IndexIVFPQ", True)
