@@ -1,7 +1,9 @@
 """Build or extend an index: find sources → plan chips → embed → commit file groups to the store.
 
 Files are committed whole, in groups of about ``commit_chips`` chips, so a crash or Ctrl-C loses at most
-the group in flight, and a re-run skips every file already in the index without re-embedding it.
+the group in flight, and a re-run skips every file already in the index without re-embedding it. A group is
+a few minutes of work on either device (``default_commit_chips``): on a GPU, groups big enough that starting
+the DataLoader's workers and rewriting the FAISS file stay small beside embedding.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class IndexOptions:
     batch_size: int | None = None  # by device: indexer.embed.default_batch_size
     workers: int | None = None
     max_nodata_fraction: float = 0.5
-    commit_chips: int = 2048
+    commit_chips: int | None = None  # by device: default_commit_chips
     strict: bool = False
     rebuild: bool = False
     retrain: bool = False
@@ -98,8 +100,13 @@ def estimate_chips(paths: list[Path], chip_size: int, overlap: int) -> int:
     return total
 
 
+def default_commit_chips(device: str) -> int:
+    """Chips per commit: ~30 s of embedding on a GPU at 2,000 chips/s, ~3 min on 2 CPU cores at ~10 chips/s."""
+    return 65536 if device.startswith("cuda") else 2048
+
+
 def plan_groups(
-    paths: list[Path], options: IndexOptions, on_bad: Callable[[Path, str], None]
+    paths: list[Path], options: IndexOptions, commit_chips: int, on_bad: Callable[[Path, str], None]
 ) -> Iterator[list[ScenePlan]]:
     """Plans of the sources, grouped into whole files of about ``commit_chips`` chips."""
     group: list[ScenePlan] = []
@@ -112,7 +119,7 @@ def plan_groups(
             continue
         group.append(plan)
         size += len(plan.chips)
-        if size >= options.commit_chips:
+        if size >= commit_chips:
             yield group
             group, size = [], 0
     if group:
@@ -210,7 +217,8 @@ def index_archive(
         with tqdm(
             total=total, unit="chip", desc="indexing", disable=not show_progress or not todo, file=sys.stderr
         ) as progress:
-            for plans in plan_groups(todo, options, run.bad_file):
+            commit_chips = options.commit_chips or default_commit_chips(model.device)
+            for plans in plan_groups(todo, options, commit_chips, run.bad_file):
                 rows, vectors, files = run.embed_group(plans, progress)
                 writer.append(rows, vectors, files)
                 summary.new_chips += len(rows)

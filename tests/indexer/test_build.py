@@ -85,3 +85,9 @@ def test_strict_mode_stops_at_the_first_bad_file(tmp_path: Path, small_archive: 
         build([archive], tmp_path / "db", tiny_model, options)
     store = ChipStore(tmp_path / "db")
     assert not any("zz_broken" in path for path in store.indexed_paths())
+
+
+def test_commits_are_minutes_of_work_on_either_device() -> None:
+    from indexer.build import default_commit_chips
+
+    assert default_commit_chips("cpu") == 2048 and default_commit_chips("cuda:0") == 65536
