@@ -9,8 +9,9 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-import pyarrow.compute as pc
+import numpy as np
 
+from rsretrieve.query_copies import day_date
 from rsretrieve.search import Filters, QueryError, Searcher, SearchResult
 from rsretrieve.store import ChipStore
 
@@ -72,10 +73,12 @@ def run_query(searcher: Searcher, query: Query, k: int, filters: Filters) -> Res
 
 def index_extent(store: ChipStore) -> Extent:
     """The union bbox and the first and last date of the chips in an index."""
-    if len(store) == 0:
-        return Extent(None, None, None)
-    lows = [pc.min(store.column(name)).as_py() for name in ("minx", "miny")]
-    highs = [pc.max(store.column(name)).as_py() for name in ("maxx", "maxy")]
-    dates = pc.min_max(store.column("date"))
-    bbox = None if None in lows + highs else (lows[0], lows[1], highs[0], highs[1])
-    return Extent(bbox, dates["min"].as_py(), dates["max"].as_py())
+    bounds = store.bounds()
+    placed = bounds[~np.isnan(bounds[:, 0])]
+    days = bounds[~np.isnan(bounds[:, 4]), 4]
+    bbox = None
+    if len(placed):
+        bbox = tuple(float(value) for value in (*placed[:, :2].min(axis=0), *placed[:, 2:4].max(axis=0)))
+    if not len(days):
+        return Extent(bbox, None, None)
+    return Extent(bbox, day_date(days.min()), day_date(days.max()))

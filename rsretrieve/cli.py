@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--start", type=_date, help="earliest acquisition date YYYY-MM-DD")
     query.add_argument("--end", type=_date, help="latest acquisition date YYYY-MM-DD")
     query.add_argument("--nprobe", type=_positive_int, help="IVF lists visited (IVF-PQ indexes)")
+    query.add_argument("--rerank", type=_positive_int, metavar="R", help="IVF-PQ: re-rank k·R candidates exactly (100)")
     _add_model_options(query, default=None)
     output = query.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="results as a JSON list")
@@ -214,7 +215,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _searcher(args: argparse.Namespace):
-    from rsretrieve.search import Searcher
+    from rsretrieve.search import DEFAULT_RERANK_FACTOR, Searcher
     from rsretrieve.store import Manifest
 
     if args.random_weights or (args.checkpoint is None and Manifest.read(args.db).built_with_random_weights):
@@ -226,6 +227,7 @@ def _searcher(args: argparse.Namespace):
         device=args.device,
         random_weights=args.random_weights,
         nprobe=args.nprobe,
+        rerank_factor=args.rerank or DEFAULT_RERANK_FACTOR,
     )
 
 

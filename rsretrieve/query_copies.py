@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,17 @@ BOUND_COLUMNS = ("minx", "miny", "maxx", "maxy", "date")
 RECORD_COLUMNS = ("id", "path", "col_off", "row_off", "width", "height", "crs", *BOUND_COLUMNS[:4], "footprint", "date")
 WINDOW_COLUMNS = ("col_off", "row_off", "width", "height")
 REBUILD_ROWS = 65536
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def day_number(day: date) -> int:
+    """Days since 1970-01-01: how ``bounds.f64`` stores an acquisition date."""
+    return day.toordinal() - EPOCH_ORDINAL
+
+
+def day_date(number: float) -> date:
+    """The date of a day number (inverse of ``day_number``)."""
+    return date.fromordinal(EPOCH_ORDINAL + int(number))
 
 
 def vectors_of(table: pa.Table, dim: int) -> np.ndarray:

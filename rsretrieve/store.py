@@ -50,7 +50,7 @@ METADATA_COLUMNS = [
     "fid", "id", "path", "col_off", "row_off", "width", "height", "crs",
     "minx", "miny", "maxx", "maxy", "footprint", "date",
 ]  # fmt: skip
-INDEXED_COLUMNS = ("fid", "minx", "miny", "maxx", "maxy", "date")
+INDEXED_COLUMNS = ("fid", "id", "minx", "miny", "maxx", "maxy", "date")  # id: "more like this" lookups
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust (LanceDB) writes an errno
 _STRERRORS = {os.strerror(code) for code in errno.errorcode}  # FAISS ends its I/O errors with "(strerror)"
 

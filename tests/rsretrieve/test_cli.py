@@ -74,7 +74,7 @@ def test_image_query_and_table_output(cli_index: Path, small_archive: Path) -> N
 
 
 def test_csv_output(cli_index: Path) -> None:
-    result = rsretrieve("query", "farmland", "--db", cli_index, "-k", "3", "--csv")
+    result = rsretrieve("query", "farmland", "--db", cli_index, "-k", "3", "--csv", "--nprobe", "2", "--rerank", "3")
     lines = result.stdout.splitlines()
     assert lines[0].startswith("rank,score,id,path") and len(lines) == 4
 
