@@ -11,18 +11,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from tqdm import tqdm
 
 from indexer.embed import SKIPPED, embed_chips, limit_gdal_cache
-from indexer.read import ChipMeta, ScenePlan, SourceError, plan_scene, plan_windows
+from indexer.read import ChipMeta, ScenePlan, SourceError, count_chips, plan_scene
 from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel
 from rsretrieve.store import IndexSettings, StoreWriter
@@ -91,11 +89,8 @@ def estimate_chips(paths: list[Path], chip_size: int, overlap: int) -> int:
     total = 0
     for path in paths:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # before opening: NotGeoreferencedWarning comes from open()
-                with rasterio.open(path) as src:
-                    total += len(plan_windows(src.width, src.height, chip_size, overlap))
-        except Exception:  # bad files are reported when they are planned
+            total += count_chips(path, chip_size, overlap)
+        except SourceError:  # bad files are reported when they are planned
             total += 1
     return total
 

@@ -472,6 +472,17 @@ def plan_scene(
         src.close()
 
 
+def count_chips(path: str | Path, chip_size: int = 224, overlap: int = 0) -> int:
+    """How many chips ``plan_scene`` cuts from a file, from its header alone (progress totals). Raises SourceError."""
+    file = _checked_path(path)
+    src = _open(file)
+    try:
+        with _quiet():
+            return len(_chip_windows(src, is_georeferenced(src), chip_size, overlap))
+    finally:
+        src.close()
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 

@@ -92,12 +92,19 @@ class QueryCopies:
         for copy in self.all:
             copy.file.append(copy.derive(batch))
 
-    def sync(self, count: int, read_rows: Callable[[np.ndarray, list[str]], pa.Table]) -> None:
-        """Make every copy hold exactly ``count`` rows: cut an interrupted batch, or rebuild it with ``read_rows``."""
+    def sync(
+        self,
+        count: int,
+        read_rows: Callable[[np.ndarray, list[str]], pa.Table],
+        on_rebuild: Callable[[str], None] = lambda name: None,
+    ) -> None:
+        """Make every copy hold exactly ``count`` rows: cut an interrupted batch, or rebuild it with ``read_rows``
+        (``on_rebuild`` is told the file's name first: at 1M chips a rebuild takes tens of seconds)."""
         for copy in self.all:
             if copy.file.rows_on_disk() >= count:
                 copy.file.truncate(count)
                 continue
+            on_rebuild(copy.file.path.name)
             copy.file.remove()
             for start in range(0, count, REBUILD_ROWS):
                 fids = np.arange(start, min(start + REBUILD_ROWS, count), dtype=np.int64)

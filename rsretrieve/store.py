@@ -289,7 +289,11 @@ class ChipStore:
         return set(self.column("path").unique().to_pylist())
 
     def info(self) -> dict[str, Any]:
-        """Counts and settings for ``rsretrieve info``; rows == unique_ids == index_vectors when healthy."""
+        """Counts and settings for ``rsretrieve info``.
+
+        Healthy: rows == unique_ids == index_vectors == manifest_count, and every copy holds at least that many
+        rows (more only after an interrupted batch, until the next writer cuts them).
+        """
         rows = self.table.count_rows() if self.table is not None else 0
         described = ann.describe(self.index)
         return {
@@ -302,6 +306,7 @@ class ChipStore:
             "unique_ids": len(self.column("id").unique()) if rows else 0,
             "index_vectors": described["ntotal"],
             "manifest_count": self.manifest.count,
+            "copy_rows": {copy.file.path.name: copy.file.rows_on_disk() for copy in self.copies.all},
             "files": self.manifest.files,
             "index_type": described["index_type"],
             "index": described,
@@ -497,7 +502,14 @@ class StoreWriter(ChipStore):
                 table.restore(self.manifest.lance_version)
         self.table = table
         with writing(self.db):
-            self.copies.sync(self.manifest.count, self.rows)
+            self.copies.sync(self.manifest.count, self.rows, self._announce_rebuild)
+
+    def _announce_rebuild(self, name: str) -> None:
+        """Tell the user why opening an older (or damaged) index for writing takes a while."""
+        print(
+            f"note: writing {name} for the {self.manifest.count} indexed chips (once; it speeds up queries)",
+            file=sys.stderr,
+        )
 
     def _remove_temporary_files(self) -> None:
         """Delete temporary files of a writer killed mid-write (this writer holds the lock)."""

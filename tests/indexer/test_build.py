@@ -91,3 +91,19 @@ def test_commits_are_minutes_of_work_on_either_device() -> None:
     from indexer.build import default_commit_chips
 
     assert default_commit_chips("cpu") == 2048 and default_commit_chips("cuda:0") == 65536
+
+
+def test_progress_totals_come_from_headers_without_gdal_noise(shared_data: Path, tmp_path: Path, caplog) -> None:
+    import logging
+
+    from indexer.build import estimate_chips
+    from indexer.read import plan_scene
+
+    odd = shared_data / "geotiff" / "landsat_peru" / "1985.tif"  # GDAL warns about its ExtraSamples
+    if not odd.exists():
+        pytest.skip(f"{odd} is not in the shared data")
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\0 not really a tiff")
+    with caplog.at_level(logging.DEBUG, logger="rasterio"):
+        assert estimate_chips([odd, broken], 64, 0) == len(plan_scene(odd, 64).chips) + 1
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING], caplog.text

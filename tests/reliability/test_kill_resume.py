@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rsretrieve.query_copies import RECORD_COLUMNS, bounds_of, records_of, vectors_of
 from rsretrieve.store import LOCK, MANIFEST, ChipStore, Manifest
 from tests.reliability.conftest import TINY, json_summary, scene_chips
 
@@ -50,7 +51,19 @@ def committed_chips(db: Path) -> int:
         return 0
     info = ChipStore(db).info()
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == info["manifest_count"], info
+    assert min(info["copy_rows"].values()) >= info["rows"], info  # the copies may hold an uncommitted batch
     return info["rows"]
+
+
+def assert_copies_agree_with_the_table(db: Path) -> None:
+    """The query path's copies hold exactly the committed rows, the same as LanceDB's."""
+    store = ChipStore(db)
+    fids = np.arange(len(store))
+    table = store.rows(fids, [*RECORD_COLUMNS, "vector"])
+    assert set(store.info()["copy_rows"].values()) == {len(store)}
+    assert store.records(fids) == records_of(table)
+    np.testing.assert_array_equal(store.bounds(), bounds_of(table))
+    np.testing.assert_array_equal(store.vectors(fids), vectors_of(table, store.manifest.dim))
 
 
 def moment_of_kill(db: Path, rc: int) -> str:
@@ -77,6 +90,7 @@ def kill_and_resume(forked_cli, scenes: Path, db: Path, reference: dict, **kill)
     ids = sorted_ids(db)
     info = ChipStore(db).info()
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == info["manifest_count"] == len(ids)
+    assert_copies_agree_with_the_table(db)
     assert summary["already_indexed"] == committed and summary["new_chips"] == len(ids) - committed
     assert not Manifest.read(db).pending_finish
     return {

@@ -195,7 +195,7 @@ def _table(rows: list[dict], vectors: np.ndarray):
 
 
 @pytest.mark.parametrize("missing", [["vectors.f32"], ["bounds.f64", "records.jsonl", "records.end"]])
-def test_missing_query_copies_are_read_from_lancedb_then_rebuilt(tmp_path: Path, missing: list[str]) -> None:
+def test_missing_query_copies_are_read_from_lancedb_then_rebuilt(tmp_path: Path, missing: list[str], capsys) -> None:
     db = tmp_path / "db"
     vectors = write_store(db, [5])
     expected = ChipStore(db)
@@ -204,7 +204,9 @@ def test_missing_query_copies_are_read_from_lancedb_then_rebuilt(tmp_path: Path,
         (db / name).unlink()
     for store in (ChipStore(db), None):  # read from LanceDB, then from the copies the next writer rebuilds
         if store is None:
+            capsys.readouterr()
             StoreWriter.open(db, MODEL).close()
+            assert f"note: writing {missing[0]} for the 5 indexed chips" in capsys.readouterr().err
             store = ChipStore(db)
             assert [copy.file.rows_on_disk() for copy in store.copies.all] == [5, 5, 5]
         np.testing.assert_array_equal(store.vectors([4, 1]), vectors[[4, 1]])
