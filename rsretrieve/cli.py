@@ -295,6 +295,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "faiss",
             " ".join(filter(None, [info["index_type"], details, f"({index.get('bytes_per_vector')} bytes/vector)"])),
         ),
+        ("copies", ", ".join(f"{name} {rows} rows" for name, rows in info["copy_rows"].items())),
         ("chip size", f"{info['chip_size']} px, overlap {info['overlap']} px"),
         ("created", info["created"]),
         ("updated", info["updated"]),
