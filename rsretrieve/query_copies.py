@@ -53,20 +53,34 @@ def bounds_of(table: pa.Table) -> np.ndarray:
     return np.column_stack([column.to_numpy() for column in filled]) if table.num_rows else np.empty((0, 5))
 
 
+def record_lines(table: pa.Table) -> list[bytes]:
+    """Each row's record as one JSON document (see ``records_of``), built column by column.
+
+    The footprint column already holds GeoJSON text and is spliced in as it is: parsing and re-encoding it was
+    most of the cost (~45 µs a row, against the indexer's budget of 500 µs a chip at 2,000 chips/s on a GPU).
+    """
+    column = {name: table.column(name).to_pylist() for name in RECORD_COLUMNS if name not in ("date", "footprint")}
+    dates = pc.cast(table.column("date"), pa.string()).to_pylist()  # ISO 8601
+    footprints = table.column("footprint").to_pylist()
+    lines = []
+    for row in range(table.num_rows):
+        bbox = [column[name][row] for name in BOUND_COLUMNS[:4]]
+        record = {
+            "id": column["id"][row],
+            "path": column["path"][row],
+            "window": {name: column[name][row] for name in WINDOW_COLUMNS},
+            "bbox": bbox if bbox[0] is not None else None,
+            "date": dates[row],
+            "crs": column["crs"][row],
+        }
+        text = json.dumps(record, separators=(",", ":"))
+        lines.append(f'{text[:-1]},"footprint":{footprints[row] or "null"}}}'.encode())
+    return lines
+
+
 def records_of(table: pa.Table) -> list[dict[str, Any]]:
     """What a search result shows of each row: id, path, window, bbox, date (ISO), crs, footprint (GeoJSON)."""
-    return [
-        {
-            "id": row["id"],
-            "path": row["path"],
-            "window": {key: row[key] for key in WINDOW_COLUMNS},
-            "bbox": [row["minx"], row["miny"], row["maxx"], row["maxy"]] if row["minx"] is not None else None,
-            "date": row["date"].isoformat() if row["date"] else None,
-            "crs": row["crs"],
-            "footprint": json.loads(row["footprint"]) if row["footprint"] else None,
-        }
-        for row in table.select(RECORD_COLUMNS).to_pylist()
-    ]
+    return [json.loads(line) for line in record_lines(table)]
 
 
 @dataclass(frozen=True)
@@ -84,7 +98,7 @@ class QueryCopies:
     def __init__(self, db: Path, dim: int):
         self.vectors = Copy(MatrixFile(db / VECTORS, np.float32, dim), ("vector",), lambda t: vectors_of(t, dim))
         self.bounds = Copy(MatrixFile(db / BOUNDS, np.float64, len(BOUND_COLUMNS)), BOUND_COLUMNS, bounds_of)
-        self.records = Copy(RecordFile(db), RECORD_COLUMNS, records_of)
+        self.records = Copy(RecordFile(db), RECORD_COLUMNS, record_lines)
         self.all = (self.vectors, self.bounds, self.records)
 
     def append(self, batch: pa.Table) -> None:

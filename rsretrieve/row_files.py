@@ -106,12 +106,11 @@ class RecordFile:
         if self.path.exists() and self.path.stat().st_size > end:
             os.truncate(self.path, end)
 
-    def append(self, records: list[dict[str, Any]]) -> None:
-        """Append records durably: the lines first, then their end offsets."""
-        lines = [json.dumps(record, separators=(",", ":")).encode() + b"\n" for record in records]
+    def append(self, documents: list[bytes]) -> None:
+        """Append JSON documents (one line each, without the newline) durably: the lines first, then their ends."""
         start = self.path.stat().st_size if self.path.exists() else 0
-        append_durably(self.path, b"".join(lines))
-        self.ends.append(start + np.cumsum([len(line) for line in lines], dtype=np.int64))
+        append_durably(self.path, b"".join(document + b"\n" for document in documents))
+        self.ends.append(start + np.cumsum([len(document) + 1 for document in documents], dtype=np.int64))
 
     def remove(self) -> None:
         """Delete both files."""

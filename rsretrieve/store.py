@@ -524,7 +524,8 @@ class StoreWriter(ChipStore):
         fids = np.arange(start, start + len(rows), dtype=np.int64)
         columns = {name: [row.get(name) for row in rows] for name in METADATA_COLUMNS}
         columns["fid"] = fids
-        columns["vector"] = list(vectors.astype(np.float32))
+        flat = pa.array(np.ascontiguousarray(vectors, np.float32).ravel())
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(flat, self.manifest.dim)
         batch = pa.Table.from_pydict(columns, schema=chip_schema(self.manifest.dim))
         self._write_table(batch)
         with writing(self.db):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,16 @@ def test_matrix_file_appends_maps_a_prefix_and_truncates(tmp_path: Path) -> None
     assert matrix.rows_on_disk() == 0
 
 
+def encoded(documents: list[dict]) -> list[bytes]:
+    return [json.dumps(document, separators=(",", ":")).encode() for document in documents]
+
+
 def test_record_file_reads_records_in_the_asked_order(tmp_path: Path) -> None:
     records = RecordFile(tmp_path)
     assert records.rows_on_disk() == 0 and records.read([0], 1) is None
     first = [{"id": "a", "n": 1}, {"id": "b", "text": 'ünïcode, "quoted"\nline'}]
-    records.append(first)
-    records.append([{"id": "c", "nested": {"x": [1.5, None]}}])
+    records.append(encoded(first))
+    records.append(encoded([{"id": "c", "nested": {"x": [1.5, None]}}]))
     assert records.rows_on_disk() == 3
     assert records.read([2, 0, 1, 0], 3) == [{"id": "c", "nested": {"x": [1.5, None]}}, first[0], first[1], first[0]]
     assert records.read([0], 4) is None
@@ -39,12 +44,12 @@ def test_record_file_reads_records_in_the_asked_order(tmp_path: Path) -> None:
 
 def test_a_torn_record_write_is_not_a_record_and_is_cut(tmp_path: Path) -> None:
     records = RecordFile(tmp_path)
-    records.append([{"id": "a"}, {"id": "b"}])
-    records.append([{"id": "c"}])
+    records.append(encoded([{"id": "a"}, {"id": "b"}]))
+    records.append(encoded([{"id": "c"}]))
     (tmp_path / "records.jsonl").write_bytes((tmp_path / "records.jsonl").read_bytes()[:-3])  # lines cut short
     assert records.rows_on_disk() == 2 and records.read([1], 2) == [{"id": "b"}]
     records.truncate(2)
-    records.append([{"id": "d"}])
+    records.append(encoded([{"id": "d"}]))
     assert records.rows_on_disk() == 3 and records.read([2, 0], 3) == [{"id": "d"}, {"id": "a"}]
     records.truncate(1)
     assert records.rows_on_disk() == 1 and (tmp_path / "records.jsonl").read_text() == '{"id":"a"}\n'
