@@ -11,8 +11,9 @@ spread; ``--mixture places``: tight groups of ~64 drawn from them, so neighbours
 size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows). Per record:
 
 - recall@10 of the product's search (IVF-PQ candidates re-ranked exactly) against brute force, without
-  and with a bbox filter that keeps ``--filter-fraction`` of the chips; ``filter_path`` says whether the
-  matches were scored exactly or searched through FAISS with allowed ids (``search.EXACT_FILTER_LIMIT``);
+  and with a bbox filter that keeps ``--filter-fraction`` of the chips (several: ``filters`` holds the figures
+  of each, the ``*_filtered`` keys those of the first); ``filter_path`` says whether the
+  matches were scored exactly or searched through FAISS with allowed ids (``search.exact_filter_limit``);
   score_gap_at_10: the mean exact score of the true top 10 minus that of the results (misses that are
   near-ties cost little); score_at_1/10/100: mean exact scores at those ranks (how crowded neighbours are);
 - single-query latency p50/p95 of ``Searcher.search`` (CPU, no text encoding; results' records included), and
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -339,40 +341,69 @@ def batched_qps(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> 
     return len(queries) / (time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class BboxCase:
+    """A bbox filter keeping about ``fraction`` of the chips, and the exact top k of each query under it."""
+
+    box: tuple[float, float, float, float]
+    allowed: np.ndarray
+    truth: Ranking
+
+    @classmethod
+    def build(cls, layout: Layout, fraction: float, vectors: np.ndarray, queries: np.ndarray) -> BboxCase:
+        """The case for ``fraction`` of the chips of ``layout``."""
+        box = layout.box_keeping(fraction)
+        allowed = layout.intersecting(box)
+        return cls(box, allowed, ann.exact_search(vectors[allowed], allowed, queries, K))
+
+    def describe(self, n: int) -> dict[str, Any]:
+        """What the filter is: its box, how many chips it keeps and which search path they take."""
+        return {
+            "filter_bbox": list(self.box),
+            "filter_matches": len(self.allowed),
+            "filter_fraction": round(len(self.allowed) / n, 4),
+            "filter_path": "exact" if len(self.allowed) <= search.exact_filter_limit(n) else "faiss",
+        }
+
+
+def filtered_figures(searcher: Searcher, queries: np.ndarray, case: BboxCase) -> dict[str, Any]:
+    """Recall and latency of the searcher under one bbox filter."""
+    milliseconds, found = timed_queries(searcher, queries, Filters(bbox=case.box))
+    recall, gap = accuracy(found, case.truth)
+    return {
+        "recall_at_10_filtered": recall,
+        "score_gap_at_10_filtered": gap,
+        "p50_ms_filtered": round(float(np.percentile(milliseconds, 50)), 3),
+        "p95_ms_filtered": round(float(np.percentile(milliseconds, 95)), 3),
+    }
+
+
 def measure(
-    db: Path, model: Any, queries: np.ndarray, truth: dict[str, Ranking], box: tuple, nprobe: int | None, rerank: int
+    db: Path, model: Any, queries: np.ndarray, truth: Ranking, cases: list[BboxCase], nprobe: int | None, rerank: int
 ) -> dict[str, Any]:
-    """Recall, latency and throughput of one searcher configuration."""
+    """Recall, latency and throughput of one searcher configuration; the ``*_filtered`` keys are the first case's,
+    ``filters`` holds every case."""
     searcher = Searcher(db, model=model, rerank_factor=rerank, nprobe=nprobe)
     plain_ms, plain = timed_queries(searcher, queries, None)
-    filtered_ms, filtered = timed_queries(searcher, queries, Filters(bbox=box))
-    recall, gap = accuracy(plain, truth["all"])
-    recall_filtered, gap_filtered = accuracy(filtered, truth["filtered"])
+    recall, gap = accuracy(plain, truth)
+    filters = [{**case.describe(len(searcher.store)), **filtered_figures(searcher, queries, case)} for case in cases]
     return {
         "recall_at_10": recall,
-        "recall_at_10_filtered": recall_filtered,
         "score_gap_at_10": gap,
-        "score_gap_at_10_filtered": gap_filtered,
         "p50_ms": round(float(np.percentile(plain_ms, 50)), 3),
         "p95_ms": round(float(np.percentile(plain_ms, 95)), 3),
-        "p50_ms_filtered": round(float(np.percentile(filtered_ms, 50)), 3),
-        "p95_ms_filtered": round(float(np.percentile(filtered_ms, 95)), 3),
+        **filters[0],
+        "filters": filters,
         "p50_ms_ann_stage": ann_p50_ms(searcher, queries, nprobe),
         "qps": round(batched_qps(searcher, queries, nprobe), 1),
     }
 
 
-def ground_truth(
-    vectors: np.ndarray, queries: np.ndarray, allowed: np.ndarray
-) -> tuple[dict[str, Ranking], dict[str, float]]:
-    """Exact top k without and with the filter, and the mean exact scores at ranks 1, 10 and 100."""
+def ground_truth(vectors: np.ndarray, queries: np.ndarray) -> tuple[Ranking, dict[str, float]]:
+    """Exact top k of each query, and the mean exact scores at ranks 1, 10 and 100."""
     scores, nearest = ann.exact_search(vectors, np.arange(len(vectors)), queries, DIFFICULTY_RANK)
-    truth = {
-        "all": (scores[:, :K], nearest[:, :K]),
-        "filtered": ann.exact_search(vectors[allowed], allowed, queries, K),
-    }
     difficulty = {f"score_at_{rank}": round(float(scores[:, rank - 1].mean()), 4) for rank in (1, K, DIFFICULTY_RANK)}
-    return truth, difficulty
+    return (scores[:, :K], nearest[:, :K]), difficulty
 
 
 def bench_size(
@@ -381,19 +412,9 @@ def bench_size(
     """All records of one archive size."""
     n, dim = vectors.shape
     layout = Layout(n, args.seed)
-    box = layout.box_keeping(args.filter_fraction)
-    allowed = layout.intersecting(box)
-    truth, difficulty = ground_truth(vectors, queries, allowed)
-    size = {
-        **base,
-        "n": n,
-        "dim": dim,
-        **difficulty,
-        "filter_bbox": list(box),
-        "filter_matches": len(allowed),
-        "filter_fraction": round(len(allowed) / n, 4),
-        "filter_path": "exact" if len(allowed) <= search.EXACT_FILTER_LIMIT else "faiss",
-    }
+    cases = [BboxCase.build(layout, fraction, vectors, queries) for fraction in args.filter_fraction]
+    truth, difficulty = ground_truth(vectors, queries)
+    size = {**base, "n": n, "dim": dim, **difficulty}
     model = SimpleNamespace(name="speed-benchmark", architecture="synthetic", checkpoint="none", dim=dim)
     kinds = sorted({ann.choose_params(n, dim, kind, args.flat_threshold).kind for kind in args.index})
     records = []
@@ -411,7 +432,7 @@ def bench_size(
                 for nprobe, rerank in settings(kind, sizes["nlist"], args):
                     record = {**size, "index": kind, "nprobe": nprobe, "rerank_factor": rerank, **sizes}
                     record.update(
-                        measure(db, model, queries, truth, box, nprobe, rerank or search.DEFAULT_RERANK_FACTOR)
+                        measure(db, model, queries, truth, cases, nprobe, rerank or search.DEFAULT_RERANK_FACTOR)
                     )
                     record.update({key: round(value, 3) for key, value in built.items()})
                     records.append(record)
@@ -469,8 +490,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64], help="IVF lists probed")
     parser.add_argument("--rerank-factors", type=int, nargs="+", default=[search.DEFAULT_RERANK_FACTOR])
     parser.add_argument("--queries", type=int, default=200, help="queries per measurement")
-    parser.add_argument("--filter-fraction", type=float, default=0.05, help="share of chips the bbox filter keeps")
-    parser.add_argument("--exact-filter-limit", type=int, help="override search.EXACT_FILTER_LIMIT")
+    parser.add_argument(
+        "--filter-fraction", type=float, nargs="+", default=[0.05],
+        help="shares of chips the bbox filters keep (the first fills the *_filtered keys; all go to 'filters')",
+    )  # fmt: skip
+    parser.add_argument("--exact-filter-limit", type=int, help="exact-scoring limit for filters (a fixed count)")
     parser.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: FAISS's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="where the temporary stores go (default: system temp)")
@@ -487,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     if args.exact_filter_limit is not None:
-        search.EXACT_FILTER_LIMIT = args.exact_filter_limit
+        search.EXACT_FILTER_LIMIT, search.EXACT_FILTER_SHARE = args.exact_filter_limit, 2**62
     device = "cuda" if faiss.get_num_gpus() > 0 else "cpu"
     args.sizes = args.sizes or [len(np.load(args.vectors, mmap_mode="r")) - args.queries]
     out = args.out or RESULTS / f"speed-{device}.json"

@@ -211,13 +211,14 @@ def search(
     if allowed_ids is None:
         searcher = _gpu_clone(index) if _gpu_can_search(k, nprobe) else index
         return _run_search(searcher, queries, k, _search_params(nprobe))
-    allowed = _valid_ids(allowed_ids)
-    if allowed.size == 0:
+    mask = _allowed_mask(allowed_ids)
+    n_allowed = int(np.count_nonzero(mask))
+    if n_allowed == 0:
         return _empty_result(len(queries), k)
-    selector = faiss.IDSelectorBitmap(_bitmap(allowed))
+    selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
     if ivf is None:
         return _run_search(index, queries, k, faiss.SearchParameters(sel=selector))
-    return _filtered_ivf_search(index, queries, k, nprobe, allowed.size, selector)
+    return _filtered_ivf_search(index, queries, k, nprobe, n_allowed, selector)
 
 
 def _filtered_ivf_search(
@@ -262,17 +263,17 @@ def _search_params(nprobe: int | None, selector: faiss.IDSelector | None = None)
     return faiss.SearchParameters(sel=selector) if selector is not None else None
 
 
-def _valid_ids(allowed_ids: np.ndarray) -> np.ndarray:
-    """Non-negative int64 ids, deduplicated."""
+def _allowed_mask(allowed_ids: np.ndarray) -> np.ndarray:
+    """Boolean mask over ids 0..max of the non-negative `allowed_ids` (any order, repeats allowed).
+
+    Packed little-endian, it is FAISS's IDSelectorBitmap layout. No sort or unique: at 200k allowed ids of 1M,
+    np.unique cost 40 ms a query, ten times the filtered search itself.
+    """
     allowed = np.asarray(allowed_ids, dtype=np.int64).ravel()
-    return np.unique(allowed[allowed >= 0])
-
-
-def _bitmap(ids: np.ndarray) -> np.ndarray:
-    """Little-endian bitmap (FAISS IDSelectorBitmap layout) with the bits of `ids` set."""
-    mask = np.zeros(int(ids[-1]) + 1, dtype=bool)
-    mask[ids] = True
-    return np.packbits(mask, bitorder="little")
+    allowed = allowed[allowed >= 0]
+    mask = np.zeros(int(allowed.max()) + 1 if allowed.size else 0, dtype=bool)
+    mask[allowed] = True
+    return mask
 
 
 def _empty_result(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:

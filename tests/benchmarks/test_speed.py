@@ -30,6 +30,7 @@ def test_synthetic_run_measures_flat_and_ivfpq(tmp_path: Path) -> None:
     records, lines = run(
         tmp_path, "--sizes", "2000", "--dim", "32", "--index", "flat", "auto", "--flat-threshold", "1000",
         "--nprobe", "4", "64", "--rerank-factors", "2", "10", "--exact-filter-limit", "0",
+        "--filter-fraction", "0.05", "0.3",
     )  # fmt: skip
     assert all(set(record) >= KEYS for record in records)
     nlist = records[1]["nlist"]
@@ -42,6 +43,10 @@ def test_synthetic_run_measures_flat_and_ivfpq(tmp_path: Path) -> None:
     assert flat["recall_at_10"] == flat["recall_at_10_filtered"] == 1.0
     assert ivfpq["recall_at_10"] >= 0.9 and ivfpq["bytes_per_vector"] < flat["bytes_per_vector"]
     assert 0.01 <= flat["filter_fraction"] <= 0.2
+    for record in records:  # the first filter's figures are also the record's *_filtered keys
+        first, wider = record["filters"]
+        assert first["filter_fraction"] == record["filter_fraction"] < wider["filter_fraction"]
+        assert first["recall_at_10_filtered"] == record["recall_at_10_filtered"] and wider["filter_matches"] > 0
     assert lines[0].startswith("| n | index | nprobe |") and len(lines) == 2 + len(records)
 
 

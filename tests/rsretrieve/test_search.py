@@ -195,3 +195,10 @@ def test_filters_select_what_lancedb_sql_selects(tmp_path: Path, tiny_model) -> 
         assert 0 < len(expected) < 60
         np.testing.assert_array_equal(filters.matching(store.bounds()), expected)
     assert Filters().matching(store.bounds()).tolist() == list(range(60)) and not Filters().active
+
+
+def test_filters_of_up_to_a_64th_of_a_large_index_are_scored_exactly() -> None:
+    from rsretrieve.search import exact_filter_limit
+
+    assert exact_filter_limit(0) == exact_filter_limit(100_000) == EXACT_FILTER_LIMIT == 4096
+    assert exact_filter_limit(1_000_000) == 15_625

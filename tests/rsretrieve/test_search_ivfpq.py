@@ -159,6 +159,7 @@ def test_filters_return_only_matching_chips_and_k_of_them(
 ) -> None:
     if exact_limit is not None:
         monkeypatch.setattr("rsretrieve.search.EXACT_FILTER_LIMIT", exact_limit)
+        monkeypatch.setattr("rsretrieve.search.EXACT_FILTER_SHARE", 2**62)
     _, vectors = ivfpq_index
     allowed = matching(COUNT, filters)
     results = found(searcher, queries[:20], filters)
