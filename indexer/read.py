@@ -18,7 +18,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -127,12 +127,7 @@ class Window:
 
     def as_dict(self) -> dict[str, int]:
         """The window as a plain dict (for storage and JSON)."""
-        return {
-            "col_off": self.col_off,
-            "row_off": self.row_off,
-            "width": self.width,
-            "height": self.height,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -100,15 +100,7 @@ class SearchResult:
 
     def record(self) -> dict[str, Any]:
         """Machine-readable fields (the footprint goes to the GeoJSON geometry instead)."""
-        return {
-            "score": self.score,
-            "id": self.id,
-            "path": self.path,
-            "window": self.window,
-            "bbox": self.bbox,
-            "date": self.date,
-            "crs": self.crs,
-        }
+        return {name: value for name, value in asdict(self).items() if name != "footprint"}
 
 
 def to_geojson(results: list[SearchResult]) -> dict[str, Any]:
