@@ -8,7 +8,9 @@ for one, so the map still says where the chips are.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pydeck as pdk
 
@@ -80,6 +82,7 @@ def footprint_rows(results: list[SearchResult], selected_id: str | None) -> list
         selected = result.id == selected_id
         rows.append(
             {
+                "id": result.id,
                 "polygon": result.footprint["coordinates"][0],
                 "centre": [(result.bbox[0] + result.bbox[2]) / 2, (result.bbox[1] + result.bbox[3]) / 2],
                 "rank": rank,
@@ -93,6 +96,15 @@ def footprint_rows(results: list[SearchResult], selected_id: str | None) -> list
             }
         )
     return sorted(rows, key=lambda row: row["selected"])
+
+
+def picked_id(selection: Mapping[str, Any]) -> str | None:
+    """The chip id of the footprint or dot clicked on the map (``st.pydeck_chart``'s selection), if any."""
+    for objects in selection.get("objects", {}).values():
+        for picked in objects:
+            if picked.get("id"):
+                return picked["id"]
+    return None
 
 
 def footprint_deck(results: list[SearchResult], selected_id: str | None) -> pdk.Deck | None:
@@ -115,8 +127,8 @@ def footprint_deck(results: list[SearchResult], selected_id: str | None) -> pdk.
             stroked=True, filled=True, pickable=True, auto_highlight=True,
         ),
         pdk.Layer(  # a dot per footprint keeps far-apart results visible when zoomed out
-            "ScatterplotLayer", rows, get_position="centre", get_fill_color="line", radius_min_pixels=4,
-            radius_max_pixels=4, pickable=True,
+            "ScatterplotLayer", rows, id="centres", get_position="centre", get_fill_color="line",
+            radius_min_pixels=5, radius_max_pixels=5, pickable=True,
         ),
     ]  # fmt: skip
     tooltip = {"html": "<b>#{rank}</b> · score {score}<br/>{date}<br/>{file}"}

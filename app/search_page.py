@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.footprint_map import footprint_deck
+from app.footprint_map import footprint_deck, picked_id
 from app.query import UPLOAD_TYPES, Extent, Query, Response, index_extent, run_query, save_upload
 from app.thumbnails import chip_png
 from rsretrieve.errors import UserError
@@ -183,6 +183,13 @@ def result_label(result: SearchResult, rank: int) -> str:
     return f"#{rank} · {result.score:.3f} · {result.date or 'no date'} · {Path(result.path).name}"
 
 
+def highlight_picked() -> None:
+    """Highlight the footprint clicked on the map (the selectbox follows)."""
+    picked = picked_id(st.session_state.map.selection)
+    if picked is not None:
+        st.session_state.selected = picked
+
+
 def map_panel(results: list[SearchResult]) -> None:
     """Footprints on a map, the selected one highlighted, with its details beside it."""
     ids = [result.id for result in results]
@@ -195,7 +202,7 @@ def map_panel(results: list[SearchResult]) -> None:
         if deck is None:
             st.info("None of these chips is georeferenced, so there is nothing to map.", icon=":material/map:")
         else:
-            st.pydeck_chart(deck, height=420)
+            st.pydeck_chart(deck, height=420, on_select=highlight_picked, selection_mode="single-object", key="map")
     with detail_column:
         st.selectbox("Highlighted on the map", ids, format_func=labels.get, key="selected")
         chosen = results[ids.index(st.session_state.selected)]

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.footprint_map import SELECTED_COLOUR, footprint_deck, footprint_rows, graticule, grid_step, union_bbox
+from app.footprint_map import (
+    SELECTED_COLOUR,
+    footprint_deck,
+    footprint_rows,
+    graticule,
+    grid_step,
+    picked_id,
+    union_bbox,
+)
 from app.query import Query, index_extent, run_query, save_upload
 from app.thumbnails import chip_pixels, chip_png
 from indexer.read import ChipReader, plan_scene
@@ -32,6 +40,14 @@ def test_footprint_rows_draw_the_selected_result_last_in_its_colour(result) -> N
     rows = footprint_rows([result("a"), result("b"), result("c", georeferenced=False)], selected_id="a")
     assert [row["rank"] for row in rows] == [2, 1]  # no row for the chip without footprint
     assert rows[-1]["line"] == SELECTED_COLOUR and rows[-1]["selected"]
+
+
+def test_a_click_on_a_footprint_or_its_dot_names_the_chip(result) -> None:
+    rows = footprint_rows([result("a"), result("b")], selected_id=None)
+    assert {row["id"] for row in rows} == {"a", "b"}
+    assert picked_id({"indices": {}, "objects": {}}) is None
+    assert picked_id({"indices": {"centres": [1]}, "objects": {"centres": [rows[1]]}}) == rows[1]["id"]
+    assert picked_id({"objects": {"graticule": [{"path": []}], "footprints": [rows[0]]}}) == rows[0]["id"]
 
 
 def test_map_fits_the_results_and_needs_a_footprint(result) -> None:

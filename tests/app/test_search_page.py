@@ -163,8 +163,9 @@ def test_pin_button_highlights_a_result(page: AppTest) -> None:
     third = results(page)[2]
     card_buttons(page, "map-")[2].click().run()
     assert page.selectbox(key="selected").value == third.id
-    deck = page.get("deck_gl_json_chart")[0].proto.json
-    assert '"selected": true' in deck and third.date in deck
+    chart = page.get("deck_gl_json_chart")[0].proto
+    assert '"selected": true' in chart.json and third.date in chart.json
+    assert list(chart.selection_mode)  # a click on the map highlights a result too (checked in a browser)
 
 
 def test_no_index_says_how_to_build_one(monkeypatch: pytest.MonkeyPatch) -> None:
