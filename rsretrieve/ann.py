@@ -32,6 +32,7 @@ GPU_PQ_CODE_BYTES = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
 GPU_FLOAT32_MAX_M = 48
 GPU_MAX_K = 2048
 FILTER_CANDIDATE_FACTOR = 2
+MIN_FILTER_CANDIDATES = 2048
 ID_BYTES = 8
 EXACT_CHUNK_ELEMENTS = 2**24
 _GPU_CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # CPU index → (ntotal, GPU clone, resources)
@@ -198,7 +199,7 @@ def search(
     `allowed_ids` restricts the search to those ids through an IDSelectorBitmap (ids are row
     ordinals; for 500k of 1M ids it builds in 4 ms vs 130 ms for IDSelectorBatch and searches 5-9×
     faster; IDSelectorArray is linear per test). With a filter on ivfpq, nprobe is raised so that the
-    probed lists are expected to hold ≥ 2·k allowed vectors (nprobe ≥ 2·k·nlist/|allowed|), and
+    probed lists are expected to hold max(2·k, 2048) allowed vectors (see `_filtered_ivf_search`), and
     queries still short of k results are searched again over all lists: k results are returned
     whenever k allowed ids are in the index. A GPU serves unfiltered searches only (FAISS's GPU
     flat and IVF-PQ indexes ignore ID selectors); filtered ones run on the CPU.
@@ -229,13 +230,18 @@ def _filtered_ivf_search(
     n_allowed: int,
     selector: faiss.IDSelector,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """IVF search restricted by `selector`, widened until each query has k results if it can."""
+    """IVF search restricted by `selector`, widened until each query has k results if it can.
+
+    A selective filter leaves most probed lists nearly empty, so nprobe is raised until the probed lists are
+    expected to hold max(2·k, 2048) allowed vectors: the floor keeps the nearest allowed vectors, which lie
+    further out than unfiltered ones, inside the probed lists even when k is small. Measured at 1M (IVF4096,
+    filters keeping 0.5–22 %): with k = 100 candidates (re-rank k·10) recall@10 equals that of probing as many
+    allowed vectors as an unfiltered search sees (0.991 / 0.996 / 0.989 / 0.908) in 4–9 ms instead of 8–16 ms;
+    2·k alone lost recall (0.962 at 0.5 %); at k = 1000 (k·100) all three give 0.999–1.000.
+    """
     nlist = faiss.extract_index_ivf(index).nlist
-    # Enough allowed candidates (2·k of them expected), and as many allowed vectors probed as an unfiltered
-    # search with `nprobe` would see: a selective filter leaves most probed lists nearly empty.
-    enough = math.ceil(FILTER_CANDIDATE_FACTOR * k * nlist / n_allowed)
-    as_unfiltered = math.ceil(nprobe * index.ntotal / n_allowed)
-    params = _search_params(min(nlist, max(nprobe, enough, as_unfiltered)), selector)
+    wanted = max(FILTER_CANDIDATE_FACTOR * k, MIN_FILTER_CANDIDATES)
+    params = _search_params(min(nlist, max(nprobe, math.ceil(wanted * nlist / n_allowed))), selector)
     scores, ids = _run_search(index, queries, k, params)
     short = ids[:, -1] < 0
     if short.any() and params.nprobe < nlist:
