@@ -26,7 +26,9 @@ from rsretrieve.store import ChipStore, StoreError, check_same_model
 # k·100 IVF-PQ candidates re-ranked exactly: at 1M, recall@10 0.95 → 0.99 over k·50 for +0.5 ms (speed-cpu.json)
 DEFAULT_RERANK_FACTOR = 100
 EXACT_FILTER_LIMIT = 4096  # matching chips scored exactly instead of through FAISS: at least this many,
-EXACT_FILTER_SHARE = 64  # or up to 1/64 of the index (1M: 15.6k; exact 10 ms vs FAISS 16 ms at 11k, speed.py)
+# or up to 1/64 of the index (15.6k at 1M): there, exact scoring of 11k chips (6.9 ms) costs about what FAISS does
+# (~6 ms, benchmarks/results/speed-filters-cpu.json) and its recall is 1 by construction
+EXACT_FILTER_SHARE = 64
 
 
 class QueryError(UserError):
