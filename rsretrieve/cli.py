@@ -216,11 +216,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _searcher(args: argparse.Namespace):
     from rsretrieve.search import DEFAULT_RERANK_FACTOR, Searcher
-    from rsretrieve.store import Manifest
 
-    if args.random_weights or (args.checkpoint is None and Manifest.read(args.db).built_with_random_weights):
-        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
-    return Searcher(
+    searcher = Searcher(
         args.db,
         model_name=args.model,
         checkpoint=args.checkpoint,
@@ -229,6 +226,9 @@ def _searcher(args: argparse.Namespace):
         nprobe=args.nprobe,
         rerank_factor=args.rerank or DEFAULT_RERANK_FACTOR,
     )
+    if searcher.model.random_weights:  # asked for, or chosen for an index built with random weights
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+    return searcher
 
 
 def cmd_query(args: argparse.Namespace) -> int:

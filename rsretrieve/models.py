@@ -29,7 +29,13 @@ if TYPE_CHECKING:
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 RANDOM_SEED = 0
+RANDOM_CHECKPOINT = f"random-seed{RANDOM_SEED}"  # the checkpoint an index records for seeded random weights
 DEFAULT_MODEL = "remoteclip-vit-b-32"
+
+
+def is_random_checkpoint(checkpoint: str) -> bool:
+    """Whether a recorded checkpoint stands for seeded random weights (``--random-weights``)."""
+    return checkpoint.startswith("random-seed")
 
 
 class ModelError(UserError):
@@ -240,6 +246,11 @@ class EmbeddingModel:
     mean: tuple[float, ...] = field(repr=False, default=())
     std: tuple[float, ...] = field(repr=False, default=())
 
+    @property
+    def random_weights(self) -> bool:
+        """Whether the model has seeded random weights (its results are meaningless)."""
+        return is_random_checkpoint(self.checkpoint)
+
     def _autocast(self) -> Any:
         import torch
 
@@ -326,7 +337,7 @@ def load_model(
     return EmbeddingModel(
         name=spec.name,
         architecture=spec.architecture,
-        checkpoint=f"random-seed{RANDOM_SEED}" if path is None else file_fingerprint(path),
+        checkpoint=RANDOM_CHECKPOINT if path is None else file_fingerprint(path),
         dim=embedding_dim(spec),
         device=device,
         image_size=int(size[0] if isinstance(size, (tuple, list)) else size),

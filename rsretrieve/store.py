@@ -40,6 +40,7 @@ import pyarrow as pa
 from rsretrieve import ann
 from rsretrieve.errors import UserError
 from rsretrieve.files import TEMPORARY_PATTERN, atomic_write
+from rsretrieve.models import is_random_checkpoint
 from rsretrieve.query_copies import RECORD_COLUMNS, Copy, QueryCopies, bounds_of, records_of, vectors_of
 
 FORMAT_VERSION = 1
@@ -119,7 +120,7 @@ class Manifest:
     @property
     def built_with_random_weights(self) -> bool:
         """Whether the index was built with ``--random-weights`` (queries must use the same seeded model)."""
-        return self.checkpoint.startswith("random-seed")
+        return is_random_checkpoint(self.checkpoint)
 
     @classmethod
     def read(cls, db: Path) -> Manifest:

@@ -270,7 +270,7 @@ def result_record(
 ) -> dict[str, Any]:
     """The JSON-ready result of one evaluation."""
     measured = exact or ann_result["numbers"]
-    random_weights = model.checkpoint.startswith("random-seed")
+    random_weights = model.random_weights
     return {
         "dataset": split.dataset,
         "split": split.split,
