@@ -93,10 +93,13 @@ class RecordFile:
     def read(self, fids: np.ndarray | list[int], count: int) -> list[dict[str, Any]] | None:
         """Records of ``fids`` in order, or None when the files hold fewer than ``count`` records."""
         ends = self.ends.view(count)
-        if ends is None or self.rows_on_disk() < count:
+        if ends is None or not self.path.exists():
             return None
-        with self.path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as lines:
-            return [json.loads(lines[_start(ends, fid) : int(ends[fid, 0])]) for fid in map(int, fids)]
+        with self.path.open("rb") as handle:
+            if os.fstat(handle.fileno()).st_size < ends[-1, 0]:  # the last committed line is not whole
+                return None
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as lines:
+                return [json.loads(lines[_start(ends, fid) : int(ends[fid, 0])]) for fid in map(int, fids)]
 
     def truncate(self, count: int) -> None:
         """Drop records beyond ``count``."""
