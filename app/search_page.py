@@ -16,7 +16,7 @@ import streamlit as st
 from app.footprint_map import footprint_deck, picked_id
 from app.query import UPLOAD_TYPES, Extent, Query, Response, index_extent, run_query, save_upload
 from app.thumbnails import chip_png
-from rsretrieve.errors import UserError
+from rsretrieve.errors import one_line
 from rsretrieve.export import results_csv, results_geojson
 from rsretrieve.search import Filters, Searcher, SearchResult
 
@@ -45,14 +45,6 @@ def open_searcher(db: str, checkpoint: str | None) -> Searcher:
 def cached_extent(db: str, version: int, _searcher: Searcher) -> Extent:
     """The index's bbox and date range, read once per committed version."""
     return index_extent(_searcher.store)
-
-
-def one_line(error: Exception) -> str:
-    """A known error's message, or the first line of an unexpected one with its type."""
-    if isinstance(error, UserError):
-        return str(error)
-    detail = (str(error).strip().splitlines() or [""])[0]
-    return f"unexpected {type(error).__name__}: {detail}"
 
 
 # --- sidebar --------------------------------------------------------------------------------------
@@ -319,7 +311,7 @@ def main() -> None:
     searcher = sidebar_index(args.db, args.checkpoint)
     if searcher is None:
         return
-    if searcher.store.manifest.built_with_random_weights:
+    if searcher.model.random_weights:
         st.warning(
             "This index was built with **random weights**: the results are meaningless.", icon=":material/warning:"
         )

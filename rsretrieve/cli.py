@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
-from rsretrieve.errors import UserError
+from rsretrieve.errors import UserError, one_line
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -420,14 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if os.environ.get("RSRETRIEVE_DEBUG"):
             raise
-        if isinstance(error, UserError):
-            print(f"error: {error}", file=sys.stderr)
-        else:
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            print(
-                f"error: unexpected {type(error).__name__}: {detail} (set RSRETRIEVE_DEBUG=1 for a traceback)",
-                file=sys.stderr,
-            )
+        hint = "" if isinstance(error, UserError) else " (set RSRETRIEVE_DEBUG=1 for a traceback)"
+        print(f"error: {one_line(error)}{hint}", file=sys.stderr)
         return EXIT_ERROR
 
 
