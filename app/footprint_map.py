@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 import pydeck as pdk
 
-from rsretrieve.search import SearchResult
+from rsretrieve.search import Hit
 
 RESULT_COLOUR = [37, 99, 235]
 SELECTED_COLOUR = [245, 124, 0]
@@ -25,9 +25,9 @@ MAP_WIDTH_PX, MAP_HEIGHT_PX = 700, 420  # approximate size of the chart, to fit 
 FILL = 0.75  # share of the chart that the results' bbox fills
 
 
-def union_bbox(results: list[SearchResult]) -> tuple[float, float, float, float] | None:
+def union_bbox(hits: list[Hit]) -> tuple[float, float, float, float] | None:
     """WGS84 bbox around every result with a footprint, or None when none has one."""
-    boxes = [result.bbox for result in results if result.footprint and result.bbox]
+    boxes = [hit.chip.bbox for hit in hits if hit.chip.footprint and hit.chip.bbox]
     if not boxes:
         return None
     return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
@@ -73,22 +73,23 @@ def graticule(bbox: tuple[float, float, float, float]) -> tuple[list[dict], list
     return lines, labels
 
 
-def footprint_rows(results: list[SearchResult], selected_id: str | None) -> list[dict]:
+def footprint_rows(hits: list[Hit], selected_id: str | None) -> list[dict]:
     """One row per result with a footprint, the selected one last so that it is drawn on top."""
     rows = []
-    for rank, result in enumerate(results, 1):
-        if not (result.footprint and result.bbox):
+    for rank, hit in enumerate(hits, 1):
+        chip = hit.chip
+        if not (chip.footprint and chip.bbox):
             continue
-        selected = result.id == selected_id
+        selected = chip.id == selected_id
         rows.append(
             {
-                "id": result.id,
-                "polygon": result.footprint["coordinates"][0],
-                "centre": [(result.bbox[0] + result.bbox[2]) / 2, (result.bbox[1] + result.bbox[3]) / 2],
+                "id": chip.id,
+                "polygon": chip.footprint["coordinates"][0],
+                "centre": [(chip.bbox[0] + chip.bbox[2]) / 2, (chip.bbox[1] + chip.bbox[3]) / 2],
                 "rank": rank,
-                "score": f"{result.score:.3f}",
-                "date": result.date or "no date",
-                "file": Path(result.path).name,
+                "score": f"{hit.score:.3f}",
+                "date": chip.date.isoformat() if chip.date else "no date",
+                "file": PurePath(chip.path).name,
                 "fill": [*(SELECTED_COLOUR if selected else RESULT_COLOUR), 150 if selected else 60],
                 "line": SELECTED_COLOUR if selected else RESULT_COLOUR,
                 "width": 3 if selected else 1,
@@ -107,13 +108,13 @@ def picked_id(selection: Mapping[str, Any]) -> str | None:
     return None
 
 
-def footprint_deck(results: list[SearchResult], selected_id: str | None) -> pdk.Deck | None:
+def footprint_deck(hits: list[Hit], selected_id: str | None) -> pdk.Deck | None:
     """The map of result footprints (None when no result has one)."""
-    bbox = union_bbox(results)
+    bbox = union_bbox(hits)
     if bbox is None:
         return None
     lines, labels = graticule(bbox)
-    rows = footprint_rows(results, selected_id)
+    rows = footprint_rows(hits, selected_id)
     layers = [
         pdk.Layer("PathLayer", lines, get_path="path", get_color=GRID_COLOUR, width_min_pixels=1),
         pdk.Layer(

@@ -1,26 +1,29 @@
 """rsretrieve search page: text or image queries over an index, results as thumbnails and on a map.
 
-Started by ``rsretrieve app --db PATH [--checkpoint PATH]`` (arguments after Streamlit's ``--``). Every
-search goes through ``rsretrieve.search.Searcher``; the page only collects the query and draws the results.
+Started by ``rsretrieve app --db PATH [--checkpoint PATH]`` (arguments after Streamlit's ``--``). The page
+builds a ``rsretrieve.query.Query``, runs it through the process's shared ``Searcher`` (safe across browser
+sessions: it keeps no per-query state) and draws the ``Results``; results are kept per browser session and keyed
+by the index version, so a commit by an indexer shows on the next rerun.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-import tempfile
 from pathlib import Path
 
 import streamlit as st
 
 from app.footprint_map import footprint_deck, picked_id
-from app.query import UPLOAD_TYPES, Extent, Query, Response, index_extent, run_query, save_upload
-from app.thumbnails import chip_png
 from rsretrieve.errors import one_line
-from rsretrieve.export import results_csv, results_geojson
-from rsretrieve.search import Filters, Searcher, SearchResult
+from rsretrieve.query import Filters, Part, Query
+from rsretrieve.render import as_csv, as_geojson
+from rsretrieve.search import Extent, Hit, Results, Searcher
+from rsretrieve.thumbnails import chip_png
 
 GRID_COLUMNS = 4
+UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff")
 ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page icon would be fetched from Google
 HOW_TO = """\
 rsretrieve index SOURCES --db PATH      # GeoTIFF / JPEG / PNG files or folders
@@ -44,7 +47,7 @@ def open_searcher(db: str, checkpoint: str | None) -> Searcher:
 @st.cache_data(show_spinner=False)
 def cached_extent(db: str, version: int, _searcher: Searcher) -> Extent:
     """The index's bbox and date range, read once per committed version."""
-    return index_extent(_searcher.store)
+    return _searcher.extent()
 
 
 # --- sidebar --------------------------------------------------------------------------------------
@@ -64,7 +67,7 @@ def sidebar_index(default_db: str | None, checkpoint: str | None) -> Searcher | 
     except Exception as error:  # shown as one line, never a traceback
         st.error(one_line(error))
         return None
-    manifest = searcher.store.manifest
+    manifest = searcher.current().manifest
     left, right = st.sidebar.columns(2)
     left.metric("Chips", f"{manifest.count:,}")
     right.metric("Files", f"{manifest.files:,}")
@@ -76,17 +79,24 @@ def sidebar_index(default_db: str | None, checkpoint: str | None) -> Searcher | 
     return searcher
 
 
-def sidebar_filters(extent: Extent) -> tuple[int, dict]:
-    """k, and the bbox / date filter fields for ``Filters`` (which judges them)."""
+def sidebar_filters(extent: Extent) -> tuple[int, Filters]:
+    """k and the filters (bbox, dates bounded by the index's own date range)."""
     st.sidebar.header("Filters")
     k = st.sidebar.slider("Results (k)", 1, 100, 12, key="k")
     bbox = _bbox_filter(extent.bbox) if st.sidebar.checkbox("Area (WGS84 bbox)", key="use_bbox") else None
     start = end = None
-    if st.sidebar.checkbox("Acquisition dates", key="use_dates"):
+    if extent.start is None:
+        st.sidebar.caption("No chip of this index has an acquisition date.")
+    elif st.sidebar.checkbox("Acquisition dates", key="use_dates"):
         left, right = st.sidebar.columns(2)
-        start = left.date_input("From", value=extent.start, key="start", format="YYYY-MM-DD")
-        end = right.date_input("To", value=extent.end, key="end", format="YYYY-MM-DD")
-    return k, {"bbox": bbox, "start": start, "end": end}
+        limits = {"min_value": extent.start, "max_value": extent.end, "format": "YYYY-MM-DD"}
+        start = left.date_input("From", value=extent.start, key="start", **limits)
+        end = right.date_input("To", value=extent.end, key="end", **limits)
+        if extent.undated:
+            st.sidebar.caption(
+                f"{extent.undated:,} of {extent.chips:,} chips have no date: a date filter leaves them out."
+            )
+    return k, Filters(bbox, start, end)
 
 
 def _bbox_filter(default: tuple[float, float, float, float] | None) -> tuple[float, float, float, float]:
@@ -106,26 +116,34 @@ def _bbox_filter(default: tuple[float, float, float, float] | None) -> tuple[flo
 
 
 def query_inputs() -> None:
-    """Text box and image upload; a submitted query becomes the active one in session state."""
+    """Text box and image upload, each with its search button; a submitted query becomes the active one."""
     by_text, by_image = st.tabs([":material/text_fields: Describe it", ":material/image_search: Search by image"])
     with by_text, st.form("text_query", border=False):
         left, right = st.columns([6, 1], vertical_alignment="bottom")
         text = left.text_input("Describe what you are looking for", key="text", placeholder="a river crossing farmland")
-        if right.form_submit_button("Search", type="primary", width="stretch"):
-            st.session_state.query = Query("text", text.strip(), text.strip()) if text.strip() else None
+        if right.form_submit_button("Search", type="primary", width="stretch") and text.strip():
+            set_query(Query((Part("text", text.strip()),)))
+            st.session_state.upload_key = st.session_state.get("upload_key", 0) + 1  # the old upload is done with
     with by_image:
-        upload = st.file_uploader("Image (JPEG, PNG or GeoTIFF)", type=list(UPLOAD_TYPES), key="upload")
-        if upload is not None and upload.file_id != st.session_state.get("upload_id"):
-            st.session_state.upload_id = upload.file_id
-            folder = Path(st.session_state.setdefault("upload_dir", tempfile.TemporaryDirectory()).name)
-            path = save_upload(upload.name, upload.getvalue(), folder)
-            st.session_state.query = Query("image", str(path), upload.name)
+        key = f"upload-{st.session_state.get('upload_key', 0)}"
+        upload = st.file_uploader("Image (JPEG, PNG or GeoTIFF)", type=list(UPLOAD_TYPES), key=key)
+        if upload is not None:
+            left, right = st.columns([1, 3], vertical_alignment="center")
+            left.image(upload.getvalue(), width="stretch")
+            if right.button("Search with this image", type="primary", icon=":material/image_search:"):
+                set_query(Query((Part("image", upload.getvalue(), label=upload.name),)))
 
 
-def like(result: SearchResult, rank: int) -> None:
+def set_query(query: Query) -> None:
+    """Make ``query`` the active one."""
+    st.session_state.query = query
+
+
+def like(hit: Hit, rank: int) -> None:
     """Button callback: "more like this" result becomes the active query."""
-    st.session_state.query = Query("like", result.id, f"result #{rank} ({Path(result.path).name})")
-    st.session_state.selected = result.id
+    label = f"result #{rank} ({Path(hit.chip.path).name})"
+    set_query(Query((Part("like", hit.chip.id, label=label),)))
+    st.session_state.selected = hit.chip.id
 
 
 def select(chip_id: str) -> None:
@@ -133,11 +151,11 @@ def select(chip_id: str) -> None:
     st.session_state.selected = chip_id
 
 
-def respond(searcher: Searcher, query: Query, k: int, filters: Filters) -> Response:
-    """The response for this request, searched again only when the query, k, filters or index changed."""
-    request = (str(searcher.db), query, k, filters)
+def respond(searcher: Searcher, query: Query) -> Results:
+    """This session's results for ``query``, searched again only when the query or the index version changed."""
+    request = (str(searcher.db), searcher.current().manifest.lance_version, query)
     if st.session_state.get("request") != request:
-        st.session_state.response = run_query(searcher, query, k, filters)
+        st.session_state.response = searcher.search(query)
         st.session_state.request = request
     return st.session_state.response
 
@@ -145,34 +163,43 @@ def respond(searcher: Searcher, query: Query, k: int, filters: Filters) -> Respo
 # --- results --------------------------------------------------------------------------------------
 
 
-def describe(query: Query) -> str:
-    """The query in words, for the results header."""
-    if query.kind == "text":
-        return f"“{query.label}”"
-    if query.kind == "image":
-        return f"images like {query.label}"
-    return f"chips like {query.label}"
+def query_preview(query: Query) -> None:
+    """What is being searched for: the uploaded image or the "like" chip above its description."""
+    part = query.positives[0]
+    png = None
+    if part.kind == "image":
+        png = part.value
+    elif part.kind == "like" and isinstance(st.session_state.get("response"), Results):
+        found = [hit for hit in st.session_state.response.hits if hit.chip.id == part.value]
+        png = thumbnail(found[0]) if found else None
+    if png is not None:
+        st.image(png, width=120, caption="Query")
 
 
-def results_header(query: Query, response: Response) -> None:
+def results_header(results: Results) -> None:
     """Count, query, latency and the export buttons."""
     left, right = st.columns([3, 2], vertical_alignment="center")
-    count = len(response.results)
-    left.markdown(f"#### {count} result{'s' * (count != 1)} for {describe(query)}")
-    search_ms, total_ms = response.search_seconds * 1000, response.total_seconds * 1000
-    left.caption(f":material/timer: {search_ms:.1f} ms search · {total_ms:.0f} ms in all (with the query's embedding)")
+    count = len(results)
+    left.markdown(f"#### {count} result{'s' * (count != 1)} for {results.query.describe()}")
+    search_ms, encode_ms = results.search_seconds * 1000, results.timings.get("encode", 0.0) * 1000
+    left.caption(f":material/timer: {search_ms:.1f} ms search ({results.path}) · {encode_ms:.0f} ms to embed the query")
     exports = [
-        ("GeoJSON", results_geojson(response.results), "results.geojson", "application/geo+json"),
-        ("CSV", results_csv(response.results), "results.csv", "text/csv"),
+        ("GeoJSON", as_geojson(results.hits), "results.geojson", "application/geo+json"),
+        ("CSV", as_csv(results.hits), "results.csv", "text/csv"),
     ]
     with right.container(horizontal=True, horizontal_alignment="right"):
         for label, data, file_name, mime in exports:
             st.download_button(label, data, file_name, mime, icon=":material/download:", on_click="ignore")
 
 
-def result_label(result: SearchResult, rank: int) -> str:
+def date_text(hit: Hit) -> str:
+    """A result's acquisition date, or "no date"."""
+    return hit.chip.date.isoformat() if hit.chip.date else "no date"
+
+
+def result_label(hit: Hit, rank: int) -> str:
     """Short label of a result: rank, score, date, file."""
-    return f"#{rank} · {result.score:.3f} · {result.date or 'no date'} · {Path(result.path).name}"
+    return f"#{rank} · {hit.score:.3f} · {date_text(hit)} · {Path(hit.chip.path).name}"
 
 
 def highlight_picked() -> None:
@@ -182,12 +209,12 @@ def highlight_picked() -> None:
         st.session_state.selected = picked
 
 
-def map_panel(results: list[SearchResult]) -> None:
+def map_panel(results: list[Hit]) -> None:
     """Footprints on a map, the selected one highlighted, with its details beside it."""
-    ids = [result.id for result in results]
+    ids = [hit.chip.id for hit in results]
     if st.session_state.get("selected") not in ids:
         st.session_state.selected = ids[0]
-    labels = {result.id: result_label(result, rank) for rank, result in enumerate(results, 1)}
+    labels = {hit.chip.id: result_label(hit, rank) for rank, hit in enumerate(results, 1)}
     deck = footprint_deck(results, st.session_state.selected)
     map_column, detail_column = st.columns([3, 1])
     with map_column:
@@ -207,54 +234,56 @@ def centre(bbox: list[float]) -> str:
     return f"{abs(lat):.4f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.4f}° {'E' if lon >= 0 else 'W'}"
 
 
-def thumbnail(result: SearchResult) -> bytes | None:
+def thumbnail(hit: Hit) -> bytes | None:
     """PNG of a result's chip, read with the bands the index was built with."""
     bands = st.session_state.get("bands")
-    return chip_png(result.path, result.window, tuple(bands) if bands else None)
+    return chip_png(hit.chip, tuple(bands) if bands else None)
 
 
-def details(result: SearchResult) -> None:
+def details(hit: Hit) -> None:
     """Where and when the highlighted chip is."""
-    png = thumbnail(result)
+    png = thumbnail(hit)
     if png is not None:
         st.image(png, width="stretch")
-    window = result.window
-    st.markdown(f"**{Path(result.path).name}**")
+    chip = hit.chip
+    window = chip.window
+    st.markdown(f"**{Path(chip.path).name}**")
     lines = [
-        f":material/calendar_today: {result.date or 'no date'}",
-        f":material/crop_free: {window['width']}×{window['height']} px at {window['col_off']}, {window['row_off']}",
-        f":material/public: {result.crs or 'not georeferenced'}",
+        f":material/calendar_today: {date_text(hit)}",
+        f":material/crop_free: {window.width}×{window.height} px at {window.col_off}, {window.row_off}",
+        f":material/public: {chip.crs or 'not georeferenced'}",
     ]
-    if result.bbox:
-        lines.append(f":material/location_on: {centre(result.bbox)}")
+    if chip.bbox:
+        lines.append(f":material/location_on: {centre(list(chip.bbox))}")
     st.caption("  \n".join(lines))
 
 
-def result_card(result: SearchResult, rank: int) -> None:
+def result_card(hit: Hit, rank: int) -> None:
     """Thumbnail, score, date, source file, and the card's actions."""
+    chip = hit.chip
     with st.container(border=True):
-        png = thumbnail(result)
+        png = thumbnail(hit)
         if png is None:
             st.warning("source file unavailable", icon=":material/broken_image:")
         else:
             st.image(png, width="stretch")
-        selected = st.session_state.get("selected") == result.id
+        selected = st.session_state.get("selected") == chip.id
         rank_text = f":orange[**#{rank}**]" if selected else f"**#{rank}**"
-        st.markdown(f"{rank_text} · score **{result.score:.3f}** · {result.date or 'no date'}")
-        st.caption(Path(result.path).name)
+        st.markdown(f"{rank_text} · score **{hit.score:.3f}** · {date_text(hit)}")
+        st.caption(Path(chip.path).name)
         with st.container(horizontal=True, gap="small"):
             st.button(
                 "More like this",
-                key=f"like-{result.id}",
+                key=f"like-{chip.id}",
                 on_click=like,
-                args=(result, rank),
+                args=(hit, rank),
                 icon=":material/image_search:",
             )
             st.button(
                 "",
-                key=f"map-{result.id}",
+                key=f"map-{chip.id}",
                 on_click=select,
-                args=(result.id,),
+                args=(chip.id,),
                 icon=":material/location_on:",
                 help="Highlight on the map",
                 type="tertiary",
@@ -263,9 +292,9 @@ def result_card(result: SearchResult, rank: int) -> None:
                 st.download_button(
                     "",
                     png,
-                    f"{result.id}.png",
+                    f"{chip.id}.png",
                     "image/png",
-                    key=f"png-{result.id}",
+                    key=f"png-{chip.id}",
                     icon=":material/download:",
                     help="Download the chip (PNG)",
                     on_click="ignore",
@@ -273,7 +302,7 @@ def result_card(result: SearchResult, rank: int) -> None:
                 )
 
 
-def results_grid(results: list[SearchResult]) -> None:
+def results_grid(results: list[Hit]) -> None:
     """Result cards, GRID_COLUMNS per row."""
     for start in range(0, len(results), GRID_COLUMNS):
         columns = st.columns(GRID_COLUMNS)
@@ -288,15 +317,16 @@ def show_results(searcher: Searcher, k: int, filters: Filters) -> None:
     if query is None:
         st.caption("Describe a place in words, upload an image, or pick “More like this” on any result.")
         return
-    st.session_state.bands = searcher.store.manifest.bands
-    response = respond(searcher, query, k, filters)
-    if not response.results:
-        st.info(f"No chips match {describe(query)} with these filters.", icon=":material/search_off:")
+    st.session_state.bands = searcher.current().manifest.bands
+    results = respond(searcher, dataclasses.replace(query, k=k, filters=filters))
+    query_preview(query)
+    if not results.hits:
+        st.info(f"No chips match {query.describe()} with these filters.", icon=":material/search_off:")
         return
-    results_header(query, response)
-    map_panel(response.results)
+    results_header(results)
+    map_panel(results.hits)
     st.divider()
-    results_grid(response.results)
+    results_grid(results.hits)
 
 
 # --- page -----------------------------------------------------------------------------------------
@@ -316,10 +346,10 @@ def main() -> None:
             "This index was built with **random weights**: the results are meaningless.", icon=":material/warning:"
         )
     try:
-        extent = cached_extent(str(searcher.db), searcher.store.manifest.lance_version, searcher)
-        k, filter_fields = sidebar_filters(extent)
+        extent = cached_extent(str(searcher.db), searcher.current().manifest.lance_version, searcher)
+        k, filters = sidebar_filters(extent)
         query_inputs()
-        show_results(searcher, k, Filters(**filter_fields))
+        show_results(searcher, k, filters)
     except Exception as error:  # one line for the user, never a traceback
         st.error(one_line(error))
 

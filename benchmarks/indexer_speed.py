@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from indexer.read import ChipReader, find_sources, plan_scene
 
 from indexer.build import IndexOptions, index_archive
 from indexer.embed import default_batch_size
-from indexer.read import ChipReader, find_sources, plan_scene
 from rsretrieve.images import fit_to_model, to_chw
 from rsretrieve.models import load_model
 from rsretrieve.search import Searcher

@@ -51,9 +51,9 @@ os.environ.setdefault("RUST_LOG", "error")
 
 import faiss
 import numpy as np
+from rsretrieve.row_files import BOUNDS, RECORD_ENDS, RECORDS, VECTORS
 
 from rsretrieve import ann, search
-from rsretrieve.row_files import BOUNDS, RECORD_ENDS, RECORDS, VECTORS
 from rsretrieve.search import Filters, Searcher
 from rsretrieve.store import ChipStore, IndexSettings, StoreWriter
 

@@ -8,7 +8,7 @@ the DataLoader's workers and rewriting the FAISS file stay small beside embeddin
 
 from __future__ import annotations
 
-import json
+import logging
 import sys
 import time
 from collections import Counter
@@ -19,23 +19,34 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from indexer.embed import SKIPPED, embed_chips, limit_gdal_cache
-from indexer.read import ChipMeta, ScenePlan, SourceError, count_chips, plan_scene
+from indexer.embed import embed_chips, limit_gdal_cache
+from rsretrieve.ann import AnnSettings
+from rsretrieve.chips import Chip
+from rsretrieve.embedding import SKIPPED
 from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel
-from rsretrieve.store import IndexSettings, StoreWriter
+from rsretrieve.raster import ScenePlan, SourceError, count_chips, plan_scene
+from rsretrieve.store import StoreWriter
+
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class IndexOptions:
-    """How sources are cut into chips and embedded."""
+@dataclass(frozen=True)
+class ChipOptions:
+    """How sources are cut into chips: window size and overlap in pixels, bands for R,G,B, nodata tolerance."""
 
     chip_size: int = 224
     overlap: int = 0
     bands: tuple[int, ...] | None = None
-    batch_size: int | None = None  # by device: indexer.embed.default_batch_size
-    workers: int | None = None
     max_nodata_fraction: float = 0.5
+
+
+@dataclass
+class RunOptions:
+    """How one indexing run goes: batch size and workers (by device when None), commit size, what to redo."""
+
+    batch_size: int | None = None  # by device: rsretrieve.embedding.default_batch_size
+    workers: int | None = None
     commit_chips: int | None = None  # by device: default_commit_chips
     strict: bool = False
     rebuild: bool = False
@@ -79,9 +90,8 @@ class BadSourceError(UserError):
     """A bad file under ``--strict``."""
 
 
-def warn(message: str) -> None:
-    """A warning line for people, on stderr (tqdm-safe)."""
-    tqdm.write(f"warning: {message}", file=sys.stderr)
+class NothingIndexedError(UserError):
+    """Every given file was bad and the index holds nothing."""
 
 
 def estimate_chips(paths: list[Path], chip_size: int, overlap: int) -> int:
@@ -101,7 +111,7 @@ def default_commit_chips(device: str) -> int:
 
 
 def plan_groups(
-    paths: list[Path], options: IndexOptions, commit_chips: int, on_bad: Callable[[Path, str], None]
+    paths: list[Path], options: ChipOptions, commit_chips: int, on_bad: Callable[[Path, str], None]
 ) -> Iterator[list[ScenePlan]]:
     """Plans of the sources, grouped into whole files of about ``commit_chips`` chips."""
     group: list[ScenePlan] = []
@@ -121,47 +131,31 @@ def plan_groups(
         yield group
 
 
-def chip_row(chip: ChipMeta) -> dict:
-    """The store's metadata row for a chip."""
-    bbox = chip.bbox or (None, None, None, None)
-    return {
-        "id": chip.id,
-        "path": chip.path,
-        **chip.window.as_dict(),
-        "crs": chip.crs,
-        "minx": bbox[0],
-        "miny": bbox[1],
-        "maxx": bbox[2],
-        "maxy": bbox[3],
-        "footprint": json.dumps(chip.footprint) if chip.footprint else None,
-        "date": chip.date,
-    }
-
-
 class ArchiveIndexer:
     """One indexing run over some sources into one ``--db``."""
 
-    def __init__(self, model: EmbeddingModel, options: IndexOptions, summary: IndexSummary):
+    def __init__(self, model: EmbeddingModel, chips: ChipOptions, run: RunOptions, summary: IndexSummary):
         self.model = model
-        self.options = options
+        self.chips = chips
+        self.run = run
         self.summary = summary
 
     def bad_file(self, path: Path | str, reason: str) -> None:
         """Count and report a file that cannot be indexed (fatal under --strict)."""
-        if self.options.strict:
+        if self.run.strict:
             raise BadSourceError(reason)
         self.summary.files_failed += 1
         self.summary.failures.append(reason)
-        warn(f"skipped {reason}")
+        log.warning("skipped %s", reason)
 
-    def embed_group(self, plans: list[ScenePlan], progress: tqdm) -> tuple[list[dict], np.ndarray, int]:
-        """Embed a group; rows and vectors of its good files, and how many files they are."""
+    def embed_group(self, plans: list[ScenePlan], progress: tqdm) -> tuple[list[Chip], np.ndarray, int]:
+        """Embed a group; chips and vectors of its good files, and how many files they are."""
         items = [(plan, chip) for plan in plans for chip in plan.chips]
         vectors = np.zeros((len(items), self.model.dim), np.float32)
         statuses: dict[int, str] = {}
-        options = self.options
+        run = self.run
         for batch in embed_chips(
-            self.model, items, options.batch_size, options.workers, options.max_nodata_fraction, progress
+            self.model, items, run.batch_size, run.workers, self.chips.max_nodata_fraction, progress
         ):
             vectors[batch.indices] = batch.vectors
             statuses.update(batch.statuses)
@@ -180,7 +174,7 @@ class ArchiveIndexer:
                 self.bad_file(plan.path, f"{plan.path}: every chip is nodata or transparent; nothing to index")
                 continue
             files += 1
-            rows.extend(chip_row(items[i][1]) for i in good)
+            rows.extend(items[i][1] for i in good)
             keep.extend(good)
         return rows, vectors[keep], files
 
@@ -189,35 +183,39 @@ def index_archive(
     paths: list[Path],
     db: str | Path,
     model: EmbeddingModel,
-    options: IndexOptions | None = None,
-    settings: IndexSettings | None = None,
+    chips: ChipOptions | None = None,
+    run: RunOptions | None = None,
+    ann_settings: AnnSettings | None = None,
     show_progress: bool = True,
 ) -> IndexSummary:
     """Index source files (see ``find_sources``) into ``db``; resumable, committed file group by file group."""
-    options = options or IndexOptions()
+    chips = chips or ChipOptions()
+    run = run or RunOptions()
     started = time.perf_counter()
     limit_gdal_cache()  # before planning: the stretch statistics of a 16-bit scene decode all its tiles
-    bands = list(options.bands) if options.bands else None
-    writer = StoreWriter.open(db, model, settings, options.rebuild, options.chip_size, options.overlap, bands)
+    bands = list(chips.bands) if chips.bands else None
+    writer = StoreWriter.open(db, model, ann_settings, run.rebuild, chips.chip_size, chips.overlap, bands)
     summary = IndexSummary(db=str(db))
     try:
         counts = Counter(writer.column("path").to_pylist()) if len(writer) else Counter()
         todo = [path for path in paths if str(path) not in counts]
         summary.files_skipped = len(paths) - len(todo)
         summary.already_indexed = sum(counts[str(path)] for path in paths if str(path) in counts)
-        if options.retrain:
+        if run.retrain:
             writer.retrain()
-        run = ArchiveIndexer(model, options, summary)
-        total = estimate_chips(todo, options.chip_size, options.overlap)
+        indexer = ArchiveIndexer(model, chips, run, summary)
+        total = estimate_chips(todo, chips.chip_size, chips.overlap)
         with tqdm(
             total=total, unit="chip", desc="indexing", disable=not show_progress or not todo, file=sys.stderr
         ) as progress:
-            commit_chips = options.commit_chips or default_commit_chips(model.device)
-            for plans in plan_groups(todo, options, commit_chips, run.bad_file):
-                rows, vectors, files = run.embed_group(plans, progress)
+            commit_chips = run.commit_chips or default_commit_chips(model.device)
+            for plans in plan_groups(todo, chips, commit_chips, indexer.bad_file):
+                rows, vectors, files = indexer.embed_group(plans, progress)
                 writer.append(rows, vectors, files)
                 summary.new_chips += len(rows)
                 summary.files_indexed += files
+        if len(writer) == 0 and summary.files_failed:
+            raise NothingIndexedError(f"nothing indexed: none of the {summary.files_failed} given files could be read")
         if writer.manifest.pending_finish:  # also when a killed run committed its last group but did not finish
             writer.finish()
         summary.total_chips = len(writer)

@@ -63,6 +63,16 @@ class IndexParams:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class AnnSettings:
+    """Which FAISS index the writer builds: ``auto`` (flat below ``flat_threshold`` chips, else IVF-PQ), ``flat`` or
+    ``ivfpq``, and the nprobe stored with it (None: ``default_nprobe``)."""
+
+    kind: str = "auto"
+    flat_threshold: int = DEFAULT_FLAT_THRESHOLD
+    nprobe: int | None = None
+
+
 def choose_params(
     n: int,
     dim: int,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
+from typing import ClassVar
 
 from rsretrieve.errors import UserError, one_line
 
@@ -40,6 +42,14 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a date YYYY-MM-DD") from None
+
+
+def _weights(text: str) -> dict[str, float]:
+    try:
+        pairs = [part.split("=", 1) for part in text.split(",")]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not KIND=WEIGHT,... (e.g. text=2,not_like=0.5)") from None
 
 
 def _positive_int(text: str) -> int:
@@ -90,10 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--commit-chips", type=_positive_int, help=argparse.SUPPRESS)  # tests: commit more often
 
-    query = commands.add_parser("query", help="search an index by text, image or chip id")
+    query = commands.add_parser("query", help="search an index by text, images or chip ids (mixed, weighted)")
     query.add_argument("text", nargs="?", help="text description, e.g. 'a river crossing farmland'")
-    query.add_argument("--image", type=Path, help="query image (JPEG, PNG, GeoTIFF)")
-    query.add_argument("--like", metavar="CHIP_ID", help="more like this indexed chip")
+    query.add_argument("--image", type=Path, action="append", default=[], help="query image (JPEG, PNG, GeoTIFF)")
+    query.add_argument("--like", metavar="CHIP_ID", action="append", default=[], help="more like this indexed chip")
+    query.add_argument("--not-text", metavar="TEXT", action="append", default=[], help="less like this description")
+    query.add_argument(
+        "--not-image", metavar="PATH", type=Path, action="append", default=[], help="less like this image"
+    )
+    query.add_argument(
+        "--not", dest="not_like", metavar="CHIP_ID", action="append", default=[], help="less like this chip"
+    )
+    query.add_argument("--weights", type=_weights, help="weights by kind, e.g. text=2,like=1,not_text=0.5 (all 1)")
     query.add_argument("--db", required=True, type=Path)
     query.add_argument("-k", type=int, default=10, help="number of results (10)")
     query.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy in WGS84 degrees (intersects)")
@@ -103,13 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--rerank", type=_positive_int, metavar="R", help="IVF-PQ: re-rank k·R candidates exactly (100)")
     _add_model_options(query, default=None)
     output = query.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="results as a JSON list")
-    output.add_argument("--geojson", action="store_true", help="results as a GeoJSON FeatureCollection")
-    output.add_argument("--csv", action="store_true", help="results as CSV (rank, score, source, window, bbox)")
+    for name, text in (("json", "a JSON list"), ("geojson", "a GeoJSON FeatureCollection"), ("csv", "CSV")):
+        output.add_argument(f"--{name}", dest="format", action="store_const", const=name, help=f"results as {text}")
 
     info = commands.add_parser("info", help="describe an index")
     info.add_argument("--db", required=True, type=Path)
     info.add_argument("--json", action="store_true")
+
+    upgrade = commands.add_parser("upgrade", help="bring an index written by an older rsretrieve to this format")
+    upgrade.add_argument("--db", required=True, type=Path)
 
     models = commands.add_parser("models", help="list the registered models")
     models.add_argument("--json", action="store_true")
@@ -173,8 +193,9 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Index sources into --db."""
-    from indexer.read import find_sources
-    from rsretrieve.store import IndexSettings, Manifest, WriteLock, check_same_model
+    from rsretrieve.ann import AnnSettings
+    from rsretrieve.raster import find_sources
+    from rsretrieve.store import Manifest, WriteLock, check_same_model
 
     if not 0 <= args.overlap < args.chip_size:
         raise CliError(f"--overlap must be between 0 and chip size - 1 (got {args.overlap})")
@@ -187,27 +208,17 @@ def cmd_index(args: argparse.Namespace) -> int:
         manifest = Manifest.read(args.db)
         name = name or manifest.model
         check_same_model(manifest, name, None, args.db)  # before loading a model that would be refused
-    from indexer.build import IndexOptions, index_archive  # imports torch: after the cheap checks
+        if manifest.built_with_random_weights and args.checkpoint is None:
+            args.random_weights = True  # resume with the seeded model the index was built with, as queries do
+    from indexer.build import ChipOptions, RunOptions, index_archive  # imports torch: after the cheap checks
     from rsretrieve.models import DEFAULT_MODEL
 
     model = _load_model(args, name or DEFAULT_MODEL)
-    options = IndexOptions(
-        chip_size=args.chip_size,
-        overlap=args.overlap,
-        bands=_bands(args.bands),
-        batch_size=args.batch_size,
-        workers=args.workers,
-        max_nodata_fraction=args.max_nodata,
-        strict=args.strict,
-        rebuild=args.rebuild,
-        retrain=args.retrain,
-    )
-    if args.commit_chips:
-        options.commit_chips = args.commit_chips
-    settings = IndexSettings(kind=args.index_type, nprobe=args.nprobe)
-    if args.flat_threshold:
-        settings.flat_threshold = args.flat_threshold
-    summary = index_archive(paths, args.db, model, options, settings, show_progress=not args.quiet)
+    chips = ChipOptions(args.chip_size, args.overlap, _bands(args.bands), args.max_nodata)
+    run = RunOptions(args.batch_size, args.workers, args.commit_chips, args.strict, args.rebuild, args.retrain)
+    threshold = args.flat_threshold or AnnSettings.flat_threshold
+    settings = AnnSettings(args.index_type, threshold, args.nprobe)
+    summary = index_archive(paths, args.db, model, chips, run, settings, show_progress=not args.quiet)
     print(summary.line(), file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
@@ -231,49 +242,46 @@ def _searcher(args: argparse.Namespace):
     return searcher
 
 
-def cmd_query(args: argparse.Namespace) -> int:
-    """Search --db and print the results."""
-    from rsretrieve.export import results_csv, results_geojson
-    from rsretrieve.search import Filters
+def _query(args: argparse.Namespace):
+    """The ``Query`` of the query command's arguments."""
+    from rsretrieve.query import Filters, Query
 
-    asked = [name for name in ("text", "image", "like") if getattr(args, name) is not None]
-    if len(asked) != 1:
-        raise CliError("give exactly one query: TEXT, --image PATH or --like CHIP_ID")
     if args.k < 1:
         raise CliError(f"-k must be at least 1 (got {args.k})")
-    filters = Filters(args.bbox, args.start, args.end)
-    if args.image is not None and not args.image.is_file():
-        raise CliError(f"query image not found: {args.image}")
-    searcher = _searcher(args)
-    if args.text is not None:
-        results = searcher.text(args.text, args.k, filters)
-    elif args.image is not None:
-        results = searcher.image(args.image, args.k, filters)
-    else:
-        results = searcher.like(args.like, args.k, filters)
-    if args.json:
-        print(json.dumps([result.record() for result in results], indent=2))
-    elif args.geojson:
-        print(results_geojson(results))
-    elif args.csv:
-        sys.stdout.write(results_csv(results))
-    else:
-        print_results(results, searcher.last_seconds)
+    for path in [*args.image, *args.not_image]:
+        if not path.is_file():
+            raise CliError(f"query image not found: {path}")
+    if args.text is None and not args.image and not args.like:
+        raise CliError("give something to search for: TEXT, --image PATH or --like CHIP_ID")
+    return Query.build(
+        text=args.text,
+        images=[str(path) for path in args.image],
+        like=args.like,
+        not_text=args.not_text,
+        not_images=[str(path) for path in args.not_image],
+        not_like=args.not_like,
+        weights=args.weights,
+        filters=Filters(args.bbox, args.start, args.end),
+        k=args.k,
+        nprobe=args.nprobe,
+        rerank=args.rerank,
+    )
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """Search --db and print the results."""
+    from rsretrieve.render import RENDERERS
+
+    query = _query(args)
+    results = _searcher(args).search(query)
+    sys.stdout.write(RENDERERS[args.format or "table"](results.hits))
+    if not args.format:
+        print(
+            f"{len(results)} results in {results.search_seconds * 1000:.1f} ms of search "
+            f"({results.path}; encoding the query {results.timings['encode'] * 1000:.0f} ms)",
+            file=sys.stderr,
+        )
     return 0
-
-
-def print_results(results: Sequence, seconds: float) -> None:
-    """A table for people."""
-    if not results:
-        print("no results")
-        return
-    print(f"{'#':>3}  {'score':>6}  {'chip id':16}  {'date':10}  {'bbox (WGS84)':38}  source [col,row,w,h]")
-    for rank, result in enumerate(results, 1):
-        bbox = ",".join(f"{value:.4f}" for value in result.bbox) if result.bbox else "-"
-        window = result.window
-        where = f"{result.path} [{window['col_off']},{window['row_off']},{window['width']},{window['height']}]"
-        print(f"{rank:>3}  {result.score:6.3f}  {result.id:16}  {result.date or '-':10}  {bbox:38}  {where}")
-    print(f"{len(results)} results in {seconds * 1000:.0f} ms (search only)", file=sys.stderr)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -295,13 +303,30 @@ def cmd_info(args: argparse.Namespace) -> int:
             "faiss",
             " ".join(filter(None, [info["index_type"], details, f"({index.get('bytes_per_vector')} bytes/vector)"])),
         ),
-        ("copies", ", ".join(f"{name} {rows} rows" for name, rows in info["copy_rows"].items())),
+        ("columns", ", ".join(f"{name} {rows} rows" for name, rows in info["column_rows"].items())),
         ("chip size", f"{info['chip_size']} px, overlap {info['overlap']} px"),
         ("created", info["created"]),
         ("updated", info["updated"]),
     ]
     for key, value in lines:
         print(f"{key:>10}: {value}")
+    return 0
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Rewrite an index's query-side files in this version's format (LanceDB rows and FAISS stay)."""
+    from rsretrieve.store import FORMAT_VERSION, Manifest, StoreWriter
+
+    manifest = Manifest.read(args.db)
+    if manifest.format_version == FORMAT_VERSION:
+        print(f"{args.db} is already in format {FORMAT_VERSION}", file=sys.stderr)
+        return 0
+    writer = StoreWriter.open(args.db, manifest.model_identity())
+    try:
+        writer.upgrade()
+    finally:
+        writer.close()
+    print(f"{args.db}: upgraded from format {manifest.format_version} to {FORMAT_VERSION}", file=sys.stderr)
     return 0
 
 
@@ -332,10 +357,22 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Recall@k of a model on a retrieval benchmark."""
-    from rsretrieve.evaluation.run import run_from_args
+    """Recall@k of a model on a retrieval benchmark: a markdown table, and the JSON record with ``--out``."""
+    from rsretrieve.evaluation.datasets import load_split
+    from rsretrieve.evaluation.run import EvalOptions, Phases, evaluate, markdown_table, usable_split, write_json
 
-    return run_from_args(args)
+    phases = Phases()
+    with phases("load_split"):
+        loaded = load_split(args.dataset, args.root, args.annotations, args.split)
+        split = usable_split(loaded, args.allow_missing)
+    with phases("load_model"):
+        model = _load_model(args, args.model)
+    options = EvalOptions(args.index, args.ann_index, args.nprobe, args.batch_size, args.workers)
+    result = evaluate(split, model, options, phases, loaded.missing)
+    print(markdown_table([result]))
+    if args.out is not None:
+        write_json(result, args.out)
+    return 0
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -386,10 +423,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _LineHandler(logging.Handler):
+    """Library log records as ``warning: ...`` / ``note: ...`` lines on stderr, written around progress bars."""
+
+    PREFIX: ClassVar[dict[int, str]] = {logging.INFO: "note", logging.WARNING: "warning"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        prefix = self.PREFIX.get(record.levelno, record.levelname.lower())
+        tqdm.write(f"{prefix}: {record.getMessage()}", file=sys.stderr)
+
+
+def show_logs() -> None:
+    """Route the library's log records (``rsretrieve.*``, ``indexer.*``) to stderr, once per process."""
+    for name in ("rsretrieve", "indexer"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, _LineHandler) for handler in logger.handlers):
+            logger.addHandler(_LineHandler())
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
     "query": cmd_query,
     "info": cmd_info,
+    "upgrade": cmd_upgrade,
     "models": cmd_models,
     "eval": cmd_eval,
     "app": cmd_app,
@@ -412,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsretrieve`` console script."""
     args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("RUST_LOG", "error")
+    show_logs()
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

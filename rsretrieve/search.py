@@ -1,17 +1,21 @@
-"""Query side: ``Searcher`` answers text, image and "more like this" queries over one index.
+"""``Searcher.search(Query) -> Results``: the one query path of the CLI, the page, the service and evaluation.
 
-Filters (bbox intersects, date range) are evaluated in numpy over the index's ``bounds.f64`` copy of the
-LanceDB columns (~5 ms at 1M chips, where LanceDB's SQL takes 50–190 ms); the matching fids then restrict
-FAISS, or, when they are few, are scored exactly from the stored vectors. IVF-PQ candidates
-(k × ``rerank_factor``) are re-ranked exactly, so every score shown is a true cosine similarity. Results
-come from the ``records.jsonl`` copy: one read of a few lines instead of a 14-column LanceDB take (~11 ms).
+Stages (each timed in ``Results.timings``): encode the query's parts and combine them (``query.combine``);
+filter (bbox, date) in numpy over the index's filter columns (~2 ms at 1M chips, where LanceDB's SQL takes
+50–190 ms); search — the matching fids restrict FAISS or, when few, are scored exactly from the stored vectors;
+IVF-PQ candidates (k × rerank) are re-ranked exactly, so every score shown is a true cosine similarity; records
+come from the ``records/`` Arrow files. ``Results.path`` says which way the search went.
+
+A ``Searcher`` keeps no per-query state: one instance serves many threads.
 """
 
 from __future__ import annotations
 
-import math
+import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,99 +23,88 @@ from typing import Any
 import numpy as np
 
 from rsretrieve import ann
-from rsretrieve.errors import UserError
-from rsretrieve.query_copies import day_number
+from rsretrieve.chips import Chip, day_date
+from rsretrieve.query import Part, Query, QueryError, combine
 from rsretrieve.store import ChipStore, StoreError, check_same_model
 
 # k·100 IVF-PQ candidates re-ranked exactly: at 1M, recall@10 0.95 → 0.99 over k·50 for +0.5 ms (speed-cpu.json)
 DEFAULT_RERANK_FACTOR = 100
 EXACT_FILTER_LIMIT = 4096  # matching chips scored exactly instead of through FAISS: at least this many,
-# or up to 1/64 of the index (15.6k at 1M): there, exact scoring of 11k chips (6.9 ms) costs about what FAISS does
-# (~6 ms, benchmarks/results/speed-filters-cpu.json) and its recall is 1 by construction
+# or up to 1/64 of the index (15.6k at 1M): there, exact scoring of 11k chips (6.7 ms) costs about what FAISS does
+# (5.6-6.7 ms at 2-22 % kept, benchmarks/results/speed-filters-cpu.json) and its recall is 1 by construction
 EXACT_FILTER_SHARE = 64
-
-
-class QueryError(UserError):
-    """A query that cannot be run; the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Bounding box in WGS84 (intersects) and an inclusive acquisition-date range."""
-
-    bbox: tuple[float, float, float, float] | None = None
-    start: date | None = None
-    end: date | None = None
-
-    def __post_init__(self) -> None:
-        if self.bbox is not None:
-            check_bbox(self.bbox)
-            object.__setattr__(self, "bbox", tuple(float(value) for value in self.bbox))
-        if self.start and self.end and self.start > self.end:
-            raise QueryError(f"start date {self.start} is after end date {self.end}")
-
-    @property
-    def active(self) -> bool:
-        """Whether anything is filtered."""
-        return self.bbox is not None or self.start is not None or self.end is not None
-
-    def matching(self, bounds: np.ndarray) -> np.ndarray:
-        """fids (row numbers of ``bounds``, as ``ChipStore.bounds``) of the chips passing every filter.
-
-        A chip without a footprint never passes a bbox filter, one without a date never passes a date filter.
-        """
-        keep = np.ones(len(bounds), bool)
-        if self.bbox is not None:
-            minx, miny, maxx, maxy = self.bbox
-            keep &= (bounds[:, 2] >= minx) & (bounds[:, 0] <= maxx) & (bounds[:, 3] >= miny) & (bounds[:, 1] <= maxy)
-        if self.start is not None:
-            keep &= bounds[:, 4] >= day_number(self.start)
-        if self.end is not None:
-            keep &= bounds[:, 4] <= day_number(self.end)
-        return np.flatnonzero(keep)
-
-
-def exact_filter_limit(count: int) -> int:
-    """Up to how many chips passing a filter are scored exactly (else FAISS searches with their ids), of ``count``."""
-    return max(EXACT_FILTER_LIMIT, count // EXACT_FILTER_SHARE)
-
-
-def check_bbox(bbox: tuple[float, ...]) -> None:
-    """Raise QueryError unless bbox is (minx, miny, maxx, maxy) in WGS84 degrees with min ≤ max."""
-    if len(bbox) != 4 or not all(math.isfinite(value) for value in bbox):
-        raise QueryError("bbox must be four finite numbers: minx,miny,maxx,maxy")
-    minx, miny, maxx, maxy = bbox
-    if minx > maxx or miny > maxy:
-        raise QueryError(f"bbox min must not exceed max: got {minx},{miny},{maxx},{maxy}")
-    if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
-        raise QueryError("bbox is out of range: longitudes within ±180, latitudes within ±90 (WGS84)")
+PATHS = ("flat", "exact-filtered", "faiss-filtered", "ivfpq")  # how a search went (Results.path)
+REOPEN_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
-class SearchResult:
-    """One matching chip. ``record()`` gives the fields of ``--json`` and of GeoJSON properties."""
+class Hit:
+    """One matching chip and its cosine similarity to the query."""
 
     score: float
-    id: str
-    path: str
-    window: dict[str, int]
-    bbox: list[float] | None
-    date: str | None
-    crs: str | None
-    footprint: dict | None
+    chip: Chip
 
     def record(self) -> dict[str, Any]:
-        """Machine-readable fields (the footprint goes to the GeoJSON geometry instead)."""
-        return {name: value for name, value in asdict(self).items() if name != "footprint"}
+        """Score and the chip's machine-readable record."""
+        return {"score": self.score, **self.chip.record()}
 
 
-def to_geojson(results: list[SearchResult]) -> dict[str, Any]:
-    """A FeatureCollection of result footprints (null geometry for chips without georeference)."""
-    features = [
-        {"type": "Feature", "id": result.id, "geometry": result.footprint, "properties": result.record()}
-        for result in results
-    ]
-    return {"type": "FeatureCollection", "features": features}
+@dataclass(frozen=True)
+class Results:
+    """The hits of a query, best first, with how they were found.
+
+    ``path``: ``flat`` (exact FAISS), ``exact-filtered`` (few chips pass the filters: all scored exactly),
+    ``faiss-filtered`` (FAISS restricted to the passing chips), ``ivfpq`` (unfiltered IVF-PQ). ``candidates``: how
+    many IVF-PQ candidates were re-ranked exactly (0 when none). ``timings``: seconds per stage.
+    """
+
+    hits: list[Hit]
+    query: Query
+    path: str
+    candidates: int
+    timings: dict[str, float]
+    version: int = 0  # the LanceDB version of the index that answered
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self.hits)
+
+    @property
+    def search_seconds(self) -> float:
+        """Time spent after the query was encoded."""
+        return sum(seconds for stage, seconds in self.timings.items() if stage != "encode")
+
+    @property
+    def chips(self) -> list[Chip]:
+        """The chips of the hits, in order."""
+        return [hit.chip for hit in self.hits]
+
+
+@dataclass(frozen=True)
+class Extent:
+    """WGS84 bbox and date range covered by an index, and how many chips lack a footprint or a date."""
+
+    bbox: tuple[float, float, float, float] | None
+    start: date | None
+    end: date | None
+    chips: int = 0
+    undated: int = 0
+    unplaced: int = 0
+
+
+@dataclass
+class _Clock:
+    """Seconds per stage of one search."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    last: float = field(default_factory=time.perf_counter)
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
 
 
 class Searcher:
@@ -142,103 +135,162 @@ class Searcher:
         self.model = model
         self.rerank_factor = rerank_factor
         self.nprobe = nprobe
-        self.last_seconds = 0.0
+        self._reopening = threading.Lock()
 
-    def refresh(self) -> None:
-        """Switch to the newest committed version if a writer has committed since."""
-        if self.store.changed_on_disk():
-            for attempt in range(5):
+    def current(self) -> ChipStore:
+        """The newest committed version of the index (reopened if a writer has committed since)."""
+        store = self.store
+        if not store.changed_on_disk():
+            return store
+        with self._reopening:
+            if self.store is not store:  # another thread reopened it meanwhile
+                return self.store
+            for attempt in range(REOPEN_ATTEMPTS):
                 try:
-                    store = ChipStore(self.db)
+                    fresh = ChipStore(self.db)
                     break
                 except StoreError:
-                    if attempt == 4:
+                    if attempt == REOPEN_ATTEMPTS - 1:
                         raise
                     time.sleep(0.05)
-            check_same_model(store.manifest, self.model.name, self.model.checkpoint, self.db)
-            self.store = store
+            check_same_model(fresh.manifest, self.model.name, self.model.checkpoint, self.db)
+            self.store = fresh
+            return fresh
 
-    # -- query vectors --------------------------------------------------------------------------
-    def text_vector(self, text: str) -> np.ndarray:
-        """Embedding of a text query."""
-        if not text.strip():
-            raise QueryError("the text query is empty")
-        return self.model.encode_text([text])[0]
+    # -- encoding -----------------------------------------------------------------------------------
+    def encode(self, query: Query, store: ChipStore | None = None) -> np.ndarray:
+        """The query's vector: its parts embedded (texts and images in one batch each) and combined."""
+        store = store or self.current()
+        parts = [*query.positives, *query.negatives]
+        vectors: dict[int, np.ndarray] = {}
+        for kind, encode in (("text", self._texts), ("image", self._images), ("like", self._likes)):
+            chosen = [i for i, part in enumerate(parts) if part.kind == kind]
+            if chosen:
+                encoded = encode([parts[i] for i in chosen], store)
+                vectors.update(zip(chosen, encoded, strict=True))
+        for i, part in enumerate(parts):
+            if part.kind == "vector":
+                vectors[i] = self._raw_vector(part.value)
+        pairs = [(vectors[i], part.weight) for i, part in enumerate(parts)]
+        return combine(pairs[: len(query.positives)], pairs[len(query.positives) :])
 
-    def image_vector(self, image: str | Path | np.ndarray) -> np.ndarray:
-        """Embedding of an image file (JPEG/PNG/GeoTIFF...) or an (H, W, 3) uint8 array."""
-        pixels = image if isinstance(image, np.ndarray) else read_query_image(Path(image))
-        return self.model.encode_images([pixels])[0]
+    def _texts(self, parts: list[Part], store: ChipStore) -> np.ndarray:
+        return self.model.encode_text([part.value for part in parts])
 
-    def chip_vector(self, chip_id: str) -> np.ndarray:
-        """Stored embedding of an indexed chip ("more like this")."""
-        self.refresh()
-        fid = self.store.fid_of(chip_id)
-        if fid is None:
-            raise QueryError(f"no chip with id '{chip_id}' in {self.db}")
-        return self.store.vectors([fid])[0]
+    def _images(self, parts: list[Part], store: ChipStore) -> np.ndarray:
+        return self.model.encode_images([query_pixels(part) for part in parts])
 
-    # -- search ---------------------------------------------------------------------------------
-    def text(self, text: str, k: int = 10, filters: Filters | None = None) -> list[SearchResult]:
-        """Chips matching a text description."""
-        return self.search(self.text_vector(text), k, filters)
+    def _likes(self, parts: list[Part], store: ChipStore) -> np.ndarray:
+        fids = []
+        for part in parts:
+            fid = store.fid_of(part.value)
+            if fid is None:
+                raise QueryError(f"no chip with id '{part.value}' in {self.db}")
+            fids.append(fid)
+        return store.vectors(fids)
 
-    def image(self, image: str | Path | np.ndarray, k: int = 10, filters: Filters | None = None) -> list[SearchResult]:
-        """Chips that look like an image."""
-        return self.search(self.image_vector(image), k, filters)
+    def _raw_vector(self, value: Any) -> np.ndarray:
+        try:
+            vector = np.asarray(value, np.float32).ravel()
+        except (TypeError, ValueError) as error:
+            raise QueryError(f"a query vector must be a list of numbers ({error})") from None
+        if len(vector) != self.model.dim:
+            raise QueryError(f"a query vector has {len(vector)} numbers; this index's model gives {self.model.dim}")
+        return vector
 
-    def like(self, chip_id: str, k: int = 10, filters: Filters | None = None) -> list[SearchResult]:
-        """Chips that look like an indexed chip (the chip itself comes first)."""
-        return self.search(self.chip_vector(chip_id), k, filters)
+    # -- search -------------------------------------------------------------------------------------
+    def search(self, query: Query) -> Results:
+        """The query's k best chips among those passing its filters, with per-stage timings."""
+        clock = _Clock()
+        store = self.current()
+        vector = self.encode(query, store).reshape(1, -1)
+        clock.lap("encode")
+        scores, fids, path, candidates = self._ranked(store, vector, query, clock)
+        chips = store.chips(fids)
+        clock.lap("records")
+        hits = [Hit(round(float(score), 6), chip) for score, chip in zip(scores, chips, strict=True)]
+        return Results(hits, query, path, candidates, clock.timings, store.manifest.lance_version)
 
-    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None) -> list[SearchResult]:
-        """The k best chips for a query vector, among those passing ``filters``."""
-        if k < 1:
-            raise QueryError(f"k must be at least 1 (got {k})")
-        started = time.perf_counter()
-        self.refresh()
-        query = np.asarray(vector, np.float32).reshape(1, -1)
-        scores, fids = self._ranked(query, k, filters or Filters())
-        records = self.store.records(fids)
-        results = [SearchResult(round(float(score), 6), **found) for score, found in zip(scores, records, strict=True)]
-        self.last_seconds = time.perf_counter() - started
-        return results
-
-    def _ranked(self, query: np.ndarray, k: int, filters: Filters) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and fids of the k best, best first."""
-        store = self.store
-        if len(store) == 0:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
-        allowed = None
-        if filters.active:
-            allowed = filters.matching(store.bounds())
-            if len(allowed) <= exact_filter_limit(len(store)):
-                return self._exact(query, store.vectors(allowed), allowed, k)
+    def _ranked(
+        self, store: ChipStore, vector: np.ndarray, query: Query, clock: _Clock
+    ) -> tuple[np.ndarray, np.ndarray, str, int]:
+        """Scores and fids of the k best (best first), the path taken, and how many candidates were re-ranked."""
+        k = query.k
         approximate = ann.describe(store.index)["index_type"] != "flat"
-        fetch = k * self.rerank_factor if approximate else k
-        scores, fids = ann.search(store.index, query, fetch, nprobe=self.nprobe, allowed_ids=allowed)
+        if len(store) == 0:
+            return np.empty(0, np.float32), np.empty(0, np.int64), "flat", 0
+        allowed = None
+        if query.filters.active:
+            allowed = query.filters.matching(store.filter_columns())
+            clock.lap("filter")
+            if len(allowed) <= exact_filter_limit(len(store)):
+                scores, fids = exact_top(vector, store.vectors(allowed), allowed, k)
+                clock.lap("rerank")
+                return scores, fids, "exact-filtered", 0
+        path = "faiss-filtered" if allowed is not None else ("ivfpq" if approximate else "flat")
+        fetch = k * (query.rerank or self.rerank_factor) if approximate else k
+        scores, fids = ann.search(store.index, vector, fetch, nprobe=query.nprobe or self.nprobe, allowed_ids=allowed)
         fids = fids[0][fids[0] >= 0]
-        if approximate:  # exact re-rank from the memory-mapped stored vectors
-            return self._exact(query, store.vectors(fids), fids, k)
-        return scores[0][: len(fids)], fids
+        clock.lap("ann")
+        if not approximate:
+            return scores[0][: len(fids)], fids, path, 0
+        scores, top = exact_top(vector, store.vectors(fids), fids, k)  # exact re-rank from the stored vectors
+        clock.lap("rerank")
+        return scores, top, path, len(fids)
 
-    @staticmethod
-    def _exact(query: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k among ``vectors`` (labelled by ``ids``): scores and ids, best first."""
-        if len(ids) == 0:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
-        scores, found = ann.exact_search(vectors, np.asarray(ids, np.int64), query, k)
-        keep = found[0] >= 0
-        return scores[0][keep], found[0][keep]
+    def extent(self) -> Extent:
+        """The union bbox and first and last dates of the index's chips, and how many lack either."""
+        columns = self.current().filter_columns()
+        placed = ~np.isnan(columns.minx)
+        dated = ~np.isnan(columns.day)
+        bbox = None
+        if placed.any():
+            bbox = (
+                float(columns.minx[placed].min()),
+                float(columns.miny[placed].min()),
+                float(columns.maxx[placed].max()),
+                float(columns.maxy[placed].max()),
+            )
+        days = columns.day[dated]
+        start, end = (day_date(days.min()), day_date(days.max())) if len(days) else (None, None)
+        count = len(columns)
+        return Extent(bbox, start, end, count, count - int(dated.sum()), count - int(placed.sum()))
 
 
-def read_query_image(path: Path) -> np.ndarray:
-    """Pixels of a query image, read exactly as the indexer reads a chip (one chip for the whole image)."""
-    from indexer.read import SourceError, plan_whole, read_window
+def exact_filter_limit(count: int) -> int:
+    """Up to how many chips passing a filter are scored exactly (else FAISS searches with their ids), of ``count``."""
+    return max(EXACT_FILTER_LIMIT, count // EXACT_FILTER_SHARE)
 
-    if not path.is_file():
-        raise QueryError(f"query image not found: {path}")
+
+def exact_top(query: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k among ``vectors`` (labelled by ``ids``): scores and ids, best first."""
+    if len(ids) == 0:
+        return np.empty(0, np.float32), np.empty(0, np.int64)
+    scores, found = ann.exact_search(vectors, np.asarray(ids, np.int64), query, k)
+    keep = found[0] >= 0
+    return scores[0][keep], found[0][keep]
+
+
+def query_pixels(part: Part) -> np.ndarray:
+    """(H, W, 3) uint8 pixels of an image part: a file or encoded bytes, read decimated (``raster.read_preview``)
+    exactly as the indexer reads chips, or pixels as they are."""
+    from rsretrieve.raster import SourceError, read_preview
+
+    value = part.value
+    if isinstance(value, np.ndarray):
+        if value.ndim != 3 or value.shape[2] != 3 or value.dtype != np.uint8:
+            raise QueryError("query pixels must be an (H, W, 3) uint8 array")
+        return value
+    name = part.label or (str(value) if isinstance(value, str | Path) else "the query image")
     try:
-        return read_window(plan_whole(path))
+        if isinstance(value, str | Path):
+            if not Path(value).is_file():
+                raise QueryError(f"query image not found: {value}")
+            return read_preview(value)
+        with tempfile.NamedTemporaryFile(suffix=".img") as handle:
+            handle.write(bytes(value))
+            handle.flush()
+            return read_preview(handle.name)
     except SourceError as error:
-        raise QueryError(f"cannot read query image: {error}") from error
+        detail = str(error).split(": ", 1)[-1]
+        raise QueryError(f"cannot read {name}: {detail}") from error

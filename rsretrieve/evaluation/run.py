@@ -1,19 +1,19 @@
 """``rsretrieve eval``: recall@k of a model on a retrieval benchmark, exact and through the product's index.
 
-Images go through the indexer's batched pipeline (``indexer.embed``), captions through ``encode_text`` in
-batches; recall follows DESIGN.md §6 (``retrieval_metrics``). ``ann`` numbers send every caption's
-embedding through ``Searcher.search`` over a temporary index of the benchmark images, the code path of
-``rsretrieve query``; only text→image goes through the index, so ``ann``'s i2t numbers are the exact ones.
+Images go through the batched DataLoader pipeline (``rsretrieve.embedding``), captions through ``encode_text`` in
+batches; recall follows the evaluation protocol of docs/architecture.md (``retrieval_metrics``). ``ann`` numbers
+send every caption's embedding through ``Searcher.search`` over a temporary index of the benchmark images, the
+code path of ``rsretrieve query``; only text→image goes through the index, so ``ann``'s i2t numbers are the exact ones.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rsretrieve import ann
-from rsretrieve.evaluation.datasets import DATASETS, BenchmarkError, RetrievalSplit, load_split
+from rsretrieve.chips import Chip, Window
+from rsretrieve.evaluation.datasets import DATASETS, BenchmarkError, RetrievalSplit
 from rsretrieve.evaluation.metrics import recall_from_ranked_ids, retrieval_metrics
 from rsretrieve.evaluation.references import KEYS, SOURCES, compare_with_published
 from rsretrieve.models import EmbeddingModel
+from rsretrieve.query import Query
 
 if TYPE_CHECKING:
     from rsretrieve.search import Searcher
@@ -38,6 +40,7 @@ T2I_KEYS = tuple(f"t2i_R@{k}" for k in KS)
 TEXT_BATCH = 256
 MISSING_SHOWN = 5
 INDEX_MODES = ("exact", "ann", "both")
+log = logging.getLogger(__name__)
 ANN_NOTE = "only text→image goes through the index: ann's i2t numbers are the exact ones, its mR mixes both"
 
 
@@ -48,7 +51,7 @@ class EvalOptions:
     index: str = "both"
     ann_index: str = "ivfpq"
     nprobe: int | None = None
-    batch_size: int | None = None  # by device: indexer.embed.default_batch_size
+    batch_size: int | None = None  # by device: rsretrieve.embedding.default_batch_size
     workers: int | None = None
     progress: bool = True
 
@@ -72,27 +75,6 @@ class Phases:
         return {**self.seconds, "total": round(time.perf_counter() - self.started, 3)}
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """The ``eval`` command: evaluate, print the markdown table, write ``--out``."""
-    from rsretrieve.cli import RANDOM_WEIGHTS_WARNING
-    from rsretrieve.models import load_model
-
-    phases = Phases()
-    with phases("load_split"):
-        loaded = load_split(args.dataset, args.root, args.annotations, args.split)
-        split = usable_split(loaded, args.allow_missing)
-    if args.random_weights:
-        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
-    with phases("load_model"):
-        model = load_model(args.model, args.checkpoint, args.device, args.random_weights)
-    options = EvalOptions(args.index, args.ann_index, args.nprobe, args.batch_size, args.workers)
-    result = evaluate(split, model, options, phases, loaded.missing)
-    print(markdown_table([result]))
-    if args.out is not None:
-        write_json(result, args.out)
-    return 0
-
-
 def usable_split(split: RetrievalSplit, allow_missing: bool) -> RetrievalSplit:
     """The split, or with ``allow_missing`` its images present on disk; missing images are refused otherwise."""
     missing = split.missing
@@ -107,7 +89,7 @@ def usable_split(split: RetrievalSplit, allow_missing: bool) -> RetrievalSplit:
         raise BenchmarkError(f"{summary}: is --root the folder holding the benchmark's images?")
     if not allow_missing:
         raise BenchmarkError(f"{summary}; pass --allow-missing to evaluate without them and their captions")
-    print(f"warning: {summary}; evaluating without them and their captions", file=sys.stderr)
+    log.warning("%s; evaluating without them and their captions", summary)
     return present_only(split)
 
 
@@ -153,7 +135,7 @@ def evaluate(
 
 def embed_images(model: EmbeddingModel, paths: Sequence[Path | None], options: EvalOptions) -> np.ndarray:
     """(n_images, dim) embeddings through the indexer's batched DataLoader pipeline; undecodable files are fatal."""
-    from indexer.embed import ImageFilePixels, embed_dataset
+    from rsretrieve.embedding import ImageFilePixels, embed_dataset
 
     vectors = np.empty((len(paths), model.dim), np.float32)
     failed: dict[int, str] = {}
@@ -227,13 +209,13 @@ def build_index(
     One batch trains the FAISS index on all vectors; ``StoreWriter.finish`` is not needed (it only
     retrains an outgrown index and builds the scalar indexes used by filters).
     """
-    from rsretrieve.store import IndexSettings, StoreWriter
+    from rsretrieve.store import StoreWriter
 
-    settings = IndexSettings(kind=options.ann_index, nprobe=options.nprobe)  # tiny splits stay flat
+    settings = ann.AnnSettings(kind=options.ann_index, nprobe=options.nprobe)  # tiny splits stay flat
     writer = StoreWriter.open(db, model, settings, rebuild=True)
     try:
-        rows = [image_row(name, path) for name, path in zip(split.image_files, split.image_paths, strict=True)]
-        writer.append(rows, image_emb, new_files=len(rows))
+        chips = [image_chip(name, path) for name, path in zip(split.image_files, split.image_paths, strict=True)]
+        writer.append(chips, image_emb, new_files=len(chips))
     finally:
         writer.close()
 
@@ -243,9 +225,9 @@ def image_id(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
-def image_row(name: str, path: Path | None) -> dict[str, Any]:
-    """Store row of a benchmark image: the whole file, no georeference (the window is not used)."""
-    return {"id": image_id(name), "path": str(path), "col_off": 0, "row_off": 0, "width": 0, "height": 0}
+def image_chip(name: str, path: Path | None) -> Chip:
+    """The chip record of a benchmark image: the whole file, no georeference (the window is not used)."""
+    return Chip(image_id(name), str(path), Window(0, 0, 0, 0))
 
 
 def ranked_images(searcher: Searcher, split: RetrievalSplit, text_emb: np.ndarray, progress: bool) -> np.ndarray:
@@ -254,7 +236,8 @@ def ranked_images(searcher: Searcher, split: RetrievalSplit, text_emb: np.ndarra
     ranked = np.full((len(text_emb), max(KS)), -1, dtype=np.int64)
     with _bar(len(text_emb), "searching the index", "query", progress) as bar:
         for query, vector in enumerate(text_emb):
-            rows = [row_of[result.id] for result in searcher.search(vector, max(KS))]
+            results = searcher.search(Query.build(vectors=[vector], k=max(KS)))
+            rows = [row_of[hit.chip.id] for hit in results]
             ranked[query, : len(rows)] = rows
             bar.update()
     return ranked

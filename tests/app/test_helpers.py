@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app.query import Query, index_extent, run_query, save_upload
+from app.thumbnails import chip_pixels, chip_png
+from indexer.read import ChipReader, plan_scene
 
 from app.footprint_map import (
     SELECTED_COLOUR,
@@ -17,9 +20,6 @@ from app.footprint_map import (
     picked_id,
     union_bbox,
 )
-from app.query import Query, index_extent, run_query, save_upload
-from app.thumbnails import chip_pixels, chip_png
-from indexer.read import ChipReader, plan_scene
 from rsretrieve.search import Filters, QueryError, Searcher
 from rsretrieve.store import ChipStore
 

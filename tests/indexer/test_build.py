@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import rasterio
+from indexer.read import ChipReader, find_sources, plan_scene
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, bounds
 
 from indexer.build import BadSourceError, IndexOptions, index_archive
-from indexer.read import ChipReader, find_sources, plan_scene
 from rsretrieve.search import Searcher
 from rsretrieve.store import ChipStore
 
@@ -96,8 +96,9 @@ def test_commits_are_minutes_of_work_on_either_device() -> None:
 def test_progress_totals_come_from_headers_without_gdal_noise(shared_data: Path, tmp_path: Path, caplog) -> None:
     import logging
 
-    from indexer.build import estimate_chips
     from indexer.read import plan_scene
+
+    from indexer.build import estimate_chips
 
     odd = shared_data / "geotiff" / "landsat_peru" / "1985.tif"  # GDAL warns about its ExtraSamples
     if not odd.exists():

@@ -12,12 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
-from rasterio.warp import transform_bounds
-from rasterio.windows import Window as RioWindow
-from rasterio.windows import bounds as window_bounds
-
 from indexer.read import (
     IMAGE_SUFFIXES,
     ChipMeta,
@@ -30,6 +24,11 @@ from indexer.read import (
     plan_scene,
     plan_windows,
 )
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window as RioWindow
+from rasterio.windows import bounds as window_bounds
 
 # --- helpers -----------------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from rsretrieve.query_copies import RECORD_COLUMNS, bounds_of, records_of, vectors_of
+
 from rsretrieve.store import LOCK, MANIFEST, ChipStore, Manifest
 from tests.reliability.conftest import TINY, json_summary, scene_chips
 

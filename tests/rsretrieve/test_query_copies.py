@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-
 from rsretrieve.query_copies import QueryCopies, bounds_of, records_of
+
 from rsretrieve.store import chip_schema
 
 FOOTPRINT = {"type": "Polygon", "coordinates": [[[1.0, 2.0], [1.5, 2.0], [1.5, 2.5], [1.0, 2.0]]]}

@@ -1,0 +1,198 @@
+"""The chip record: what a chip is, how it is stored, and how machines see it — in one module.
+
+A chip is a pixel window of a source raster with where and when it was taken. The indexer plans ``Chip``
+objects, the store keeps them as rows of the ``chips`` table (``table_schema``, built column-wise by
+``chips_table``), the query side reads them back (``chips_from_table``) and every renderer shows
+``Chip.record()`` (``--json``, CSV, HTTP) or ``Chip.feature()`` (GeoJSON).
+
+Adding a field means: a field of ``Chip``, its column in ``RECORD_COLUMNS`` (Arrow type), one line in
+``chips_table`` and in ``chips_from_table``, and ``record()`` if machines should see it — nothing elsewhere.
+Index folders written before the field existed read it as null (``chips_from_table`` tolerates a missing
+column).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+# Stored columns that make up a chip record (the table adds ``fid`` and ``vector``).
+RECORD_COLUMNS: dict[str, pa.DataType] = {
+    "id": pa.string(),
+    "path": pa.string(),
+    "col_off": pa.int32(),
+    "row_off": pa.int32(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "crs": pa.string(),
+    "minx": pa.float64(),
+    "miny": pa.float64(),
+    "maxx": pa.float64(),
+    "maxy": pa.float64(),
+    "footprint": pa.string(),  # GeoJSON geometry text (EPSG:4326)
+    "date": pa.date32(),
+}
+WINDOW_FIELDS = ("col_off", "row_off", "width", "height")
+BBOX_FIELDS = ("minx", "miny", "maxx", "maxy")
+FILTER_FIELDS = (*BBOX_FIELDS, "day")  # the in-memory filter matrix: bbox and acquisition day
+INDEXED_COLUMNS = ("fid", "id", "minx", "miny", "maxx", "maxy", "date")  # B-trees: id lookups, users' own SQL
+
+
+@dataclass(frozen=True)
+class Window:
+    """A pixel window of a source file."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+    def as_dict(self) -> dict[str, int]:
+        """The window as a plain dict (for JSON)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Chip:
+    """Where and when one chip is: source path, pixel window, native CRS, WGS84 bbox and footprint, date."""
+
+    id: str
+    path: str
+    window: Window
+    crs: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    footprint: dict[str, Any] | None = None
+    date: dt.date | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The machine-readable record (``--json``, CSV, HTTP); the footprint goes to GeoJSON geometry."""
+        return {
+            "id": self.id,
+            "path": self.path,
+            "window": self.window.as_dict(),
+            "bbox": list(self.bbox) if self.bbox is not None else None,
+            "date": self.date.isoformat() if self.date is not None else None,
+            "crs": self.crs,
+        }
+
+    def feature(self, **properties: Any) -> dict[str, Any]:
+        """A GeoJSON Feature: the footprint (null without georeference) and ``properties`` + the record."""
+        return {
+            "type": "Feature",
+            "id": self.id,
+            "geometry": self.footprint,
+            "properties": {**properties, **self.record()},
+        }
+
+
+def table_schema(dim: int) -> pa.Schema:
+    """Arrow schema of the store's ``chips`` table: fid (= FAISS id), the record columns, the vector."""
+    return pa.schema([("fid", pa.int64()), *RECORD_COLUMNS.items(), ("vector", pa.list_(pa.float32(), dim))])
+
+
+def chips_table(chips: Sequence[Chip], fids: np.ndarray, vectors: np.ndarray) -> pa.Table:
+    """Rows of the ``chips`` table for ``chips`` with their fids and vectors, built column by column."""
+    dim = vectors.shape[1]
+    bboxes = [chip.bbox or (None, None, None, None) for chip in chips]
+    columns: dict[str, Any] = {
+        "fid": np.asarray(fids, np.int64),
+        "id": [chip.id for chip in chips],
+        "path": [chip.path for chip in chips],
+        **{name: [getattr(chip.window, name) for chip in chips] for name in WINDOW_FIELDS},
+        "crs": [chip.crs for chip in chips],
+        **{name: [bbox[i] for bbox in bboxes] for i, name in enumerate(BBOX_FIELDS)},
+        "footprint": [json.dumps(chip.footprint) if chip.footprint else None for chip in chips],
+        "date": [chip.date for chip in chips],
+    }
+    flat = pa.array(np.ascontiguousarray(vectors, np.float32).ravel())
+    columns["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
+    return pa.Table.from_pydict(columns, schema=table_schema(dim))
+
+
+def record_columns(table: pa.Table) -> pa.Table:
+    """The record columns of a table of chips (nulls for columns an older table lacks)."""
+    columns = [
+        table.column(name) if name in table.column_names else pa.nulls(table.num_rows, kind)
+        for name, kind in RECORD_COLUMNS.items()
+    ]
+    return pa.Table.from_arrays(columns, schema=pa.schema(list(RECORD_COLUMNS.items())))
+
+
+def chips_from_table(table: pa.Table) -> list[Chip]:
+    """``Chip`` objects of the rows of a table holding the record columns, in order."""
+    columns = record_columns(table).to_pydict()
+    chips = []
+    for row in range(table.num_rows):
+        bbox = tuple(columns[name][row] for name in BBOX_FIELDS)
+        footprint = columns["footprint"][row]
+        chips.append(
+            Chip(
+                id=columns["id"][row],
+                path=columns["path"][row],
+                window=Window(*(columns[name][row] for name in WINDOW_FIELDS)),
+                crs=columns["crs"][row],
+                bbox=bbox if bbox[0] is not None else None,  # type: ignore[arg-type]
+                footprint=json.loads(footprint) if footprint else None,
+                date=columns["date"][row],
+            )
+        )
+    return chips
+
+
+# --- the filter matrix ---------------------------------------------------------------------------
+
+
+def day_number(day: dt.date) -> int:
+    """Days since 1970-01-01: how the filter matrix stores an acquisition date."""
+    return day.toordinal() - EPOCH_ORDINAL
+
+
+def day_date(number: float) -> dt.date:
+    """The date of a day number (inverse of ``day_number``)."""
+    return dt.date.fromordinal(EPOCH_ORDINAL + int(number))
+
+
+def filter_matrix(table: pa.Table) -> np.ndarray:
+    """(n, 5) float64 in ``FILTER_FIELDS`` order: WGS84 bbox and acquisition day; NaN where null."""
+    if table.num_rows == 0:
+        return np.empty((0, len(FILTER_FIELDS)))
+    columns = [table.column(name) for name in BBOX_FIELDS]
+    columns.append(pc.cast(table.column("date"), pa.int32()))
+    filled = [pc.fill_null(pc.cast(column, pa.float64()), np.nan) for column in columns]
+    return np.column_stack([column.to_numpy() for column in filled])
+
+
+@dataclass(frozen=True)
+class FilterColumns:
+    """Named columns of the filter matrix (each a float64 array over fids; NaN where unknown)."""
+
+    minx: np.ndarray
+    miny: np.ndarray
+    maxx: np.ndarray
+    maxy: np.ndarray
+    day: np.ndarray
+
+    @classmethod
+    def of(cls, matrix: np.ndarray) -> FilterColumns:
+        """Columns of a (n, 5) filter matrix (views, no copy)."""
+        return cls(*(matrix[:, i] for i in range(len(FILTER_FIELDS))))
+
+    def __len__(self) -> int:
+        return len(self.minx)
+
+
+def vectors_of(table: pa.Table, dim: int) -> np.ndarray:
+    """The ``vector`` column as an (n, dim) float32 array."""
+    if table.num_rows == 0:
+        return np.empty((0, dim), np.float32)
+    flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, dim).astype(np.float32, copy=False)

@@ -1,0 +1,160 @@
+"""Reading chips window by window as (h, w, 3) uint8 RGB, exactly as the indexer embeds them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.io import DatasetReader
+from rasterio.windows import Window as RioWindow
+
+from rsretrieve.chips import Chip, Window
+from rsretrieve.raster.dataset import GDAL_ERRORS, checked_path, gdal_message, open_raster, quiet, source_error
+from rsretrieve.raster.pixels import extra_alpha, read_valid, to_uint8, unique_bands
+from rsretrieve.raster.plan import ScenePlan, plan_whole
+
+GDAL_CACHE_BYTES = 64 << 20  # GDAL's block cache while reading (its default is 5 % of the RAM)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Handle:
+    """An open dataset and what the reader needs to know about it."""
+
+    src: DatasetReader
+    alpha: int | None  # alpha band that GDAL's masks do not already cover
+    palette: dict[int, np.ndarray]  # band -> (256, 3) uint8 colour table, for paletted uint8 bands
+
+
+def _palettes(src: DatasetReader) -> dict[int, np.ndarray]:
+    """Colour tables of paletted uint8 bands, as lookup arrays."""
+    tables = {}
+    for band, ci in enumerate(src.colorinterp, start=1):
+        if ci == ColorInterp.palette and src.dtypes[band - 1] == "uint8":
+            lut = np.zeros((256, 3), np.uint8)
+            for value, rgba in src.colormap(band).items():
+                lut[value] = rgba[:3]
+            tables[band] = lut
+    return tables
+
+
+class ChipReader:
+    """Reads chips window by window, keeping a few datasets open (small LRU).
+
+    Handles are opened lazily and dropped when pickled, so one reader per DataLoader worker is safe.
+    """
+
+    max_open = 8
+
+    def __init__(self, max_nodata_fraction: float = 0.5) -> None:
+        self.max_nodata_fraction = max_nodata_fraction
+        self._handles: OrderedDict[str, _Handle] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, float]:
+        return {"max_nodata_fraction": self.max_nodata_fraction}
+
+    def __setstate__(self, state: dict[str, float]) -> None:
+        self.max_nodata_fraction = state["max_nodata_fraction"]
+        self._handles = OrderedDict()
+
+    def _handle(self, path: str) -> _Handle:
+        """The open dataset of path (opened on first use, least recently used closed beyond max_open)."""
+        if path in self._handles:
+            self._handles.move_to_end(path)
+            return self._handles[path]
+        src = open_raster(checked_path(path))
+        try:
+            with quiet():
+                handle = _Handle(src, extra_alpha(src), _palettes(src))
+        except GDAL_ERRORS as exc:
+            src.close()
+            raise source_error(path, f"cannot read ({gdal_message(exc)})") from exc
+        self._handles[path] = handle
+        while len(self._handles) > self.max_open:
+            self._handles.popitem(last=False)[1].src.close()
+        return handle
+
+    def read(self, plan: ScenePlan, chip: Chip, out_size: tuple[int, int] | None = None) -> np.ndarray | None:
+        """(height, width, 3) uint8 RGB of the chip, or None when too much of it is nodata.
+
+        ``out_size`` (height, width) reads the window decimated to that size (GDAL uses overviews where the
+        file has them), so a large window costs memory for the output only. Raises SourceError when the pixels
+        cannot be read (truncated file...).
+        """
+        handle = self._handle(plan.path)
+        w = chip.window
+        bands = unique_bands(plan.bands)
+        resampled = {} if out_size is None else {"out_shape": (len(bands), *out_size), "resampling": Resampling.average}
+        try:
+            with quiet():
+                window = RioWindow(w.col_off, w.row_off, w.width, w.height)
+                data, valid = read_valid(handle.src, bands, handle.alpha, window=window, **resampled)
+        except GDAL_ERRORS as exc:
+            self._drop(plan.path)
+            raise source_error(plan.path, f"cannot read window {w.as_dict()} ({gdal_message(exc)})") from exc
+        if 1.0 - valid.any(axis=0).mean() > self.max_nodata_fraction:
+            return None
+        return self._to_rgb(handle, plan, data, valid)
+
+    @staticmethod
+    def _to_rgb(handle: _Handle, plan: ScenePlan, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Map the read bands to (h, w, 3) uint8 (palette lookup, stretch or pass-through)."""
+        order = [unique_bands(plan.bands).index(b) for b in plan.bands]
+        band = plan.bands[0]
+        if len(set(plan.bands)) == 1 and band in handle.palette:
+            rgb = handle.palette[band][data[0]]
+            return np.where(valid[0][..., None], rgb, 0).astype(np.uint8)
+        return to_uint8(data[order], valid[order], plan.stretch)
+
+    def _drop(self, path: str) -> None:
+        """Close and forget one dataset."""
+        if handle := self._handles.pop(path, None):
+            handle.src.close()
+
+    def close(self) -> None:
+        """Close every open dataset."""
+        while self._handles:
+            self._handles.popitem()[1].src.close()
+
+
+def read_window(plan: ScenePlan, window: Window | None = None) -> np.ndarray:
+    """(h, w, 3) uint8 RGB of a window (default: the whole image), read exactly as the indexer reads chips."""
+    chip = plan.chips[0] if window is None else dataclasses.replace(plan.chips[0], window=window)
+    reader = ChipReader(max_nodata_fraction=1.0)
+    try:
+        pixels = reader.read(plan, chip)
+    finally:
+        reader.close()
+    assert pixels is not None  # max_nodata_fraction=1.0 always returns pixels
+    return pixels
+
+
+PREVIEW_MAX_SIDE = 1024  # long side of a query image as read: ample for a model input of 224-336 px
+
+
+def read_preview(path: str | Path, max_side: int = PREVIEW_MAX_SIDE, bands: Sequence[int] | None = None) -> np.ndarray:
+    """(h, w, 3) uint8 RGB of a whole image with its long side at most ``max_side`` (a decimated read).
+
+    Query images go through here: a 20,000² GeoTIFF is read through its overviews or decimated, never whole,
+    with GDAL's block cache capped as in the indexer. Raises SourceError.
+    """
+    plan = plan_whole(path, bands)
+    scale = max(plan.width, plan.height) / max_side
+    size = None if scale <= 1 else (max(1, math.floor(plan.height / scale)), max(1, math.floor(plan.width / scale)))
+    reader = ChipReader(max_nodata_fraction=1.0)
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            pixels = reader.read(plan, plan.chips[0], size)
+    finally:
+        reader.close()
+    assert pixels is not None  # max_nodata_fraction=1.0 always returns pixels
+    return pixels

@@ -1,0 +1,43 @@
+"""The index on disk: a LanceDB table ``chips``, a FAISS file, query-side columns and ``manifest.json``.
+
+Layout of a ``--db`` folder (details in docs/architecture.md)::
+
+    manifest.json          model, dim, count, committed LanceDB version, current FAISS file, format version
+    chips.lance/           LanceDB table: one row per chip (``chips.table_schema``), ``fid`` = row offset = FAISS id
+    index-<version>.faiss  FAISS index matching LanceDB version <version>
+    vectors.f32, bounds.f64, records/*.arrow
+                           the query side's copies of table columns (``store.query_columns``)
+    write.lock             pid of the indexer writing now, flock-ed while it runs (absent otherwise)
+
+Commit protocol (one batch): append rows to LanceDB (new version V) → append to the query-side columns (fsync)
+→ write ``index-V.faiss`` (tmp + rename) → replace ``manifest.json`` (tmp + rename). The manifest is written
+last: readers open the LanceDB version, the FAISS file it names and the first ``count`` rows of the columns, so
+they always see a whole batch or none of it, and a crash before the manifest leaves rows that the next writer
+rolls back (LanceDB ``restore``, columns truncated) before appending. ``--rebuild`` first commits an empty
+manifest, so a crash while starting over leaves an empty index, never a manifest naming a dropped table.
+A failed write (disk full, read-only) is a StoreError; what was committed stays.
+
+Modules: ``manifest`` (what is committed), ``lock`` (one writer), ``table`` (LanceDB), ``query_columns`` (the
+query side's files), ``reader`` (``ChipStore``), ``writer`` (``StoreWriter``, which has a reader).
+"""
+
+from rsretrieve.store.errors import StoreError, reason, writing
+from rsretrieve.store.lock import LOCK, WriteLock
+from rsretrieve.store.manifest import FORMAT_VERSION, MANIFEST, Manifest, check_same_model, manifest_stamp
+from rsretrieve.store.reader import ChipStore
+from rsretrieve.store.writer import StoreWriter
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LOCK",
+    "MANIFEST",
+    "ChipStore",
+    "Manifest",
+    "StoreError",
+    "StoreWriter",
+    "WriteLock",
+    "check_same_model",
+    "manifest_stamp",
+    "reason",
+    "writing",
+]
