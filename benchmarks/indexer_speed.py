@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from indexer.read import ChipReader, find_sources, plan_scene
 
-from indexer.build import IndexOptions, index_archive
-from indexer.embed import default_batch_size
+from indexer.build import ChipOptions, RunOptions, index_archive
+from rsretrieve.embedding import default_batch_size
 from rsretrieve.images import fit_to_model, to_chw
 from rsretrieve.models import load_model
+from rsretrieve.query import Query
+from rsretrieve.raster import ChipReader, find_sources, plan_scene
 from rsretrieve.search import Searcher
 
 DEFAULT_SOURCES = [str(Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff")]
@@ -124,17 +125,21 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "bench.lance"
-        options = IndexOptions(chip_size=args.chip_size, batch_size=args.batch_size, workers=args.workers)
-        summary = index_archive(paths, db, model, options, show_progress=False)
+        chips = ChipOptions(chip_size=args.chip_size)
+        run = RunOptions(batch_size=args.batch_size, workers=args.workers)
+        summary = index_archive(paths, db, model, chips, run, show_progress=False)
         result.update(
             indexed_chips=summary.new_chips,
             index_seconds=round(summary.seconds, 2),
             end_to_end_chips_per_s=round(summary.chips_per_second, 2),
         )
         searcher = Searcher(db, model=model)
-        searcher.text("warm up")
-        _, warm = timed(lambda: [searcher.text("a river crossing farmland") for _ in range(20)])
+        searcher.search(Query.build(text="warm up"))
+        query = Query.build(text="a river crossing farmland")
+        answers, warm = timed(lambda: [searcher.search(query) for _ in range(20)])
         result["warm_searcher_text_query_ms"] = round(warm / 20 * 1000, 1)
+        result["warm_searcher_search_ms"] = round(float(np.median([a.search_seconds for a in answers])) * 1000, 2)
+        result["warm_searcher_path"] = answers[-1].path
         result["shell_query_s"] = shell_seconds(
             ["query", "a river crossing farmland", "--db", str(db), "--device", args.device], env
         )

@@ -12,20 +12,29 @@ size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows).
 
 - recall@10 of the product's search (IVF-PQ candidates re-ranked exactly) against brute force, without
   and with a bbox filter that keeps ``--filter-fraction`` of the chips (several: ``filters`` holds the figures
-  of each, the ``*_filtered`` keys those of the first); ``filter_path`` says whether the
-  matches were scored exactly or searched through FAISS with allowed ids (``search.exact_filter_limit``);
-  score_gap_at_10: the mean exact score of the true top 10 minus that of the results (misses that are
-  near-ties cost little); score_at_1/10/100: mean exact scores at those ranks (how crowded neighbours are);
+  of each, the ``*_filtered`` keys those of the first); score_gap_at_10: the mean exact score of the true top 10
+  minus that of the results (misses that are near-ties cost little); score_at_1/10/100: mean exact scores at
+  those ranks (how crowded neighbours are);
+- the path the searches took, as ``Results.path`` reports it: ``path`` (flat or ivfpq) and ``filter_path``
+  (exact: the matches scored exactly; faiss: FAISS searched with allowed ids; ``path_filtered`` is the
+  ``Results.path`` itself); ``candidates``/``candidates_filtered``: mean IVF-PQ candidates re-ranked exactly
+  per query (``Results.candidates``, 0 when none);
 - single-query latency p50/p95 of ``Searcher.search`` (CPU, no text encoding; results' records included), and
-  p50 of its FAISS stage alone (the rest: the bbox filter over ``bounds.f64``, re-rank from the stored vectors,
-  reading the results' records);
+  p50 of its FAISS stage alone (``Results.timings["ann"]``; the rest: the bbox filter over ``bounds.f64``,
+  re-rank from the stored vectors, reading the results' records; ``p50_ms_stages`` has every stage);
 - qps: queries/s with all queries in one FAISS call, their candidates' stored vectors read at once
   and each re-ranked exactly (what a batch API would get);
-- build_s: FAISS train + add (LanceDB writes, reading vectors back and the FAISS file write apart);
+- build_s = train_s + add_s: FAISS train and add as ``StoreWriter`` times them (its ``manifest.index``), building
+  the index from the stored vectors (``StoreWriter.retrain``; read back from ``vectors.f32`` inside the timing,
+  the FAISS file write apart); retrain_s: the whole retrain with its commit; lancedb_write_s: ``StoreWriter.append``
+  wall time, all batches (LanceDB rows, the query-side columns and each batch's commit of the flat index);
+  finish_s: ``StoreWriter.finish`` (scalar indexes);
 - bytes_per_vector: the FAISS file over the vectors (codes, ids, centroids and codebooks);
   code_bytes_per_vector: what one more vector costs (PQ code + 8-byte id); stored_vector_bytes: the float32
   vectors (kept both in LanceDB, lancedb_bytes with the metadata, and in the re-rank file, vector_file_bytes);
-  filter_and_record_bytes: the query path's other copies (``bounds.f64``, ``records.jsonl``, ``records.end``).
+  filter_and_record_bytes: the query path's other copies (``bounds.f64``, ``records/``);
+  index_bytes_per_chip: the whole index folder over the chips (FAISS files of earlier commits, which the writer
+  deletes a minute later, left out).
 
 A markdown table of all records is printed; the JSON list is rewritten after each size.
 """
@@ -33,14 +42,12 @@ A markdown table of all records is printed; the JSON list is rewritten after eac
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -51,14 +58,16 @@ os.environ.setdefault("RUST_LOG", "error")
 
 import faiss
 import numpy as np
-from rsretrieve.row_files import BOUNDS, RECORD_ENDS, RECORDS, VECTORS
 
 from rsretrieve import ann, search
-from rsretrieve.search import Filters, Searcher
-from rsretrieve.store import ChipStore, IndexSettings, StoreWriter
+from rsretrieve.ann import AnnSettings
+from rsretrieve.chips import Chip, Window
+from rsretrieve.query import Filters, Query
+from rsretrieve.search import Results, Searcher
+from rsretrieve.store import ChipStore, StoreWriter
+from rsretrieve.store.query_columns import BOUNDS, RECORDS, VECTORS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-COPY_FILES = (VECTORS, BOUNDS, RECORDS, RECORD_ENDS)
 K = 10
 CLUSTERS = 2048
 CHUNK = 65_536  # rows generated per seeded chunk (so a smaller size is a prefix of a larger one)
@@ -147,24 +156,23 @@ class Layout:
     def __len__(self) -> int:
         return len(self.minx)
 
-    def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
-        """Store rows of chips start..stop (ids are the fids in hex)."""
-        return [self._row(fid) for fid in range(start, stop)]
+    def chips(self, start: int, stop: int) -> list[Chip]:
+        """The chips start..stop (ids are the fids in hex)."""
+        return [self._chip(fid) for fid in range(start, stop)]
 
-    def _row(self, fid: int) -> dict[str, Any]:
+    def _chip(self, fid: int) -> Chip:
         minx, miny = float(self.minx[fid]), float(self.miny[fid])
         maxx, maxy = minx + CHIP_DEGREES, miny + CHIP_DEGREES
         ring = [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]
-        return {
-            "id": f"{fid:016x}",
-            "path": f"/archive/scene_{self.scene[fid]:06d}.tif",
-            "col_off": int(self.col[fid]) * CHIP_PIXELS, "row_off": int(self.row[fid]) * CHIP_PIXELS,
-            "width": CHIP_PIXELS, "height": CHIP_PIXELS,
-            "crs": "EPSG:4326",
-            "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
-            "footprint": json.dumps({"type": "Polygon", "coordinates": [ring]}),
-            "date": date.fromordinal(FIRST_DAY + int(self.day[fid])),
-        }  # fmt: skip
+        return Chip(
+            id=f"{fid:016x}",
+            path=f"/archive/scene_{self.scene[fid]:06d}.tif",
+            window=Window(int(self.col[fid]) * CHIP_PIXELS, int(self.row[fid]) * CHIP_PIXELS, CHIP_PIXELS, CHIP_PIXELS),
+            crs="EPSG:4326",
+            bbox=(minx, miny, maxx, maxy),
+            footprint={"type": "Polygon", "coordinates": [ring]},
+            date=date.fromordinal(FIRST_DAY + int(self.day[fid])),
+        )
 
     def scenes_in(self, start: int, stop: int) -> int:
         """Source files whose chips are start..stop."""
@@ -189,74 +197,58 @@ class Layout:
             scale *= 1.05
 
 
-@contextlib.contextmanager
-def ann_seconds(*names: str) -> Iterator[dict[str, float]]:
-    """Seconds spent in the named ``rsretrieve.ann`` functions while the block runs (the store calls them there)."""
-    spent = dict.fromkeys(names, 0.0)
-    originals = {name: getattr(ann, name) for name in names}
-
-    def timed(name: str, function: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                spent[name] += time.perf_counter() - started
-
-        return wrapper
-
-    for name, function in originals.items():
-        setattr(ann, name, timed(name, function))
-    try:
-        yield spent
-    finally:
-        for name, function in originals.items():
-            setattr(ann, name, function)
-
-
 def write_store(db: Path, model: Any, vectors: np.ndarray, layout: Layout) -> tuple[StoreWriter, dict[str, float]]:
     """Append all chips to a new flat-index store in whole-scene batches and finish it; seconds per phase."""
-    writer = StoreWriter.open(db, model, IndexSettings(kind="flat"))
+    writer = StoreWriter.open(db, model, AnnSettings(kind="flat"))
     appending = 0.0
-    with ann_seconds("add", "write_index") as spent:
-        for start in range(0, len(layout), APPEND_ROWS):
-            stop = min(start + APPEND_ROWS, len(layout))
-            rows = layout.rows(start, stop)
-            started = time.perf_counter()
-            writer.append(rows, vectors[start:stop], new_files=layout.scenes_in(start, stop))
-            appending += time.perf_counter() - started
+    for start in range(0, len(layout), APPEND_ROWS):
+        stop = min(start + APPEND_ROWS, len(layout))
+        chips = layout.chips(start, stop)
         started = time.perf_counter()
-        writer.finish()
-        finishing = time.perf_counter() - started
-    return writer, {
-        "lancedb_write_s": appending - spent["add"] - spent["write_index"],
-        "build_s": spent["add"],
-        "add_s": spent["add"],
-        "finish_s": finishing,
-    }
+        writer.append(chips, vectors[start:stop], new_files=layout.scenes_in(start, stop))
+        appending += time.perf_counter() - started
+    started = time.perf_counter()
+    writer.finish()
+    return writer, {"lancedb_write_s": appending, "finish_s": time.perf_counter() - started}
+
+
+class ImplausibleFigures(RuntimeError):
+    """A measured figure that cannot be right: the benchmark would publish a wrong number."""
 
 
 def rebuild(writer: StoreWriter, kind: str) -> dict[str, float]:
-    """Retrain the store's FAISS index as ``kind`` from the stored vectors; seconds per phase."""
-    writer.settings = IndexSettings(kind=kind)
+    """Build the store's FAISS index as ``kind`` from the stored vectors; seconds per phase, as the writer timed them.
+
+    train_s and add_s are the writer's own timings of this build (``manifest.index``); they are checked to be
+    plausible: present, not negative, within the retrain's wall time, and train_s > 0 for IVF-PQ.
+    """
+    writer.settings = AnnSettings(kind=kind)
     started = time.perf_counter()
-    with ann_seconds("train", "add") as spent:
-        writer.retrain()
-    return {
-        "build_s": spent["train"] + spent["add"],
-        "train_s": spent["train"],
-        "add_s": spent["add"],
-        "retrain_s": time.perf_counter() - started,
-    }
+    writer.retrain()
+    retrain_s = time.perf_counter() - started
+    committed = ChipStore(writer.db).manifest.index
+    if committed.get("index_type") != kind or "train_s" not in committed or "add_s" not in committed:
+        raise ImplausibleFigures(f"the retrained {kind} index has no build times in its manifest: {committed}")
+    train_s, add_s = float(committed["train_s"]), float(committed["add_s"])
+    if min(train_s, add_s) < 0 or train_s + add_s > retrain_s or (kind == "ivfpq" and train_s <= 0):
+        raise ImplausibleFigures(f"{kind} build times train_s={train_s}, add_s={add_s} in a retrain of {retrain_s} s")
+    return {"build_s": train_s + add_s, "train_s": train_s, "add_s": add_s, "retrain_s": retrain_s}
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
     """Index parameters and bytes on disk of the committed store."""
     store = ChipStore(db)
-    described = store.info()["index"]
+    described = store.manifest.index
     index_bytes = (db / store.manifest.index_file).stat().st_size
-    lance_bytes = sum(path.stat().st_size for path in (db / "chips.lance").rglob("*") if path.is_file())
-    copies = {name: (db / name).stat().st_size for name in COPY_FILES if (db / name).exists()}
+    stale = {path for path in db.glob("index-*.faiss") if path.name != store.manifest.index_file}
+    whole = sum(path.stat().st_size for path in db.rglob("*") if path.is_file() and path not in stale)
+    vector_bytes = (db / VECTORS).stat().st_size if (db / VECTORS).exists() else 0
+    bounds_bytes = (db / BOUNDS).stat().st_size if (db / BOUNDS).exists() else 0
     return {
         "nlist": described["nlist"],
         "m": described["m"],
@@ -265,9 +257,11 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
         "bytes_per_vector": round(index_bytes / n, 2),
         "code_bytes_per_vector": described["bytes_per_vector"],
         "stored_vector_bytes": n * dim * 4,
-        "lancedb_bytes": lance_bytes,
-        "vector_file_bytes": copies.pop(VECTORS, 0),
-        "filter_and_record_bytes": sum(copies.values()),
+        "lancedb_bytes": folder_bytes(db / "chips.lance"),
+        "vector_file_bytes": vector_bytes,
+        "filter_and_record_bytes": bounds_bytes + folder_bytes(db / RECORDS),
+        "index_folder_bytes": whole,
+        "index_bytes_per_chip": round(whole / n, 2),
     }
 
 
@@ -293,18 +287,62 @@ def accuracy(found: list[Ranking], truth: Ranking) -> tuple[float | None, float 
     return round(float(np.mean(shares)), 4), round(gap, 5)
 
 
-def timed_queries(searcher: Searcher, queries: np.ndarray, filters: Filters | None) -> tuple[np.ndarray, list]:
-    """Milliseconds per ``Searcher.search`` and the results it returned, query by query."""
-    for query in queries[:WARM_UP_QUERIES]:
-        searcher.search(query, K, filters)
-    milliseconds, found = [], []
-    for query in queries:
+@dataclass(frozen=True)
+class Searched:
+    """What ``Searcher.search`` did for each query: milliseconds, results, path taken, candidates, stage timings."""
+
+    milliseconds: np.ndarray
+    found: list[Ranking]
+    paths: list[str]
+    candidates: list[int]
+    timings: list[dict[str, float]]
+
+    def p_ms(self, percentile: float) -> float:
+        """A percentile of the latency, milliseconds."""
+        return round(float(np.percentile(self.milliseconds, percentile)), 3)
+
+    def path(self) -> str:
+        """The ``Results.path`` the queries took (several joined by "+" if they differed)."""
+        return "+".join(sorted(set(self.paths)))
+
+    def mean_candidates(self) -> float:
+        """Mean IVF-PQ candidates re-ranked per query."""
+        return round(float(np.mean(self.candidates)), 1)
+
+    def stage_p50_ms(self) -> dict[str, float]:
+        """Median milliseconds of each stage of the search (``Results.timings``; 0 where a query skipped it)."""
+        stages = sorted({stage for timings in self.timings for stage in timings})
+        return {
+            stage: round(float(np.median([timings.get(stage, 0.0) for timings in self.timings])) * 1000, 3)
+            for stage in stages
+        }
+
+
+def timed_queries(searcher: Searcher, queries: np.ndarray, filters: Filters | None) -> Searched:
+    """``Searcher.search`` query by query: its milliseconds, results, path and candidates."""
+    built = [Query.build(vectors=[query], k=K, filters=filters or Filters()) for query in queries]
+    for query in built[:WARM_UP_QUERIES]:
+        searcher.search(query)
+    milliseconds, answers = [], []
+    for query in built:
         started = time.perf_counter()
-        results = searcher.search(query, K, filters)
+        results: Results = searcher.search(query)
         milliseconds.append((time.perf_counter() - started) * 1000)
-        scores = np.array([result.score for result in results], np.float32)
-        found.append((scores, np.array([int(result.id, 16) for result in results], np.int64)))
-    return np.array(milliseconds), found
+        answers.append(results)
+    found = [
+        (
+            np.array([hit.score for hit in results.hits], np.float32),
+            np.array([int(hit.chip.id, 16) for hit in results.hits], np.int64),
+        )
+        for results in answers
+    ]
+    return Searched(
+        np.array(milliseconds),
+        found,
+        [results.path for results in answers],
+        [results.candidates for results in answers],
+        [dict(results.timings) for results in answers],
+    )
 
 
 def is_approximate(searcher: Searcher) -> bool:
@@ -315,16 +353,6 @@ def is_approximate(searcher: Searcher) -> bool:
 def fetch_size(searcher: Searcher) -> int:
     """Candidates Searcher asks FAISS for: k × rerank factor for IVF-PQ, k for flat."""
     return K * searcher.rerank_factor if is_approximate(searcher) else K
-
-
-def ann_p50_ms(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> float:
-    """Median milliseconds of the FAISS stage alone, one query at a time (no re-rank, no metadata read)."""
-    milliseconds = []
-    for query in queries:
-        started = time.perf_counter()
-        ann.search(searcher.store.index, query, fetch_size(searcher), nprobe=nprobe)
-        milliseconds.append((time.perf_counter() - started) * 1000)
-    return round(float(np.median(milliseconds)), 3)
 
 
 def batched_qps(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> float:
@@ -357,24 +385,27 @@ class BboxCase:
         return cls(box, allowed, ann.exact_search(vectors[allowed], allowed, queries, K))
 
     def describe(self, n: int) -> dict[str, Any]:
-        """What the filter is: its box, how many chips it keeps and which search path they take."""
+        """What the filter is: its box and how many chips it keeps."""
         return {
             "filter_bbox": list(self.box),
             "filter_matches": len(self.allowed),
             "filter_fraction": round(len(self.allowed) / n, 4),
-            "filter_path": "exact" if len(self.allowed) <= search.exact_filter_limit(n) else "faiss",
         }
 
 
 def filtered_figures(searcher: Searcher, queries: np.ndarray, case: BboxCase) -> dict[str, Any]:
-    """Recall and latency of the searcher under one bbox filter."""
-    milliseconds, found = timed_queries(searcher, queries, Filters(bbox=case.box))
-    recall, gap = accuracy(found, case.truth)
+    """Recall, latency and the path taken by the searcher under one bbox filter."""
+    searched = timed_queries(searcher, queries, Filters(bbox=case.box))
+    recall, gap = accuracy(searched.found, case.truth)
+    path = searched.path()
     return {
+        "filter_path": "+".join(sorted({taken.removesuffix("-filtered") for taken in searched.paths})),
+        "path_filtered": path,
+        "candidates_filtered": searched.mean_candidates(),
         "recall_at_10_filtered": recall,
         "score_gap_at_10_filtered": gap,
-        "p50_ms_filtered": round(float(np.percentile(milliseconds, 50)), 3),
-        "p95_ms_filtered": round(float(np.percentile(milliseconds, 95)), 3),
+        "p50_ms_filtered": searched.p_ms(50),
+        "p95_ms_filtered": searched.p_ms(95),
     }
 
 
@@ -384,17 +415,21 @@ def measure(
     """Recall, latency and throughput of one searcher configuration; the ``*_filtered`` keys are the first case's,
     ``filters`` holds every case."""
     searcher = Searcher(db, model=model, rerank_factor=rerank, nprobe=nprobe)
-    plain_ms, plain = timed_queries(searcher, queries, None)
-    recall, gap = accuracy(plain, truth)
+    plain = timed_queries(searcher, queries, None)
+    recall, gap = accuracy(plain.found, truth)
     filters = [{**case.describe(len(searcher.store)), **filtered_figures(searcher, queries, case)} for case in cases]
+    stages = plain.stage_p50_ms()
     return {
         "recall_at_10": recall,
         "score_gap_at_10": gap,
-        "p50_ms": round(float(np.percentile(plain_ms, 50)), 3),
-        "p95_ms": round(float(np.percentile(plain_ms, 95)), 3),
+        "path": plain.path(),
+        "candidates": plain.mean_candidates(),
+        "p50_ms": plain.p_ms(50),
+        "p95_ms": plain.p_ms(95),
         **filters[0],
         "filters": filters,
-        "p50_ms_ann_stage": ann_p50_ms(searcher, queries, nprobe),
+        "p50_ms_ann_stage": stages.get("ann"),
+        "p50_ms_stages": stages,
         "qps": round(batched_qps(searcher, queries, nprobe), 1),
     }
 
@@ -422,12 +457,11 @@ def bench_size(
         db = Path(folder) / "db"
         writer, loaded = write_store(db, model, vectors, layout)
         try:
-            for kind in kinds:  # "flat" first: the store was loaded with a flat index
-                built = (
-                    loaded
-                    if kind == "flat"
-                    else {"lancedb_write_s": loaded["lancedb_write_s"], **rebuild(writer, kind)}
-                )
+            for kind in kinds:  # "flat" first: the store was loaded with a flat index, built again here to time it
+                built = {
+                    **(loaded if kind == "flat" else {"lancedb_write_s": loaded["lancedb_write_s"]}),
+                    **rebuild(writer, kind),
+                }
                 sizes = index_sizes(db, n, dim)
                 for nprobe, rerank in settings(kind, sizes["nlist"], args):
                     record = {**size, "index": kind, "nprobe": nprobe, "rerank_factor": rerank, **sizes}
@@ -451,12 +485,14 @@ def settings(kind: str, nlist: int | None, args: argparse.Namespace) -> list[tup
 
 
 COLUMNS = [
-    ("n", "n"), ("index", "index"), ("nprobe", "nprobe"), ("rerank_factor", "rerank"),
+    ("n", "n"), ("index", "index"), ("nprobe", "nprobe"), ("rerank_factor", "rerank"), ("path", "path"),
+    ("candidates", "candidates"),
     ("recall_at_10", "recall@10"), ("score_gap_at_10", "score gap"), ("recall_at_10_filtered", "recall@10 bbox"),
     ("filter_path", "bbox path"),
     ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p50_ms_filtered", "p50 ms bbox"),
     ("p50_ms_ann_stage", "p50 ms FAISS only"), ("qps", "QPS batched"),
     ("build_s", "build s"), ("lancedb_write_s", "LanceDB write s"), ("bytes_per_vector", "bytes/vector"),
+    ("index_bytes_per_chip", "index bytes/chip"),
 ]  # fmt: skip
 
 

@@ -276,9 +276,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     results = _searcher(args).search(query)
     sys.stdout.write(RENDERERS[args.format or "table"](results.hits))
     if not args.format:
+        how = f"{results.path}, {results.candidates} candidates re-ranked" if results.candidates else results.path
         print(
             f"{len(results)} results in {results.search_seconds * 1000:.1f} ms of search "
-            f"({results.path}; encoding the query {results.timings['encode'] * 1000:.0f} ms)",
+            f"({how}; encoding the query {results.timings['encode'] * 1000:.0f} ms)",
             file=sys.stderr,
         )
     return 0
@@ -314,18 +315,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    """Rewrite an index's query-side files in this version's format (LanceDB rows and FAISS stay)."""
+    """Rewrite an index's query-side files in this version's format (LanceDB rows and FAISS stay as they are)."""
     from rsretrieve.store import FORMAT_VERSION, Manifest, StoreWriter
 
     manifest = Manifest.read(args.db)
     if manifest.format_version == FORMAT_VERSION:
         print(f"{args.db} is already in format {FORMAT_VERSION}", file=sys.stderr)
         return 0
-    writer = StoreWriter.open(args.db, manifest.model_identity())
-    try:
-        writer.upgrade()
-    finally:
-        writer.close()
+    StoreWriter.open(args.db, manifest.model_identity()).close()  # opening a writer brings the index up to date
     print(f"{args.db}: upgraded from format {manifest.format_version} to {FORMAT_VERSION}", file=sys.stderr)
     return 0
 

@@ -293,4 +293,4 @@ def query_pixels(part: Part) -> np.ndarray:
             return read_preview(handle.name)
     except SourceError as error:
         detail = str(error).split(": ", 1)[-1]
-        raise QueryError(f"cannot read {name}: {detail}") from error
+        raise QueryError(f"cannot read query image {name}: {detail}") from error

@@ -10,6 +10,7 @@ os.environ.setdefault("RUST_LOG", "error")
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -20,6 +21,16 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+# Set by .ci/run: CI provides ../shared, chromium, mount and every extra, so a test that would skip for want of
+# one of them fails there instead of passing quietly.
+REQUIRE_ALL = os.environ.get("RSRETRIEVE_REQUIRE_ALL") == "1"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test for want of ``reason``'s resource — or fail it where CI must provide it (``REQUIRE_ALL``)."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason}: required here (RSRETRIEVE_REQUIRE_ALL=1)")
+    pytest.skip(reason)
 
 
 def random_pixels(count: int, height: int, width: int, dtype: str, seed: int) -> np.ndarray:
@@ -108,11 +119,11 @@ def make_geotiff() -> Callable[..., Path]:
     return write_geotiff
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real data folder (/work/shared/data beside the checkout); skips when absent."""
+    """The real data folder (``../shared/data`` beside the checkout); skips when absent (fails in CI)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip("shared data folder not found")
+        unavailable(f"shared data folder not found at {SHARED_DATA}")
     return SHARED_DATA
 
 
@@ -148,19 +159,22 @@ SQUARE_FOOTPRINT = {"type": "Polygon", "coordinates": [[[10, 50], [10, 51], [11,
 
 @pytest.fixture
 def result() -> Callable[..., object]:
-    """Factory of search results without a source file: result(chip_id, score=0.5, georeferenced=True)."""
-    from rsretrieve.search import SearchResult
+    """Factory of search hits without a source file: result(chip_id, score=0.5, georeferenced=True)."""
+    import datetime as dt
 
-    def make(chip_id: str, score: float = 0.5, georeferenced: bool = True) -> SearchResult:
-        return SearchResult(
-            score=score,
+    from rsretrieve.chips import Chip, Window
+    from rsretrieve.search import Hit
+
+    def make(chip_id: str, score: float = 0.5, georeferenced: bool = True) -> Hit:
+        chip = Chip(
             id=chip_id,
             path=f"/archive/{chip_id}_20200101.tif",
-            window={"col_off": 0, "row_off": 64, "width": 64, "height": 64},
-            bbox=[10.0, 50.0, 11.0, 51.0] if georeferenced else None,
-            date="2020-01-01",
+            window=Window(0, 64, 64, 64),
             crs="EPSG:4326" if georeferenced else None,
+            bbox=(10.0, 50.0, 11.0, 51.0) if georeferenced else None,
             footprint=SQUARE_FOOTPRINT if georeferenced else None,
+            date=dt.date(2020, 1, 1),
         )
+        return Hit(score, chip)
 
     return make

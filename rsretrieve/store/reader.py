@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class ChipStore:
     """Read-only view of an index at its committed version."""
 
-    def __init__(self, db: str | Path):
+    def __init__(self, db: str | Path, warn_old_format: bool = True):
         self.db = Path(db)
         self.manifest_stamp = manifest_stamp(self.db)  # before reading: a newer one only means a reopen
         self.manifest = Manifest.read(self.db)
@@ -39,7 +39,7 @@ class ChipStore:
         self.columns = QueryColumns(self.db, self.manifest.dim)
         self._views: dict[Path, tuple[int, np.ndarray | None]] = {}
         self._filters: tuple[int, FilterColumns | None] = (-1, None)
-        if self.manifest.format_version < FORMAT_VERSION and self.manifest.count:
+        if warn_old_format and self.manifest.format_version < FORMAT_VERSION and self.manifest.count:
             log.warning(
                 "%s was written by an older rsretrieve: queries read records from LanceDB (slower); "
                 "run `rsretrieve upgrade --db %s` once",

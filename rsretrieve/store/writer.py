@@ -20,7 +20,7 @@ from rsretrieve.files import TEMPORARY_PATTERN
 from rsretrieve.store.errors import StoreError, reason, writing
 from rsretrieve.store.lock import LOCK, WriteLock
 from rsretrieve.store.manifest import FORMAT_VERSION, MANIFEST, Manifest, check_same_model, manifest_stamp
-from rsretrieve.store.query_columns import QueryColumns
+from rsretrieve.store.query_columns import RECORDS, QueryColumns
 from rsretrieve.store.reader import ChipStore
 from rsretrieve.store.table import TABLE, connect
 
@@ -37,10 +37,12 @@ class StoreWriter:
         self.db = db
         self.settings = settings
         self.lock = lock
-        self.store = ChipStore(db)
+        self.store = ChipStore(db, warn_old_format=False)  # brought to this format below
         self._warned_too_small = False
         self._build_seconds = {key: value for key, value in self.manifest.index.items() if key in BUILD_TIMES}
         self._roll_back_uncommitted()
+        if self.manifest.format_version < FORMAT_VERSION:
+            self.upgrade()  # its columns were synced to this format just now: say so, or readers keep warning
 
     # -- the reader's state, which the writer extends ------------------------------------------------
     @property
@@ -104,7 +106,7 @@ class StoreWriter:
 
     def _roll_back_uncommitted(self) -> None:
         """Undo what a crashed writer left uncommitted: LanceDB versions newer than the manifest's, temp files."""
-        for path in self.db.glob(TEMPORARY_PATTERN):
+        for path in [*self.db.glob(TEMPORARY_PATTERN), *(self.db / RECORDS).glob(TEMPORARY_PATTERN)]:
             path.unlink(missing_ok=True)
         connection = connect(self.db)
         if self.manifest.lance_version == 0:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.conftest import unavailable
+
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "screenshot_app.py"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -19,9 +21,9 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.mark.browser
 def test_text_query_in_chromium(page_db: Path, tmp_path: Path) -> None:
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+        unavailable(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
     if importlib.util.find_spec("playwright") is None:
-        pytest.skip("the playwright package is not installed")
+        unavailable("the playwright package is not installed")
     shot = tmp_path / "page.png"
     command = [sys.executable, str(SCRIPT), "--db", str(page_db), "--query", "farmland", "--out", str(shot)]
     run = subprocess.run(

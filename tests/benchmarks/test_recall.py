@@ -25,8 +25,7 @@ def recall():
     return module
 
 
-@pytest.mark.skipif(not (BENCHMARKS / "sydney").is_dir(), reason=f"{BENCHMARKS} not found")
-def test_synthetic_sydney_run_writes_json_and_table(tmp_path):
+def test_synthetic_sydney_run_writes_json_and_table(tmp_path, shared_data):
     command = [
         sys.executable, str(SCRIPT), "--synthetic", "sydney", "--models", "tiny-test", "--random-weights",
         "--device", "cpu", "--out-dir", str(tmp_path),

@@ -3,25 +3,53 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import rasterio
-from indexer.read import ChipReader, find_sources, plan_scene
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, bounds
 
-from indexer.build import BadSourceError, IndexOptions, index_archive
+from indexer.build import (
+    BadSourceError,
+    ChipOptions,
+    NothingIndexedError,
+    RunOptions,
+    estimate_chips,
+    index_archive,
+)
+from rsretrieve.query import Query
+from rsretrieve.raster import ChipReader, find_sources, plan_scene
 from rsretrieve.search import Searcher
 from rsretrieve.store import ChipStore
 
-SMALL = IndexOptions(chip_size=64, batch_size=16, workers=0, commit_chips=10)
+CHIPS = ChipOptions(chip_size=64)
+RUN = RunOptions(batch_size=16, workers=0, commit_chips=10)
 SMALL_ARCHIVE_CHIPS = 12 + 12 + 4 + 2 + 1  # see write_small_archive in conftest.py
 
 
-def build(sources: list[Path], db: Path, model, options: IndexOptions = SMALL):
-    return index_archive(find_sources(sources), db, model, options, show_progress=False)
+def build(sources: list[Path], db: Path, model, chips: ChipOptions = CHIPS, run: RunOptions = RUN):
+    return index_archive(find_sources(sources), db, model, chips, run, show_progress=False)
+
+
+@pytest.fixture
+def build_log() -> Iterator[list[logging.LogRecord]]:
+    """Records logged under ``indexer`` during the test (captured there: the CLI may stop their propagation)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("indexer")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def test_index_then_resume_then_append(tmp_path: Path, small_archive: Path, tiny_model) -> None:
@@ -53,6 +81,14 @@ def test_stored_metadata_matches_the_rasters(tmp_path: Path, small_archive: Path
         assert row["date"].isoformat() in {"2015-06-01", "2019-07-15"}
 
 
+def test_stored_chips_are_the_planned_chips(tmp_path: Path, small_archive: Path, tiny_model) -> None:
+    db = tmp_path / "db"
+    build([small_archive / "wgs84"], db, tiny_model)
+    store = ChipStore(db)
+    planned = [chip for path in find_sources([small_archive / "wgs84"]) for chip in plan_scene(path, 64).chips]
+    assert store.chips(range(len(store))) == planned
+
+
 def test_a_chip_image_finds_itself_first(tmp_path: Path, small_archive: Path, tiny_model) -> None:
     db = tmp_path / "db"
     build([small_archive], db, tiny_model)
@@ -61,28 +97,44 @@ def test_a_chip_image_finds_itself_first(tmp_path: Path, small_archive: Path, ti
     plan = plan_scene(scene, chip_size=64)
     reader = ChipReader()
     for chip in plan.chips:
-        assert searcher.image(reader.read(plan, chip), k=1)[0].id == chip.id
+        results = searcher.search(Query.build(images=[reader.read(plan, chip)], k=1))
+        assert results.chips[0].id == chip.id
     reader.close()
 
 
-def test_bad_files_are_skipped_with_a_reason(tmp_path: Path, small_archive: Path, tiny_model, capsys) -> None:
+def test_bad_files_are_skipped_with_a_reason(tmp_path: Path, small_archive: Path, tiny_model, build_log) -> None:
     archive = tmp_path / "archive"
     shutil.copytree(small_archive / "wgs84", archive)
     (archive / "empty.tif").write_bytes(b"")
     (archive / "notes.tif").write_text("not a raster")
     summary = build([archive], tmp_path / "db", tiny_model)
     assert (summary.files_indexed, summary.files_failed, summary.new_chips) == (2, 2, 6)
-    err = capsys.readouterr().err
-    assert "empty.tif" in err and "notes.tif" in err
+    warnings = [record.getMessage() for record in build_log if record.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all(line.startswith("skipped ") for line in warnings)
+    assert "empty.tif" in warnings[0] and "notes.tif" in warnings[1]
+    assert len(summary.failures) == 2
+
+
+def test_only_bad_files_into_a_new_index_is_an_error(tmp_path: Path, small_archive: Path, tiny_model) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.tif").write_bytes(b"")
+    (bad / "notes.tif").write_text("not a raster")
+    with pytest.raises(NothingIndexedError, match="none of the 2 given files could be read"):
+        build([bad], tmp_path / "db", tiny_model)
+    assert len(ChipStore(tmp_path / "db")) == 0
+    build([small_archive / "wgs84"], tmp_path / "db", tiny_model)
+    summary = build([bad], tmp_path / "db", tiny_model)  # an index that holds chips: bad files are only counted
+    assert (summary.files_failed, summary.new_chips, summary.total_chips) == (2, 0, 6)
 
 
 def test_strict_mode_stops_at_the_first_bad_file(tmp_path: Path, small_archive: Path, tiny_model) -> None:
     archive = tmp_path / "archive"
     shutil.copytree(small_archive / "wgs84", archive)
     (archive / "zz_broken.tif").write_bytes(b"II*\x00garbage")
-    options = IndexOptions(chip_size=64, workers=0, commit_chips=1, strict=True)
+    run = RunOptions(workers=0, commit_chips=1, strict=True)
     with pytest.raises(BadSourceError, match=r"zz_broken\.tif"):
-        build([archive], tmp_path / "db", tiny_model, options)
+        build([archive], tmp_path / "db", tiny_model, run=run)
     store = ChipStore(tmp_path / "db")
     assert not any("zz_broken" in path for path in store.indexed_paths())
 
@@ -94,12 +146,6 @@ def test_commits_are_minutes_of_work_on_either_device() -> None:
 
 
 def test_progress_totals_come_from_headers_without_gdal_noise(shared_data: Path, tmp_path: Path, caplog) -> None:
-    import logging
-
-    from indexer.read import plan_scene
-
-    from indexer.build import estimate_chips
-
     odd = shared_data / "geotiff" / "landsat_peru" / "1985.tif"  # GDAL warns about its ExtraSamples
     if not odd.exists():
         pytest.skip(f"{odd} is not in the shared data")

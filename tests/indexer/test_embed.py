@@ -1,63 +1,51 @@
-"""Tests for indexer/embed.py: batching by device, order, statuses, and one pixel path for chips and queries."""
+"""Tests for indexer/embed.py: chips of planned scenes embedded in order, with statuses, as query pixels are."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
-import pytest
-from PIL import Image
+from rasterio.env import get_gdal_config
 
-from indexer.embed import ImageFilePixels, default_batch_size, default_workers, embed_dataset
-from rsretrieve.images import load_rgb
-
-
-@pytest.mark.parametrize(("device", "batch"), [("cpu", 64), ("cuda", 256), ("cuda:1", 256)])
-def test_batches_are_larger_on_a_gpu(device: str, batch: int) -> None:
-    assert default_batch_size(device) == batch
+from indexer.embed import ChipPixels, embed_chips, limit_gdal_cache
+from rsretrieve.embedding import SKIPPED
+from rsretrieve.raster import plan_scene, read_window
+from rsretrieve.raster.read import GDAL_CACHE_BYTES
 
 
-def test_workers_feed_a_gpu_and_leave_a_small_cpu_to_the_model(monkeypatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert default_workers("cpu") == 0 and default_workers("cuda") == 2
-    monkeypatch.setattr("os.cpu_count", lambda: 32)
-    assert default_workers("cpu") == 4 and default_workers("cuda") == 16
-
-
-def image_files(folder: Path, count: int) -> list[Path]:
-    rng = np.random.default_rng(7)
-    paths = []
-    for index in range(count):
-        path = folder / f"image_{index}.png"
-        Image.fromarray(rng.integers(0, 256, (40 + index, 50, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
-
-
-def test_images_are_embedded_in_order_as_query_images_are(tmp_path: Path, tiny_model) -> None:
-    paths = image_files(tmp_path, 7)
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(b"not a png")
-    paths.insert(3, broken)
-    batches = list(embed_dataset(tiny_model, ImageFilePixels(paths, tiny_model.image_size), batch_size=3, workers=0))
-    assert [len(batch.indices) + len(batch.statuses) for batch in batches] == [3, 3, 2]
+def test_chips_are_embedded_in_order_with_their_statuses(make_geotiff, tmp_path: Path, tiny_model) -> None:
+    framed = plan_scene(make_geotiff(tmp_path / "framed.tif", 128, 128, alpha=True), chip_size=32)  # 4 opaque of 16
+    gone = plan_scene(make_geotiff(tmp_path / "gone.tif", 64, 32), chip_size=32)
+    (tmp_path / "gone.tif").unlink()
+    items = [(plan, chip) for plan in (framed, gone) for chip in plan.chips]
+    batches = list(embed_chips(tiny_model, items, batch_size=5, workers=0))
+    assert [len(batch.indices) + len(batch.statuses) for batch in batches] == [5, 5, 5, 3]
     indices = np.concatenate([batch.indices for batch in batches])
-    vectors = np.concatenate([batch.vectors for batch in batches])
     statuses = {index: status for batch in batches for index, status in batch.statuses.items()}
-    assert indices.tolist() == [0, 1, 2, 4, 5, 6, 7] and list(statuses) == [3] and "broken.png" in statuses[3]
-    expected = tiny_model.encode_images([load_rgb(paths[index]) for index in indices])
-    np.testing.assert_allclose(vectors, expected, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert indices.tolist() == [5, 6, 9, 10]  # the inner 2 x 2 of the framed scene's 4 x 4 chips
+    assert [index for index, status in statuses.items() if status == SKIPPED] == [
+        i for i in range(16) if i not in (5, 6, 9, 10)
+    ]
+    assert all("gone.tif: no such file" in statuses[i] for i in (16, 17))  # an error line names the file
+    vectors = np.concatenate([batch.vectors for batch in batches])
+    expected = tiny_model.encode_images([read_window(framed, items[i][1].window) for i in indices])
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)  # the query path embeds the same pixels alike
 
 
-def test_a_progress_bar_counts_every_item(tmp_path: Path, tiny_model) -> None:
-    class Counter:
-        total = 0
+def test_chip_pixels_travel_to_workers_and_come_at_the_model_size(make_geotiff, tmp_path: Path) -> None:
+    plan = plan_scene(make_geotiff(tmp_path / "scene.tif", 100, 60), chip_size=64)
+    dataset = ChipPixels([(plan, chip) for chip in plan.chips], 48, max_nodata_fraction=0.5)
+    assert len(dataset) == 2
+    clone = pickle.loads(pickle.dumps(dataset))  # as a DataLoader worker started by "spawn" gets it
+    index, pixels, status = clone[1]
+    assert (index, status) == (1, "") and pixels.shape == (3, 48, 48) and pixels.dtype == np.uint8
+    np.testing.assert_array_equal(dataset[1][1], pixels)
+    dataset.close()
+    clone.close()
 
-        def update(self, count: int) -> None:
-            self.total += count
 
-    bar = Counter()
-    paths = [*image_files(tmp_path, 4), tmp_path / "missing.png"]
-    list(embed_dataset(tiny_model, ImageFilePixels(paths, tiny_model.image_size), workers=0, progress=bar))
-    assert bar.total == 5
+def test_gdal_cache_is_capped_unless_the_user_set_it(monkeypatch) -> None:
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    limit_gdal_cache()
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == GDAL_CACHE_BYTES

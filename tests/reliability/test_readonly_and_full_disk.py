@@ -17,6 +17,7 @@ import pytest
 
 from rsretrieve.search import Searcher
 from rsretrieve.store import LOCK, ChipStore
+from tests.conftest import unavailable
 from tests.reliability.conftest import TINY, scene_chips, write_scenes
 
 ARGS = [*TINY, "--chip-size", "64", "--commit-chips", "4"]
@@ -35,7 +36,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     folder.mkdir()
     result = mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)) if shutil.which("mount") else None
     if result is None or result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() if result else 'no mount command'}")
+        unavailable(f"cannot mount a tmpfs here: {result.stderr.strip() if result else 'no mount command'}")
     yield folder
     subprocess.run(["umount", "-l", str(folder)], check=False)
 

@@ -74,9 +74,29 @@ def test_image_query_and_table_output(cli_index: Path, small_archive: Path) -> N
 
 
 def test_csv_output(cli_index: Path) -> None:
-    result = rsretrieve("query", "farmland", "--db", cli_index, "-k", "3", "--csv", "--nprobe", "2", "--rerank", "3")
+    result = rsretrieve("query", "farmland", "--db", cli_index, "-k", "3", "--csv")
     lines = result.stdout.splitlines()
     assert lines[0].startswith("rank,score,id,path") and len(lines) == 4
+
+
+def test_mixed_query_with_negatives_and_weights(cli_index: Path) -> None:
+    listed = json.loads(rsretrieve("query", "farmland", "--db", cli_index, "-k", "31", "--json").stdout)
+    first, second, unwanted = (record["id"] for record in listed[:3])
+    result = rsretrieve(
+        "query", "farmland", "--like", first, "--like", second, "--not", unwanted, "--not-text", "clouds",
+        "--weights", "text=0.5,like=2", "--db", cli_index, "-k", "31", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ranked = [record["id"] for record in json.loads(result.stdout)]
+    from rsretrieve.query import Query
+    from rsretrieve.search import Searcher
+
+    query = Query.build(
+        text="farmland", like=[first, second], not_like=[unwanted], not_text="clouds",
+        weights={"text": 0.5, "like": 2}, k=31,
+    )  # fmt: skip
+    assert ranked == [hit.chip.id for hit in Searcher(cli_index).search(query)]
+    assert ranked != [record["id"] for record in listed]
 
 
 def test_info_json_counts_agree(cli_index: Path) -> None:
@@ -84,9 +104,92 @@ def test_info_json_counts_agree(cli_index: Path) -> None:
     info = json.loads(result.stdout)
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == 31
     assert info["model"] == "tiny-test" and info["index_type"] == "flat" and info["files"] == 5
-    assert info["copy_rows"] == {"vectors.f32": 31, "bounds.f64": 31, "records.jsonl": 31}
+    assert info["column_rows"] == {"vectors.f32": 31, "bounds.f64": 31, "records": 31}
     shown = rsretrieve("info", "--db", cli_index).stdout
-    assert "chips: 31 rows, 31 unique ids, 31 in FAISS" in shown and "records.jsonl 31 rows" in shown
+    assert "chips: 31 rows, 31 unique ids, 31 in FAISS" in shown and "records 31 rows" in shown
+
+
+@pytest.fixture(scope="module")
+def ivfpq_index(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The Landsat composites at 64 px (528 chips) in an IVF-PQ index (8 lists)."""
+    db = tmp_path_factory.mktemp("cli-ivfpq") / "ivfpq.lance"
+    landsat = shared_data / "geotiff" / "landsat_peru"
+    result = rsretrieve("index", landsat, "--db", db, *RANDOM, "--chip-size", "64", "--index-type", "ivfpq", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return db
+
+
+def summary_of(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    return next(line for line in result.stderr.splitlines() if " results in " in line)
+
+
+def test_nprobe_and_rerank_change_the_search_on_an_ivfpq_index(ivfpq_index: Path) -> None:
+    info = json.loads(rsretrieve("info", "--db", ivfpq_index, "--json").stdout)
+    assert info["index_type"] == "ivfpq" and info["index"]["nlist"] == 8
+    query = ("query", "farmland", "--db", ivfpq_index, "-k", "10")
+    default = summary_of(rsretrieve(*query))
+    assert "(ivfpq, 528 candidates re-ranked" in default  # k·100 asked; the 8 probed lists hold every chip
+    assert "(ivfpq, 30 candidates re-ranked" in summary_of(rsretrieve(*query, "--rerank", "3"))
+    one_list = summary_of(rsretrieve(*query, "--nprobe", "1"))
+    assert int(one_list.split("(ivfpq, ")[1].split()[0]) < 528 / 2  # one of 8 lists
+
+
+def test_indexing_options_take_effect(tmp_path: Path, shared_data: Path) -> None:
+    landsat = shared_data / "geotiff" / "landsat_peru" / "1985.tif"  # 697×377, 4 bands
+    db = tmp_path / "options.lance"
+    result = rsretrieve("index", landsat, "--db", db, *RANDOM, "--chip-size", "128", "--overlap", "64",
+                        "--bands", "3,2,1", "--flat-threshold", "256", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["new_chips"] == 10 * 5  # stride 64 across 697 (10 columns) and 377 (5 rows)
+    info = json.loads(rsretrieve("info", "--db", db, "--json").stdout)
+    assert (info["chip_size"], info["overlap"], info["bands"]) == (128, 64, [3, 2, 1])
+    assert info["index_type"] == "flat"  # 50 chips: below --flat-threshold 256
+    other_overlap = rsretrieve("index", landsat, "--db", db, *RANDOM, "--chip-size", "128", "--overlap", "0",
+                               "--bands", "3,2,1")  # fmt: skip
+    assert_one_line_error(other_overlap, "built with --overlap 64")
+    other_bands = rsretrieve("index", landsat, "--db", db, *RANDOM, "--chip-size", "128", "--overlap", "64")
+    assert_one_line_error(other_bands, "built with --bands 3,2,1")
+    retrained = rsretrieve(
+        "index", landsat, "--db", db, "--chip-size", "128", "--overlap", "64", "--bands", "3,2,1", "--retrain", "--json"
+    )  # fmt: skip  (no --random-weights: resumed as built)
+    assert retrained.returncode == 0, retrained.stderr
+    assert json.loads(retrained.stdout)["already_indexed"] == 50
+    assert "warning: random weights" in retrained.stderr
+
+
+def test_max_nodata_drops_chips_with_too_much_nodata(tmp_path: Path, make_geotiff) -> None:
+    import numpy as np
+
+    data = np.random.default_rng(0).integers(1, 255, (3, 128, 128)).astype("uint8")
+    data[:, :, :72] = 0  # the left chips are all nodata, the right ones an eighth
+    scene = make_geotiff(tmp_path / "half.tif", 128, 128, nodata=0, data=data)
+    counts = []
+    for fraction in ("1.0", "0.2"):
+        db = tmp_path / f"nodata-{fraction}.lance"
+        result = rsretrieve(
+            "index", scene, "--db", db, *RANDOM, "--chip-size", "64", "--max-nodata", fraction, "--json"
+        )
+        assert result.returncode == 0, result.stderr
+        counts.append(json.loads(result.stdout)["new_chips"])
+    assert counts == [4, 2]
+
+
+def test_checkpoint_file_is_loaded_and_recorded(tmp_path: Path, small_archive: Path) -> None:
+    import torch
+
+    from rsretrieve.models import file_fingerprint, load_model
+
+    weights = tmp_path / "tiny.pt"
+    torch.save(load_model("tiny-test", device="cpu", random_weights=True).model.state_dict(), weights)
+    db = tmp_path / "ckpt.lance"
+    result = rsretrieve("index", small_archive / "utm", "--db", db, "--model", "tiny-test", "--checkpoint", weights,
+                        "--chip-size", "64", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(rsretrieve("info", "--db", db, "--json").stdout)["checkpoint"] == file_fingerprint(weights)
+    query = rsretrieve("query", "farmland", "--db", db, "--checkpoint", weights, "-k", "2", "--json")
+    assert query.returncode == 0 and len(json.loads(query.stdout)) == 2
+    assert_one_line_error(rsretrieve("query", "farmland", "--db", db, *RANDOM), "other weights")
 
 
 def test_models_lists_the_registry() -> None:
@@ -116,7 +219,11 @@ def test_bad_input_gives_one_error_line(tmp_path: Path, cli_index: Path, small_a
         (("query", "farmland", "--db", cli_index, "--model", "remoteclip-vit-b-32"), "built with model"),
         (("query", "--like", "0000000000000000", "--db", cli_index), "no chip with id"),
         (("query", "farmland", "--db", cli_index, "-k", "0"), "-k must be at least 1"),
-        (("query", "--db", cli_index), "exactly one query"),
+        (("query", "--db", cli_index), "give something to search for"),
+        (("query", "--not-text", "cloud", "--db", cli_index), "give something to search for"),
+        (("query", "farmland", "--weights", "colour=2", "--db", cli_index), "unknown weight 'colour'"),
+        (("query", "farmland", "--weights", "text=-1", "--db", cli_index), "weights must be positive"),
+        (("index", Path(__file__), "--db", tmp_path / "bad", *RANDOM), "nothing indexed"),
         (("info", "--db", tmp_path), "not an rsretrieve index"),
     ]
     for args, fragment in cases:

@@ -1,4 +1,4 @@
-"""Tests for rsretrieve/search.py: filters, exact scores, k results, like/image/text queries."""
+"""Tests for rsretrieve/search.py: Searcher.search over filters, paths taken, mixed queries, exact scores."""
 
 from __future__ import annotations
 
@@ -8,33 +8,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rsretrieve.search import EXACT_FILTER_LIMIT, Filters, QueryError, Searcher, to_geojson
+from rsretrieve.chips import Chip, Window
+from rsretrieve.query import Filters, Part, Query, QueryError
+from rsretrieve.search import EXACT_FILTER_LIMIT, Searcher
 from rsretrieve.store import ChipStore, StoreWriter
 
 
-def make_rows(count: int) -> list[dict]:
+def make_chips(count: int) -> list[Chip]:
     """Chips on a 20 × N grid of 0.01° cells, dated one day apart from 2020-01-01."""
-    rows = []
+    chips = []
     for i in range(count):
         x, y = (i % 20) * 0.01, (i // 20) * 0.01
-        rows.append(
-            {
-                "id": f"{i:016x}",
-                "path": f"/data/scene_{i // 50}.tif",
-                "col_off": 64 * (i % 20),
-                "row_off": 64 * (i // 20),
-                "width": 64,
-                "height": 64,
-                "crs": "EPSG:4326",
-                "minx": x,
-                "miny": y,
-                "maxx": x + 0.01,
-                "maxy": y + 0.01,
-                "footprint": None,
-                "date": date.fromordinal(date(2020, 1, 1).toordinal() + i),
-            }
+        chips.append(
+            Chip(
+                id=f"{i:016x}",
+                path=f"/data/scene_{i // 50}.tif",
+                window=Window(64 * (i % 20), 64 * (i // 20), 64, 64),
+                crs="EPSG:4326",
+                bbox=(x, y, x + 0.01, y + 0.01),
+                date=date.fromordinal(date(2020, 1, 1).toordinal() + i),
+            )
         )
-    return rows
+    return chips
+
+
+def vector_query(vector: np.ndarray, k: int = 10, **settings) -> Query:
+    return Query.build(vectors=[vector], k=k, **settings)
+
+
+def ids(results) -> list[int]:
+    return [int(hit.chip.id, 16) for hit in results]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def vector_index(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> tuple[
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     writer = StoreWriter.open(db, tiny_model)
     try:
-        writer.append(make_rows(400), vectors, new_files=8)
+        writer.append(make_chips(400), vectors, new_files=8)
         writer.finish()
     finally:
         writer.close()
@@ -66,10 +69,13 @@ def brute_force(vectors: np.ndarray, query: np.ndarray, allowed: np.ndarray, k: 
 def test_unfiltered_search_equals_brute_force_with_true_scores(searcher, vector_index) -> None:
     _, vectors = vector_index
     query = vectors[17] * 0.6 + vectors[3] * 0.4
-    results = searcher.search(query, k=10)
-    assert [int(r.id, 16) for r in results] == brute_force(vectors, query, np.arange(400), 10)
-    for result in results:
-        assert result.score == pytest.approx(float(vectors[int(result.id, 16)] @ query), abs=1e-5)
+    results = searcher.search(vector_query(query))
+    unit = query / np.linalg.norm(query)
+    assert ids(results) == brute_force(vectors, unit, np.arange(400), 10)
+    for hit in results:
+        assert hit.score == pytest.approx(float(vectors[int(hit.chip.id, 16)] @ unit), abs=1e-5)
+    assert results.path == "flat" and results.candidates == 0
+    assert set(results.timings) == {"encode", "ann", "records"} and results.search_seconds > 0
 
 
 @pytest.mark.parametrize(
@@ -82,52 +88,96 @@ def test_unfiltered_search_equals_brute_force_with_true_scores(searcher, vector_
 )
 def test_filters_return_only_matching_chips_and_k_of_them(searcher, vector_index, filters: Filters) -> None:
     _, vectors = vector_index
-    rows = make_rows(400)
-    allowed = np.array([i for i, row in enumerate(rows) if _matches(row, filters)])
+    chips = make_chips(400)
+    allowed = np.array([i for i, chip in enumerate(chips) if _matches(chip, filters)])
     query = vectors[250]
-    results = searcher.search(query, k=8, filters=filters)
+    results = searcher.search(vector_query(query, k=8, filters=filters))
     assert len(results) == min(8, len(allowed))
-    assert [int(r.id, 16) for r in results] == brute_force(vectors, query, allowed, 8)
+    assert ids(results) == brute_force(vectors, query, allowed, 8)
+    assert results.path == "exact-filtered" and "filter" in results.timings
 
 
-def _matches(row: dict, filters: Filters) -> bool:
+def _matches(chip: Chip, filters: Filters) -> bool:
     if filters.bbox is not None:
         minx, miny, maxx, maxy = filters.bbox
-        if row["maxx"] < minx or row["minx"] > maxx or row["maxy"] < miny or row["miny"] > maxy:
+        if chip.bbox[2] < minx or chip.bbox[0] > maxx or chip.bbox[3] < miny or chip.bbox[1] > maxy:
             return False
-    if filters.start and row["date"] < filters.start:
+    if filters.start and chip.date < filters.start:
         return False
-    return not (filters.end and row["date"] > filters.end)
+    return not (filters.end and chip.date > filters.end)
 
 
 def test_large_filtered_sets_go_through_faiss(searcher, vector_index, monkeypatch) -> None:
     monkeypatch.setattr("rsretrieve.search.EXACT_FILTER_LIMIT", 10)
     _, vectors = vector_index
     filters = Filters(start=date(2020, 2, 1))
-    results = searcher.search(vectors[5], k=5, filters=filters)
+    results = searcher.search(vector_query(vectors[5], k=5, filters=filters))
     allowed = np.arange(31, 400)
-    assert [int(r.id, 16) for r in results] == brute_force(vectors, vectors[5], allowed, 5)
-    assert EXACT_FILTER_LIMIT > 10
+    assert ids(results) == brute_force(vectors, vectors[5], allowed, 5)
+    assert results.path == "faiss-filtered"
 
 
 def test_more_like_this_finds_the_chip_first(searcher) -> None:
-    results = searcher.like(f"{42:016x}", k=3)
-    assert results[0].id == f"{42:016x}" and results[0].score == pytest.approx(1.0, abs=1e-5)
+    results = searcher.search(Query.build(like=[f"{42:016x}"], k=3))
+    assert results.hits[0].chip.id == f"{42:016x}" and results.hits[0].score == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(QueryError, match="no chip with id"):
-        searcher.like("does-not-exist")
+        searcher.search(Query.build(like=["does-not-exist"]))
 
 
 def test_k_larger_than_the_index_returns_everything(searcher) -> None:
-    assert len(searcher.text("farmland", k=1000)) == 400
+    assert len(searcher.search(Query.build(text="farmland", k=1000))) == 400
 
 
 def test_bad_queries(searcher) -> None:
     with pytest.raises(QueryError, match="empty"):
-        searcher.text("   ")
+        searcher.search(Query.build(text="   "))
     with pytest.raises(QueryError, match="at least 1"):
-        searcher.text("farmland", k=0)
+        searcher.search(Query.build(text="farmland", k=0))
     with pytest.raises(QueryError, match="query image not found"):
-        searcher.image(Path("/no/such/image.png"))
+        searcher.search(Query.build(images=["/no/such/image.png"]))
+    with pytest.raises(QueryError, match="this index's model gives 32"):
+        searcher.search(Query.build(vectors=[np.ones(5)]))
+
+
+def test_mixed_query_is_the_documented_combination(searcher, vector_index) -> None:
+    """like A + like B (weight 2) − like C: the weighted sum of positives minus the mean of negatives."""
+    _, vectors = vector_index
+    a, b, c = (f"{i:016x}" for i in (10, 20, 30))
+    query = Query(
+        (Part("like", a), Part("like", b, weight=2.0)),
+        (Part("like", c),),
+        k=5,
+    )
+    expected = vectors[10] + 2 * vectors[20] - vectors[30]
+    expected /= np.linalg.norm(expected)
+    np.testing.assert_allclose(searcher.encode(query), expected, atol=1e-6)
+    results = searcher.search(query)
+    assert ids(results) == brute_force(vectors, expected, np.arange(400), 5)
+
+
+def test_text_and_image_parts_are_encoded_by_the_model(searcher, tiny_model, tmp_path: Path) -> None:
+    from PIL import Image
+
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "q.png")
+    text = tiny_model.encode_text(["farmland"])[0]
+    image = tiny_model.encode_images([pixels])[0]
+    expected = text / np.linalg.norm(text) + image / np.linalg.norm(image)
+    expected /= np.linalg.norm(expected)
+    for value in (str(tmp_path / "q.png"), (tmp_path / "q.png").read_bytes(), pixels):
+        query = Query.build(text="farmland", images=[value])
+        np.testing.assert_allclose(searcher.encode(query), expected, atol=1e-5)
+
+
+def test_a_searcher_serves_many_threads_with_their_own_results(searcher, vector_index) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, vectors = vector_index
+    queries = [vector_query(vectors[i], k=3) for i in range(0, 400, 25)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(searcher.search, queries))
+    for i, query, results in zip(range(0, 400, 25), queries, answers, strict=True):
+        assert ids(results)[0] == i and results.query is query
 
 
 @pytest.mark.parametrize(
@@ -145,12 +195,14 @@ def test_invalid_filters(kwargs: dict, message: str) -> None:
 
 
 def test_results_serialise_to_json_records_and_geojson(searcher) -> None:
-    results = searcher.text("a river", k=2)
-    record = results[0].record()
+    from rsretrieve.render import feature_collection
+
+    results = searcher.search(Query.build(text="a river", k=2))
+    record = results.hits[0].record()
     assert set(record) == {"score", "id", "path", "window", "bbox", "date", "crs"}
     assert set(record["window"]) == {"col_off", "row_off", "width", "height"}
     assert len(record["bbox"]) == 4 and date.fromisoformat(record["date"])
-    collection = to_geojson(results)
+    collection = feature_collection(results.hits)
     assert collection["type"] == "FeatureCollection"
     assert collection["features"][0]["properties"] == record
 
@@ -168,16 +220,18 @@ def test_numpy_bbox_values_become_plain_floats() -> None:
 
 
 def test_filters_select_what_lancedb_sql_selects(tmp_path: Path, tiny_model) -> None:
-    """The numpy filter over ``bounds.f64`` agrees with SQL on the table, edges and missing values included."""
-    rows = make_rows(60)
-    for row in rows[::7]:
-        row.update(minx=None, miny=None, maxx=None, maxy=None)
-    for row in rows[::5]:
-        row["date"] = None
+    """The numpy filter over the filter columns agrees with SQL on the table, edges and missing values included."""
+    import dataclasses
+
+    chips = make_chips(60)
+    for i in range(0, 60, 7):
+        chips[i] = dataclasses.replace(chips[i], bbox=None)
+    for i in range(0, 60, 5):
+        chips[i] = dataclasses.replace(chips[i], date=None)
     db = tmp_path / "db"
     writer = StoreWriter.open(db, tiny_model)
     try:
-        writer.append(rows, np.eye(60, tiny_model.dim, dtype=np.float32), new_files=2)
+        writer.append(chips, np.eye(60, tiny_model.dim, dtype=np.float32), new_files=2)
     finally:
         writer.close()
     store = ChipStore(db)
@@ -193,8 +247,8 @@ def test_filters_select_what_lancedb_sql_selects(tmp_path: Path, tiny_model) -> 
     for filters, sql in cases:
         expected = store.where_fids(sql)
         assert 0 < len(expected) < 60
-        np.testing.assert_array_equal(filters.matching(store.bounds()), expected)
-    assert Filters().matching(store.bounds()).tolist() == list(range(60)) and not Filters().active
+        np.testing.assert_array_equal(filters.matching(store.filter_columns()), expected)
+    assert Filters().matching(store.filter_columns()).tolist() == list(range(60)) and not Filters().active
 
 
 def test_filters_of_up_to_a_64th_of_a_large_index_are_scored_exactly() -> None:

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from rsretrieve import ann
-from rsretrieve.search import Filters, Searcher
-from rsretrieve.store import ChipStore, IndexSettings, StoreWriter
-from tests.rsretrieve.test_search import make_rows
+from rsretrieve.ann import AnnSettings
+from rsretrieve.query import Filters, Query
+from rsretrieve.search import Results, Searcher
+from rsretrieve.store import ChipStore, StoreWriter
+from tests.rsretrieve.test_search import make_chips
 
 DIM = 32  # PQ8: 8 sub-quantisers of 4 dimensions
 MODEL = SimpleNamespace(name="ivfpq-test", architecture="synthetic", checkpoint="seed0", dim=DIM)
@@ -36,13 +38,13 @@ def clustered(count: int, seed: int) -> np.ndarray:
 def append(writer: StoreWriter, vectors: np.ndarray) -> None:
     """Append ``vectors`` as the next chips (grid rows from test_search) in one batch."""
     start = writer.manifest.count
-    rows = make_rows(start + len(vectors))[start:]
-    writer.append(rows, vectors, new_files=1)
+    chips = make_chips(start + len(vectors))[start:]
+    writer.append(chips, vectors, new_files=1)
 
 
 def build(db: Path, batches: list[np.ndarray], finish: bool = True) -> None:
     """A store with the flat → IVF-PQ switch at THRESHOLD, one append per batch."""
-    writer = StoreWriter.open(db, MODEL, IndexSettings(flat_threshold=THRESHOLD))
+    writer = StoreWriter.open(db, MODEL, AnnSettings(flat_threshold=THRESHOLD))
     try:
         for batch in batches:
             append(writer, batch)
@@ -57,9 +59,14 @@ def exact_top(vectors: np.ndarray, query: np.ndarray, allowed: np.ndarray) -> li
     return ann.exact_search(vectors[allowed], allowed, query, K)[1][0].tolist()
 
 
-def found(searcher: Searcher, queries: np.ndarray, filters: Filters | None = None) -> list[list[int]]:
+def search(searcher: Searcher, query: np.ndarray, filters: Filters | None = None, **settings) -> Results:
+    """The top k of a query vector."""
+    return searcher.search(Query.build(vectors=[query], k=K, filters=filters or Filters(), **settings))
+
+
+def found(searcher: Searcher, queries: np.ndarray, filters: Filters | None = None, **settings) -> list[list[int]]:
     """fids of the top k of each query, best first."""
-    return [[int(result.id, 16) for result in searcher.search(query, K, filters)] for query in queries]
+    return [[int(hit.chip.id, 16) for hit in search(searcher, query, filters, **settings)] for query in queries]
 
 
 def recall(results: list[list[int]], vectors: np.ndarray, queries: np.ndarray, allowed: np.ndarray) -> float:
@@ -71,15 +78,15 @@ def recall(results: list[list[int]], vectors: np.ndarray, queries: np.ndarray, a
 
 def matching(count: int, filters: Filters) -> np.ndarray:
     """fids of the first ``count`` grid chips that pass ``filters`` (the SQL's intersects and date range)."""
-    rows = make_rows(count)
+    chips = make_chips(count)
     minx, miny, maxx, maxy = filters.bbox or (-180.0, -90.0, 180.0, 90.0)
     start, end = filters.start or date.min, filters.end or date.max
     return np.array(
         [
             i
-            for i, row in enumerate(rows)
-            if row["maxx"] >= minx and row["minx"] <= maxx and row["maxy"] >= miny and row["miny"] <= maxy
-            if start <= row["date"] <= end
+            for i, chip in enumerate(chips)
+            if chip.bbox[2] >= minx and chip.bbox[0] <= maxx and chip.bbox[3] >= miny and chip.bbox[1] <= maxy
+            if start <= chip.date <= end
         ],
         np.int64,
     )
@@ -108,7 +115,7 @@ def queries() -> np.ndarray:
 def test_auto_index_is_flat_below_the_threshold_and_ivfpq_at_it(tmp_path: Path) -> None:
     db = tmp_path / "db"
     vectors = clustered(THRESHOLD + 1, seed=3)
-    writer = StoreWriter.open(db, MODEL, IndexSettings(flat_threshold=THRESHOLD))
+    writer = StoreWriter.open(db, MODEL, AnnSettings(flat_threshold=THRESHOLD))
     try:
         kinds = []  # after 999, 1000 and 1001 chips
         for batch in (vectors[: THRESHOLD - 1], vectors[THRESHOLD - 1 : THRESHOLD], vectors[THRESHOLD:]):
@@ -138,10 +145,28 @@ def test_recall_at_10_against_exact_search(searcher, ivfpq_index, queries) -> No
 def test_reranked_scores_are_exact_inner_products(searcher, ivfpq_index, queries) -> None:
     _, vectors = ivfpq_index
     for query in queries[:10]:
-        results = searcher.search(query, K)
-        scores = [result.score for result in results]
+        results = search(searcher, query)
+        scores = [hit.score for hit in results]
         assert len(results) == K and scores == sorted(scores, reverse=True)
-        np.testing.assert_allclose(scores, vectors[[int(result.id, 16) for result in results]] @ query, atol=1e-5)
+        np.testing.assert_allclose(scores, vectors[[int(hit.chip.id, 16) for hit in results]] @ query, atol=1e-5)
+        assert results.path == "ivfpq" and K < results.candidates <= K * 100  # what the probed lists hold
+        assert {"ann", "rerank"} <= set(results.timings)
+
+
+def test_rerank_sets_how_many_candidates_are_scored_exactly(searcher, ivfpq_index, queries) -> None:
+    _, vectors = ivfpq_index
+    assert search(searcher, queries[0], rerank=3).candidates == 3 * K
+    few = recall(found(searcher, queries, rerank=1), vectors, queries, np.arange(COUNT))
+    many = recall(found(searcher, queries, rerank=50), vectors, queries, np.arange(COUNT))
+    assert few < many  # PQ order alone (k candidates) misses neighbours that exact re-rank of 50·k recovers
+
+
+def test_nprobe_sets_how_many_lists_are_searched(searcher, ivfpq_index, queries) -> None:
+    _, vectors = ivfpq_index
+    nlist = ChipStore(ivfpq_index[0]).info()["index"]["nlist"]
+    one = recall(found(searcher, queries, nprobe=1), vectors, queries, np.arange(COUNT))
+    every = recall(found(searcher, queries, nprobe=nlist), vectors, queries, np.arange(COUNT))
+    assert one < every and every >= 0.95
 
 
 FILTERS = [
@@ -163,6 +188,8 @@ def test_filters_return_only_matching_chips_and_k_of_them(
     _, vectors = ivfpq_index
     allowed = matching(COUNT, filters)
     results = found(searcher, queries[:20], filters)
+    path = search(searcher, queries[0], filters).path
+    assert path == ("exact-filtered" if exact_limit is None else "faiss-filtered")
     assert all(set(got) <= set(allowed.tolist()) and len(got) == min(K, len(allowed)) for got in results)
     assert recall(results, vectors, queries[:20], allowed) >= (1.0 if exact_limit is None else 0.9)
 
@@ -170,7 +197,7 @@ def test_filters_return_only_matching_chips_and_k_of_them(
 def test_index_reopened_from_disk_answers_the_same(tmp_path: Path, queries) -> None:
     db = tmp_path / "db"
     vectors = clustered(THRESHOLD + 500, seed=4)
-    writer = StoreWriter.open(db, MODEL, IndexSettings(flat_threshold=THRESHOLD))
+    writer = StoreWriter.open(db, MODEL, AnnSettings(flat_threshold=THRESHOLD))
     try:
         append(writer, vectors)
         in_memory = ann.search(writer.index, queries, 50)
@@ -193,21 +220,21 @@ def test_append_without_retrain_keeps_earlier_results(tmp_path: Path, queries) -
     build(db, [clustered(THRESHOLD, seed=5)])
     before = ChipStore(db).info()["index"]
     centroids = coarse_centroids(db)
-    first = [Searcher(db, model=MODEL).search(query, K) for query in queries[:10]]
+    first = [search(Searcher(db, model=MODEL), query).hits for query in queries[:10]]
     far = -queries[:10].mean(axis=0)  # new chips all point away from the queries: none can enter their top k
     build(db, [np.tile(far / np.linalg.norm(far), (1000, 1)).astype(np.float32)])
     after = ChipStore(db).info()
     assert after["index"]["nlist"] == before["nlist"] and after["index_vectors"] == THRESHOLD + 1000
     np.testing.assert_array_equal(coarse_centroids(db), centroids)
     searcher = Searcher(db, model=MODEL)
-    assert [searcher.search(query, K) for query in queries[:10]] == first
+    assert [search(searcher, query).hits for query in queries[:10]] == first
 
 
 def test_retrain_keeps_counts_consistent(tmp_path: Path, queries) -> None:
     db = tmp_path / "db"
     vectors = clustered(THRESHOLD + 1000, seed=6)
     build(db, [vectors[:THRESHOLD], vectors[THRESHOLD:]], finish=False)
-    writer = StoreWriter.open(db, MODEL, IndexSettings(flat_threshold=THRESHOLD))
+    writer = StoreWriter.open(db, MODEL, AnnSettings(flat_threshold=THRESHOLD))
     try:
         writer.retrain()
     finally:

@@ -10,9 +10,7 @@ from rsretrieve.evaluation.datasets import DATASETS, BenchmarkError, detect_form
 
 BENCHMARKS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "benchmarks"
 
-needs_benchmarks = pytest.mark.skipif(
-    not BENCHMARKS.is_dir(), reason=f"benchmark caption files not found at {BENCHMARKS}"
-)
+needs_benchmarks = pytest.mark.usefixtures("shared_data")  # skips without ../shared (fails in CI)
 
 
 def check_counts(split, dataset: str) -> None:

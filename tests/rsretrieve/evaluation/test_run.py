@@ -22,7 +22,7 @@ RESULT_KEYS = {
     "ann_loss", "ann_note", "published", "note",
 }  # fmt: skip
 
-needs_sydney = pytest.mark.skipif(not SYDNEY.is_file(), reason=f"{SYDNEY} not found")
+needs_sydney = pytest.mark.usefixtures("shared_data")  # skips without ../shared (fails in CI)
 
 
 def sydney_folder(folder: Path, skip: int = 0) -> Path:

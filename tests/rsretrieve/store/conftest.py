@@ -1,0 +1,96 @@
+"""Helpers of the store tests: a stand-in model, chips on a grid, unit vectors, a store written batch by batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from rsretrieve.chips import Chip, Window
+from rsretrieve.store import StoreWriter
+
+MODEL = SimpleNamespace(name="tiny-test", architecture="rsretrieve-tiny", checkpoint="random-seed0", dim=8)
+
+
+def make_chips(count: int, start: int = 0) -> list[Chip]:
+    """Chips on a 0.1° grid along the equator, one per day from 2020-01-01, four per source file."""
+    return [
+        Chip(
+            id=f"{start + i:016x}",
+            path=f"/data/scene_{(start + i) // 4}.tif",
+            window=Window(0, 0, 64, 64),
+            crs="EPSG:4326",
+            bbox=((start + i) * 0.1, 0.0, (start + i) * 0.1 + 0.05, 0.05),
+            footprint=None,
+            date=date.fromordinal(date(2020, 1, 1).toordinal() + start + i),
+        )
+        for i in range(count)
+    ]
+
+
+def unit_vectors(count: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    """Seeded random L2-normalised float32 vectors."""
+    vectors = np.random.default_rng(seed).normal(size=(count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_store(db: Path, batches: list[int], **open_args) -> np.ndarray:
+    """Write batches of ``make_chips`` (one new file each) and finish; the vectors written."""
+    writer = StoreWriter.open(db, MODEL, **open_args)
+    vectors = unit_vectors(sum(batches))
+    start = 0
+    try:
+        for size in batches:
+            writer.append(make_chips(size, start), vectors[start : start + size], new_files=1)
+            start += size
+        writer.finish()
+    finally:
+        writer.close()
+    return vectors
+
+
+@pytest.fixture
+def store_log() -> Iterator[list[logging.LogRecord]]:
+    """Records logged under ``rsretrieve`` during the test (captured there: the CLI may stop their propagation)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("rsretrieve")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def messages(records: list[logging.LogRecord]) -> str:
+    """The messages of log records, one a line."""
+    return "\n".join(record.getMessage() for record in records)
+
+
+def make_format_1(db: Path) -> None:
+    """Turn a current index into one written by rsretrieve format 1: records in ``records.jsonl`` + ``records.end``
+    (each chip's JSON line and the byte where it ends), no ``records/`` folder, ``format_version`` 1."""
+    import json
+    import shutil
+
+    from rsretrieve.store import MANIFEST, ChipStore
+
+    store = ChipStore(db)
+    lines = [
+        json.dumps({**chip.record(), "footprint": chip.footprint}, separators=(",", ":")).encode() + b"\n"
+        for chip in store.chips(range(len(store)))
+    ]
+    (db / "records.jsonl").write_bytes(b"".join(lines))
+    (db / "records.end").write_bytes(np.cumsum([len(line) for line in lines], dtype=np.int64).tobytes())
+    shutil.rmtree(db / "records")
+    manifest = json.loads((db / MANIFEST).read_text())
+    (db / MANIFEST).write_text(json.dumps({**manifest, "format_version": 1}))

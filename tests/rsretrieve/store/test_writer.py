@@ -1,0 +1,174 @@
+"""Tests for rsretrieve/store/writer.py: commits, roll-back of uncommitted versions, chipping checks, upgrades."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from rsretrieve.ann import AnnSettings
+from rsretrieve.chips import chips_table
+from rsretrieve.store import FORMAT_VERSION, LOCK, MANIFEST, ChipStore, Manifest, StoreError, StoreWriter
+from tests.rsretrieve.store.conftest import MODEL, make_chips, make_format_1, messages, unit_vectors, write_store
+
+COLUMN_FILES = ("vectors.f32", "bounds.f64", "records")
+
+
+def column_rows(db: Path) -> list[int]:
+    """Rows on disk of each query-side column of an index."""
+    rows = ChipStore(db).info()["column_rows"]
+    return [rows[name] for name in COLUMN_FILES]
+
+
+def filter_matrix_of(store: ChipStore) -> np.ndarray:
+    columns = store.filter_columns()
+    return np.column_stack([columns.minx, columns.miny, columns.maxx, columns.maxy, columns.day])
+
+
+def test_appends_commit_rows_vectors_and_manifest_together(tmp_path: Path) -> None:
+    vectors = write_store(tmp_path / "db", [5, 7])
+    store = ChipStore(tmp_path / "db")
+    info = store.info()
+    assert info["rows"] == info["unique_ids"] == info["index_vectors"] == info["manifest_count"] == 12
+    assert info["files"] == 2 and info["index_type"] == "flat" and info["model"] == "tiny-test"
+    assert info["format_version"] == FORMAT_VERSION
+    np.testing.assert_array_equal(store.vectors([11, 0, 5]), vectors[[11, 0, 5]])
+    assert store.rows([3, 1], ["id"]).column("id").to_pylist() == [f"{3:016x}", f"{1:016x}"]
+    assert store.fid_of(f"{7:016x}") == 7 and store.fid_of("ffffffffffffffff") is None
+    assert store.indexed_paths() == {f"/data/scene_{i}.tif" for i in range(3)}
+    assert not (tmp_path / "db" / LOCK).exists()
+
+
+def test_uncommitted_rows_are_invisible_and_rolled_back(tmp_path: Path, store_log) -> None:
+    db = tmp_path / "db"
+    write_store(db, [6])
+    writer = StoreWriter.open(db, MODEL)
+    writer.table.add(writer.table.to_arrow().slice(0, 3))  # a crash after the LanceDB write, before the manifest
+    writer.lock.release()
+    reader = ChipStore(db)
+    assert reader.info()["rows"] == 6
+    writer = StoreWriter.open(db, MODEL)  # the next writer restores the committed version
+    try:
+        assert "rolling back an interrupted batch" in messages(store_log)
+        assert writer.table.count_rows() == 6
+        writer.append(make_chips(2, 6), unit_vectors(2, seed=1), new_files=1)
+    finally:
+        writer.close()
+    info = ChipStore(db).info()
+    assert info["rows"] == info["unique_ids"] == info["index_vectors"] == 8
+
+
+def test_other_model_or_weights_are_refused(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    write_store(db, [2])
+    other = SimpleNamespace(**{**vars(MODEL), "name": "remoteclip-vit-b-32"})
+    with pytest.raises(StoreError, match="built with model 'tiny-test'"):
+        StoreWriter.open(db, other)
+    retrained = SimpleNamespace(**{**vars(MODEL), "checkpoint": "0123456789abcdef"})
+    with pytest.raises(StoreError, match="other weights"):
+        StoreWriter.open(db, retrained)
+    assert not (db / LOCK).exists()
+
+
+def test_resuming_with_other_chipping_is_refused_in_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    StoreWriter.open(db, MODEL, chip_size=64, overlap=0).close()
+    for change, flag in [({"overlap": 16}, "--overlap 0"), ({"chip_size": 128}, "--chip-size 64")]:
+        with pytest.raises(StoreError, match=flag) as error:
+            StoreWriter.open(db, MODEL, **{"chip_size": 64, "overlap": 0, **change})
+        assert "\n" not in str(error.value) and "--rebuild" in str(error.value)
+    with pytest.raises(StoreError, match="--bands the default bands"):
+        StoreWriter.open(db, MODEL, chip_size=64, overlap=0, bands=[4, 3, 2])
+    assert not (db / LOCK).exists()
+    StoreWriter.open(db, MODEL, chip_size=64, overlap=0).close()  # the same chipping resumes
+    StoreWriter.open(db, MODEL).close()  # so does a writer that does not chip (upgrade, retrain)
+    rebuilt = StoreWriter.open(db, MODEL, rebuild=True, chip_size=64, overlap=16)
+    rebuilt.close()
+    assert (Manifest.read(db).chip_size, Manifest.read(db).overlap) == (64, 16)
+
+
+def test_rebuild_starts_over(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    write_store(db, [4])
+    created = Manifest.read(db).created
+    writer = StoreWriter.open(db, MODEL, rebuild=True)
+    writer.close()
+    assert len(ChipStore(db)) == 0 and Manifest.read(db).created == created
+    assert column_rows(db) == [0, 0, 0]
+
+
+def test_query_columns_hold_exactly_the_committed_rows(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    vectors = write_store(db, [4, 3])
+    writer = StoreWriter.open(db, MODEL)
+    batch = chips_table(make_chips(2, 7), np.arange(7, 9), unit_vectors(2, seed=9))
+    writer.columns.append(batch, 7)  # a crash after these writes, before the manifest
+    writer.lock.release()
+    assert column_rows(db) == [9, 9, 9]
+    reader = ChipStore(db)
+    np.testing.assert_array_equal(reader.vectors([6, 0]), vectors[[6, 0]])  # readers use the committed prefix
+    assert len(reader.filter_columns()) == 7 and reader.chips([6])[0].id == f"{6:016x}"
+    StoreWriter.open(db, MODEL).close()  # the next writer cuts the uncommitted rows
+    assert column_rows(db) == [7, 7, 7]
+
+
+@pytest.mark.parametrize("missing", [["vectors.f32"], ["bounds.f64", "records"]])
+def test_missing_query_columns_are_read_from_lancedb_then_rebuilt(tmp_path: Path, missing: list[str], store_log):
+    db = tmp_path / "db"
+    vectors = write_store(db, [5])
+    expected = ChipStore(db)
+    chips, bounds = expected.chips([4, 1]), filter_matrix_of(expected)
+    for name in missing:
+        shutil.rmtree(db / name) if (db / name).is_dir() else (db / name).unlink()
+    for store in (ChipStore(db), None):  # read from LanceDB, then from the columns the next writer rebuilds
+        if store is None:
+            store_log.clear()
+            StoreWriter.open(db, MODEL).close()
+            assert f"writing {missing[0]} for the 5 indexed chips" in messages(store_log)
+            store = ChipStore(db)
+            assert column_rows(db) == [5, 5, 5]
+        np.testing.assert_array_equal(store.vectors([4, 1]), vectors[[4, 1]])
+        np.testing.assert_array_equal(filter_matrix_of(store), bounds)
+        assert store.chips([4, 1]) == chips
+
+
+@pytest.mark.parametrize("how", ["upgrade", "append"])
+def test_a_format_1_index_is_rewritten_by_its_next_writer(tmp_path: Path, how: str) -> None:
+    db = tmp_path / "db"
+    write_store(db, [5, 3])
+    fids = list(range(8))
+    expected = ChipStore(db).chips(fids)
+    make_format_1(db)
+    writer = StoreWriter.open(db, MODEL)
+    try:
+        assert column_rows(db) == [8, 8, 8]  # records/ rebuilt from LanceDB when the writer opened
+        assert not (db / "records.jsonl").exists() and not (db / "records.end").exists()
+        if how == "upgrade":
+            writer.upgrade()
+        else:
+            writer.append(make_chips(1, 8), unit_vectors(1, seed=3), new_files=1)
+            expected += make_chips(1, 8)
+            fids.append(8)
+    finally:
+        writer.close()
+    assert json.loads((db / MANIFEST).read_text())["format_version"] == FORMAT_VERSION
+    store = ChipStore(db)
+    assert store.chips(fids) == expected
+    assert store.columns.records.file.read(fids, len(store)) is not None  # answered from records/ now
+    info = store.info()
+    assert info["rows"] == info["index_vectors"] == info["manifest_count"] == len(fids)
+
+
+def test_ivfpq_asked_for_a_small_archive_stays_flat_until_it_can_train(tmp_path: Path, store_log) -> None:
+    writer = StoreWriter.open(tmp_path / "db", MODEL, AnnSettings(kind="ivfpq"))
+    try:
+        writer.append(make_chips(10), unit_vectors(10), new_files=1)
+        writer.finish()
+    finally:
+        writer.close()
+    assert ChipStore(tmp_path / "db").info()["index_type"] == "flat"
+    assert "too few to train IVF-PQ" in messages(store_log)
