@@ -13,7 +13,6 @@ import argparse
 import itertools
 import math
 import multiprocessing
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -243,10 +242,9 @@ def run(args: argparse.Namespace) -> None:
         },
     }  # fmt: skip
     file = ResultFile(args.out, name, result, deadline)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rsretrieve-gpu-proof-"))
     context = multiprocessing.get_context("fork")
     with context.Pool(args.processes) as pool:
-        result["archive"] = archive = prepare_archive(workdir / "archive", args, pool)
+        result["archive"] = archive = prepare_archive(args.workdir / "archive", args, pool)
     file.save(f"archive: {archive['chips']} chips in {archive['scenes']} scenes, {archive['bytes'] / 2**30:.1f} GiB")
     began = time.perf_counter()
     model = load_model(args.model, device=args.device, random_weights=True)

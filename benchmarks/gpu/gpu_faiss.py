@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import json
 import multiprocessing
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,8 +197,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 def run(args: argparse.Namespace) -> None:
     """Data, the GPU child, the CPU stages, the JSON rewritten after each; written even when the GPU stage fails."""
     deadline = Deadline(args.budget_s)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rsretrieve-gpu-proof-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = args.workdir
     params = ann.choose_params(args.n, args.dim, kind="ivfpq")
     settings = {
         "n": args.n, "dim": args.dim, "clusters": CLUSTERS, "params": params.as_dict(), "k": args.k,

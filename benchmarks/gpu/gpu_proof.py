@@ -13,10 +13,12 @@ toy sizes with the tiny test model. ``benchmarks/gpu/run.sh`` is the entry on th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -183,7 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sub.add_argument("--dry-run", action="store_true", help="CPU, toy sizes, tiny model: checks the kit")
         sub.add_argument("--budget-s", type=float, help="time guard: later stages shrink to end within it")
         sub.add_argument("--seed", type=int, default=0)
-        sub.add_argument("--workdir", type=Path, help="scratch folder (default: a new one under /tmp)")
+        sub.add_argument("--workdir", type=Path, help="scratch folder, kept (default: a temporary one, removed)")
     embed.add_argument("--model", help="registered model name (random weights)")
     embed.add_argument("--device", help="cuda or cpu")
     embed.add_argument("--scenes", type=int, help="synthetic scenes, alternately uint8 RGB and uint16 4-band")
@@ -208,16 +210,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run one mode; its module is imported only then (each mode needs its own libraries)."""
+    """Run one mode in ``--workdir`` (else a temporary folder, removed after); the mode's module is imported only
+    then (each mode needs its own libraries)."""
     args = parse_args(argv)
-    if args.mode == "embed":
-        import gpu_embed
+    with contextlib.ExitStack() as stack:
+        if args.workdir is None:
+            args.workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rsretrieve-gpu-proof-")))
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        if args.mode == "embed":
+            import gpu_embed
 
-        gpu_embed.run(args)
-    else:
-        import gpu_faiss
+            gpu_embed.run(args)
+        else:
+            import gpu_faiss
 
-        gpu_faiss.run(args)
+            gpu_faiss.run(args)
 
 
 if __name__ == "__main__":
