@@ -26,8 +26,9 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from indexer.embed import ChipPixels, embed_chips
-from indexer.read import ChipMeta, ChipReader, ScenePlan, plan_scene
+from rsretrieve.chips import Chip
 from rsretrieve.models import EmbeddingModel, load_model
+from rsretrieve.raster import ChipReader, ScenePlan, plan_scene
 
 BLOCK = 512  # GeoTIFF tile side
 FIELD = 16  # pixels per cell of the blocky field under the noise
@@ -41,7 +42,7 @@ E2E_RESERVE_S = 10.0  # left for writing the result after the end-to-end run
 TARGET_CHIPS_PER_S = 3_000  # DESIGN §7: ViT-B-32 end to end on one H200
 TARGET_GPU_BUSY = 80
 
-_ITEMS: list[tuple[ScenePlan, ChipMeta]] = []  # chips shared with forked reader processes (set before forking)
+_ITEMS: list[tuple[ScenePlan, Chip]] = []  # chips shared with forked reader processes (set before forking)
 
 
 def write_scene(path: Path, cols: int, rows: int, chip_size: int, dtype: str, seed: int) -> None:
