@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import sys
 from pathlib import Path
 
@@ -79,8 +80,8 @@ def sidebar_index(default_db: str | None, checkpoint: str | None) -> Searcher | 
     return searcher
 
 
-def sidebar_filters(extent: Extent) -> tuple[int, Filters]:
-    """k and the filters (bbox, dates bounded by the index's own date range)."""
+def sidebar_filters(extent: Extent) -> tuple[int, dict]:
+    """k and the filter fields for ``Filters``, which judges them (dates bounded by the index's date range)."""
     st.sidebar.header("Filters")
     k = st.sidebar.slider("Results (k)", 1, 100, 12, key="k")
     bbox = _bbox_filter(extent.bbox) if st.sidebar.checkbox("Area (WGS84 bbox)", key="use_bbox") else None
@@ -96,7 +97,7 @@ def sidebar_filters(extent: Extent) -> tuple[int, Filters]:
             st.sidebar.caption(
                 f"{extent.undated:,} of {extent.chips:,} chips have no date: a date filter leaves them out."
             )
-    return k, Filters(bbox, start, end)
+    return k, {"bbox": bbox, "start": start, "end": end}
 
 
 def _bbox_filter(default: tuple[float, float, float, float] | None) -> tuple[float, float, float, float]:
@@ -129,9 +130,21 @@ def query_inputs() -> None:
         upload = st.file_uploader("Image (JPEG, PNG or GeoTIFF)", type=list(UPLOAD_TYPES), key=key)
         if upload is not None:
             left, right = st.columns([1, 3], vertical_alignment="center")
-            left.image(upload.getvalue(), width="stretch")
+            preview(left, upload.getvalue())
             if right.button("Search with this image", type="primary", icon=":material/image_search:"):
                 set_query(Query((Part("image", upload.getvalue(), label=upload.name),)))
+
+
+def preview(column, data: bytes) -> None:
+    """The uploaded image as the browser can show it (a GeoTIFF or a broken file gets a note instead)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        column.image(data, width="stretch")
+    except (UnidentifiedImageError, OSError, ValueError):
+        column.caption("No preview for this file; it is read as the indexer reads rasters.")
 
 
 def set_query(query: Query) -> None:
@@ -311,14 +324,14 @@ def results_grid(results: list[Hit]) -> None:
                 result_card(result, start + offset + 1)
 
 
-def show_results(searcher: Searcher, k: int, filters: Filters) -> None:
+def show_results(searcher: Searcher, k: int, filter_fields: dict) -> None:
     """Search with the active query (if any) and draw the results."""
     query = st.session_state.get("query")
     if query is None:
         st.caption("Describe a place in words, upload an image, or pick “More like this” on any result.")
         return
     st.session_state.bands = searcher.current().manifest.bands
-    results = respond(searcher, dataclasses.replace(query, k=k, filters=filters))
+    results = respond(searcher, dataclasses.replace(query, k=k, filters=Filters(**filter_fields)))
     query_preview(query)
     if not results.hits:
         st.info(f"No chips match {query.describe()} with these filters.", icon=":material/search_off:")
@@ -347,9 +360,9 @@ def main() -> None:
         )
     try:
         extent = cached_extent(str(searcher.db), searcher.current().manifest.lance_version, searcher)
-        k, filters = sidebar_filters(extent)
+        k, filter_fields = sidebar_filters(extent)
         query_inputs()
-        show_results(searcher, k, filters)
+        show_results(searcher, k, filter_fields)
     except Exception as error:  # one line for the user, never a traceback
         st.error(one_line(error))
 

@@ -100,15 +100,14 @@ class Part:
 
     def describe(self) -> str:
         """The part in words."""
-        if self.label:
-            return self.label
         if self.kind == "text":
             return f"“{self.value}”"
         if self.kind == "like":
-            return f"chip {self.value}"
+            return f"chips like {self.label or self.value}"
         if self.kind == "image":
-            return Path(self.value).name if isinstance(self.value, str | Path) else "an image"
-        return "a vector"
+            name = Path(self.value).name if isinstance(self.value, str | Path) else "an image"
+            return f"images like {self.label or name}"
+        return self.label or "a vector"
 
 
 def _token(value: Any) -> str:

@@ -282,15 +282,20 @@ def query_pixels(part: Part) -> np.ndarray:
             raise QueryError("query pixels must be an (H, W, 3) uint8 array")
         return value
     name = part.label or (str(value) if isinstance(value, str | Path) else "the query image")
+    if isinstance(value, str | Path):
+        if not Path(value).is_file():
+            raise QueryError(f"query image not found: {value}")
+        return _preview(value, name, read_preview, SourceError)
+    with tempfile.NamedTemporaryFile(suffix=".img") as handle:  # GDAL reads encoded bytes from a file
+        handle.write(bytes(value))
+        handle.flush()
+        return _preview(handle.name, name, read_preview, SourceError)
+
+
+def _preview(path: str | Path, name: str, read_preview: Any, source_error: type[Exception]) -> np.ndarray:
+    """``read_preview(path)``, its errors told as about ``name`` (an upload's name, not its temporary file)."""
     try:
-        if isinstance(value, str | Path):
-            if not Path(value).is_file():
-                raise QueryError(f"query image not found: {value}")
-            return read_preview(value)
-        with tempfile.NamedTemporaryFile(suffix=".img") as handle:
-            handle.write(bytes(value))
-            handle.flush()
-            return read_preview(handle.name)
-    except SourceError as error:
-        detail = str(error).split(": ", 1)[-1]
+        return read_preview(path)
+    except source_error as error:
+        detail = str(error).split(": ", 1)[-1].replace(str(path), name)
         raise QueryError(f"cannot read query image {name}: {detail}") from error

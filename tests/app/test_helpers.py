@@ -1,4 +1,4 @@
-"""The page's helpers: thumbnails, exports, the footprint map, uploads and the index extent."""
+"""The page's helpers: thumbnails, the footprint map and the index extent."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app.query import Query, index_extent, run_query, save_upload
-from app.thumbnails import chip_pixels, chip_png
-from indexer.read import ChipReader, plan_scene
 
 from app.footprint_map import (
     SELECTED_COLOUR,
@@ -20,8 +17,10 @@ from app.footprint_map import (
     picked_id,
     union_bbox,
 )
-from rsretrieve.search import Filters, QueryError, Searcher
-from rsretrieve.store import ChipStore
+from rsretrieve.query import Query, QueryError
+from rsretrieve.raster import ChipReader, plan_scene
+from rsretrieve.search import Searcher
+from rsretrieve.thumbnails import chip_pixels, chip_png
 
 
 @pytest.mark.parametrize("name", ["utm/scene_20150601.tif", "wgs84/dem_2021.tif", "plain.jpg"])
@@ -31,9 +30,11 @@ def test_thumbnail_is_the_chip_the_indexer_read(small_archive: Path, name: str) 
     reader = ChipReader(max_nodata_fraction=1.0)
     expected = reader.read(plan, chip)
     reader.close()
-    np.testing.assert_array_equal(chip_pixels(plan.path, chip.window.as_dict()), expected)
-    png = chip_png(plan.path, chip.window.as_dict())
+    np.testing.assert_array_equal(chip_pixels(chip), expected)
+    png = chip_png(chip)
     assert png is not None and png.startswith(b"\x89PNG")
+    small = chip_png(chip, size=32)
+    assert small is not None and len(small) < len(png)
 
 
 def test_footprint_rows_draw_the_selected_result_last_in_its_colour(result) -> None:
@@ -71,26 +72,18 @@ def test_graticule_has_round_lines_around_the_bbox() -> None:
     assert {"position": [10.0, 50.5], "text": "50.5°N"} in labels
 
 
-def test_save_upload_keeps_the_suffix_and_names_by_content(tmp_path: Path) -> None:
-    first = save_upload("My Photo.PNG", b"pixels", tmp_path)
-    assert first.suffix == ".png" and first.read_bytes() == b"pixels"
-    assert save_upload("other.png", b"pixels", tmp_path) == first
-    with pytest.raises(QueryError, match="not an image file"):
-        save_upload("notes.txt", b"text", tmp_path)
+def test_an_upload_that_is_not_an_image_is_named_in_the_error(page_db: Path, tiny_model) -> None:
+    from rsretrieve.query import Part
 
-
-def test_run_query_names_the_upload_in_errors(tmp_path: Path, page_db: Path, tiny_model) -> None:
-    path = save_upload("broken.png", b"not an image", tmp_path)
     searcher = Searcher(page_db, tiny_model)
     with pytest.raises(QueryError) as error:
-        run_query(searcher, Query("image", str(path), "broken.png"), 3, Filters())
-    assert "broken.png" in str(error.value) and str(tmp_path) not in str(error.value)
-    response = run_query(searcher, Query("text", "farmland", "farmland"), 3, Filters())
-    assert len(response.results) == 3 and 0 < response.search_seconds <= response.total_seconds
+        searcher.search(Query((Part("image", b"not an image", label="broken.png"),)))
+    assert "broken.png" in str(error.value) and "/tmp" not in str(error.value)
 
 
-def test_index_extent_covers_every_chip(page_db: Path) -> None:
-    extent = index_extent(ChipStore(page_db))
+def test_index_extent_covers_every_chip(page_db: Path, tiny_model) -> None:
+    extent = Searcher(page_db, tiny_model).extent()
     assert extent.start.isoformat() == "2015-06-01" and extent.end.isoformat() == "2021-01-01"
+    assert (extent.chips, extent.undated, extent.unplaced) == (31, 1, 1)  # the plain JPEG
     minx, miny, maxx, maxy = extent.bbox
     assert -75.01 < minx < maxx < -74.9 and 39.9 < miny < maxy < 40.7

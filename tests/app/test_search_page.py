@@ -34,8 +34,17 @@ def search(page: AppTest, text: str) -> AppTest:
 
 
 def results(page: AppTest) -> list:
-    """The results the page shows now."""
-    return page.session_state["response"].results
+    """The chips of the results the page shows now."""
+    return page.session_state["response"].chips
+
+
+def upload(page: AppTest, name: str, data: bytes) -> AppTest:
+    """Upload an image and press its search button."""
+    key = f"upload-{page.session_state['upload_key'] if 'upload_key' in page.session_state else 0}"
+    page.file_uploader(key=key).set_value((name, data, "image/png"))
+    page.run()
+    next(button for button in page.button if button.label == "Search with this image").click()
+    return page.run()
 
 
 def card_buttons(page: AppTest, prefix: str) -> list:
@@ -78,25 +87,27 @@ def test_text_query_fills_the_grid_with_k_results(page: AppTest) -> None:
 def test_empty_query_shows_no_error_and_no_results(page: AppTest) -> None:
     search(page, "   ")
     assert_no_failure(page)
-    assert page.session_state["query"] is None
+    assert "query" not in page.session_state
     assert not card_buttons(page, "like-")
 
 
 def test_image_upload_searches_by_image(page: AppTest, small_archive: Path) -> None:
     buffer = io.BytesIO()
     Image.open(small_archive / "plain.jpg").save(buffer, format="PNG")
-    page.file_uploader(key="upload").set_value(("query.png", buffer.getvalue(), "image/png"))
-    page.run()
+    page.file_uploader(key="upload-0").set_value(("query.png", buffer.getvalue(), "image/png"))
+    assert len(page.run().image) == 1  # the upload is shown before searching
+    upload(page, "query.png", buffer.getvalue())
     assert_no_failure(page)
-    assert page.session_state["query"].kind == "image"
+    assert page.session_state["query"].positives[0].kind == "image"
     assert results(page)[0].path.endswith("plain.jpg")  # the same pixels score highest
-    assert results(page)[0].score == pytest.approx(1.0, abs=1e-3)
+    assert page.session_state["response"].hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert any("images like query.png" in markdown.value for markdown in page.markdown)
+    search(page, "farmland")  # a text search puts the upload away
+    assert page.session_state["upload_key"] == 1 and page.session_state["query"].positives[0].kind == "text"
 
 
 def test_undecodable_upload_is_one_error_line(page: AppTest) -> None:
-    page.file_uploader(key="upload").set_value(("broken.png", b"not an image at all", "image/png"))
-    page.run()
+    upload(page, "broken.png", b"not an image at all")
     assert not page.exception
     assert len(page.error) == 1
     message = page.error[0].value
@@ -113,7 +124,20 @@ def test_date_filter_narrows_the_results(page: AppTest) -> None:
     assert_no_failure(page)
     narrowed = results(page)
     assert 0 < len(narrowed) < ARCHIVE_CHIPS
-    assert {result.date for result in narrowed} == {"2015-06-01"}
+    assert {str(chip.date) for chip in narrowed} == {"2015-06-01"}
+
+
+def test_date_filter_spans_the_index_dates_and_counts_undated_chips(page: AppTest) -> None:
+    page.slider(key="k").set_value(40)
+    search(page, "farmland")
+    page.checkbox(key="use_dates").check().run()
+    start, end = page.date_input(key="start"), page.date_input(key="end")
+    assert (start.min, end.max) == (dt.date(2015, 6, 1), dt.date(2021, 1, 1))  # bounded by the index, not ±10 years
+    start.set_value(dt.date(2015, 6, 1))
+    end.set_value(dt.date(2020, 12, 31)).run()
+    assert_no_failure(page)
+    assert {str(chip.date)[:4] for chip in results(page)} == {"2015", "2018", "2019"}
+    assert any("1 of 31 chips have no date" in caption.value for caption in page.sidebar.caption)
 
 
 def test_bbox_filter_narrows_the_results(page: AppTest) -> None:
@@ -151,8 +175,8 @@ def test_more_like_this_changes_the_query(page: AppTest) -> None:
     second = results(page)[1]
     card_buttons(page, "like-")[1].click().run()
     assert_no_failure(page)
-    query = page.session_state["query"]
-    assert (query.kind, query.value) == ("like", second.id)
+    part = page.session_state["query"].positives[0]
+    assert (part.kind, part.value) == ("like", second.id)
     assert results(page)[0].id == second.id  # the chip itself comes first
     assert page.session_state["selected"] == second.id
     assert any("chips like result #2" in markdown.value for markdown in page.markdown)
@@ -164,7 +188,7 @@ def test_pin_button_highlights_a_result(page: AppTest) -> None:
     card_buttons(page, "map-")[2].click().run()
     assert page.selectbox(key="selected").value == third.id
     chart = page.get("deck_gl_json_chart")[0].proto
-    assert '"selected": true' in chart.json and third.date in chart.json
+    assert '"selected": true' in chart.json and str(third.date) in chart.json
     assert list(chart.selection_mode)  # a click on the map highlights a result too (checked in a browser)
 
 
@@ -201,10 +225,10 @@ def test_an_empty_index_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
 def test_missing_source_file_shows_a_placeholder(page: AppTest, page_db: Path, tmp_path: Path) -> None:
     """Thumbnails are cut from the sources: a moved source leaves a card without an image, not a failure."""
-    from app import thumbnails
+    from rsretrieve import thumbnails
 
     search(page, "farmland")
     first = results(page)[0]
-    assert thumbnails.chip_png(first.path, first.window) is not None
-    assert thumbnails.chip_png(str(tmp_path / "gone.tif"), first.window) is None
-    assert np.asarray(Image.open(io.BytesIO(thumbnails.chip_png(first.path, first.window)))).ndim == 3
+    assert thumbnails.chip_png(first) is not None
+    assert thumbnails.chip_png(dataclasses.replace(first, path=str(tmp_path / "gone.tif"))) is None
+    assert np.asarray(Image.open(io.BytesIO(thumbnails.chip_png(first)))).ndim == 3
