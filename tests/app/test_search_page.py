@@ -40,7 +40,7 @@ def results(page: AppTest) -> list:
 
 def upload(page: AppTest, name: str, data: bytes) -> AppTest:
     """Upload an image and press its search button."""
-    key = f"upload-{page.session_state['upload_key'] if 'upload_key' in page.session_state else 0}"
+    key = f"upload-{page.session_state['upload_key'] if 'upload_key' in page.session_state else 0}"  # noqa: SIM401 (AppTest's state has no get)
     page.file_uploader(key=key).set_value((name, data, "image/png"))
     page.run()
     next(button for button in page.button if button.label == "Search with this image").click()

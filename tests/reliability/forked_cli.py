@@ -57,6 +57,7 @@ def _replacing(suffix: str):
 
 FAULTS = {  # step of the commit protocol → how to stop there: (module, attribute, condition)
     "lance_appended": (ann, "write_index", _always),
+    "records_written": (os, "replace", _replacing(".arrow")),
     "faiss_tmp_written": (os, "replace", _replacing(".faiss")),
     "manifest_tmp_written": (os, "replace", _replacing(store.MANIFEST)),
     "committed": (store.StoreWriter, "_remove_stale_index_files", _always),  # manifest replaced, not tidied

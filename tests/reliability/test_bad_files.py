@@ -6,7 +6,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from rsretrieve.store import TABLE, ChipStore, connect
+from rsretrieve.store import ChipStore
+from rsretrieve.store.table import TABLE, connect
 from tests.reliability.conftest import BAD_FILES, GOOD_FILES, TINY, json_summary
 
 ARGS = [*TINY, "--chip-size", "64", "--json"]

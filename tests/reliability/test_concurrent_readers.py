@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from rsretrieve import cli, models
-from rsretrieve.search import Filters, Searcher
+from rsretrieve.query import Filters, Query
+from rsretrieve.search import Searcher
 from rsretrieve.store import LOCK, ChipStore
 from tests.reliability.conftest import TINY, scene_chips, write_scenes
 
@@ -47,11 +48,12 @@ def test_queries_during_an_append_never_fail(forked_cli, tmp_path: Path, tiny_mo
     db = tmp_path / "db"
     assert forked_cli.run("index", first, "--db", db, *ARGS, log=tmp_path / "log")["rc"] == 0
     searcher = Searcher(db, model=tiny_model)
-    chip_id = searcher.text("farmland", k=1)[0].id
+    chip_id = searcher.search(Query.build(text="farmland", k=1)).hits[0].chip.id
+    everywhere = Filters(bbox=(-180.0, -90.0, 180.0, 90.0))
     queries = [
-        lambda k: searcher.text("a river crossing farmland", k),
-        lambda k: searcher.text("fields", k, Filters(bbox=(-180.0, -90.0, 180.0, 90.0))),
-        lambda k: searcher.like(chip_id, k),
+        lambda k: searcher.search(Query.build(text="a river crossing farmland", k=k)).chips,
+        lambda k: searcher.search(Query.build(text="fields", k=k, filters=everywhere)).chips,
+        lambda k: searcher.search(Query.build(like=[chip_id], k=k)).chips,
     ]
     writer = Background(forked_cli, "index", second, "--db", db, *ARGS, log=tmp_path / "log")
     counts, failures = [], []
@@ -68,7 +70,7 @@ def test_queries_during_an_append_never_fail(forked_cli, tmp_path: Path, tiny_mo
     print(f"{len(counts)} queries during the append, result counts {sorted(set(counts))}")
     assert writer.result["rc"] == 0 and failures == []
     assert counts == sorted(counts) and set(counts) <= {scene_chips(8) + scene_chips(n) for n in range(17)}
-    assert len(searcher.text("farmland", 1000)) == len(ChipStore(db)) == total
+    assert len(searcher.search(Query.build(text="farmland", k=1000))) == len(ChipStore(db)) == total
 
 
 def test_a_second_indexer_is_refused_and_a_dead_ones_lock_is_taken_over(

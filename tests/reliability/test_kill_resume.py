@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rsretrieve.query_copies import RECORD_COLUMNS, bounds_of, records_of, vectors_of
 
+from rsretrieve.chips import FILTER_FIELDS, RECORD_COLUMNS, chips_from_table, filter_matrix, vectors_of
 from rsretrieve.store import LOCK, MANIFEST, ChipStore, Manifest
 from tests.reliability.conftest import TINY, json_summary, scene_chips
 
@@ -22,6 +22,7 @@ ARGS = [*TINY, "--chip-size", "64", "--commit-chips", "4"]
 RANDOM_KILLS = 10
 FAULTS = [  # (step of the commit protocol, nth time): see forked_cli.py
     ("lance_appended", 1),  # the very first batch is in LanceDB, nothing is committed
+    ("records_written", 2),  # the second batch's records file is in place, its FAISS file and manifest not
     ("faiss_tmp_written", 3),
     ("manifest_tmp_written", 7),
     ("committed", 12),  # manifest replaced, old FAISS files not yet tidied
@@ -51,18 +52,19 @@ def committed_chips(db: Path) -> int:
         return 0
     info = ChipStore(db).info()
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == info["manifest_count"], info
-    assert min(info["copy_rows"].values()) >= info["rows"], info  # the copies may hold an uncommitted batch
+    assert min(info["column_rows"].values()) >= info["rows"], info  # the columns may hold an uncommitted batch
     return info["rows"]
 
 
-def assert_copies_agree_with_the_table(db: Path) -> None:
-    """The query path's copies hold exactly the committed rows, the same as LanceDB's."""
+def assert_columns_agree_with_the_table(db: Path) -> None:
+    """The query side's columns hold exactly the committed rows, the same as LanceDB's."""
     store = ChipStore(db)
     fids = np.arange(len(store))
     table = store.rows(fids, [*RECORD_COLUMNS, "vector"])
-    assert set(store.info()["copy_rows"].values()) == {len(store)}
-    assert store.records(fids) == records_of(table)
-    np.testing.assert_array_equal(store.bounds(), bounds_of(table))
+    assert set(store.info()["column_rows"].values()) == {len(store)}
+    assert store.chips(fids) == chips_from_table(table)
+    matrix = np.column_stack([getattr(store.filter_columns(), name) for name in FILTER_FIELDS])
+    np.testing.assert_array_equal(matrix, filter_matrix(table))
     np.testing.assert_array_equal(store.vectors(fids), vectors_of(table, store.manifest.dim))
 
 
@@ -90,7 +92,7 @@ def kill_and_resume(forked_cli, scenes: Path, db: Path, reference: dict, **kill)
     ids = sorted_ids(db)
     info = ChipStore(db).info()
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == info["manifest_count"] == len(ids)
-    assert_copies_agree_with_the_table(db)
+    assert_columns_agree_with_the_table(db)
     assert summary["already_indexed"] == committed and summary["new_chips"] == len(ids) - committed
     assert not Manifest.read(db).pending_finish
     return {
@@ -120,7 +122,7 @@ def test_sigkill_at_any_moment_then_resume_indexes_every_chip_once(
     print(f"random kills (reference run {reference['seconds']} s): {dict(moments)}")
     assert all(r["lost"] == r["duplicated"] == r["extra"] == 0 for r in rounds)
     assert all(r["rc"] == -9 for r in rounds[RANDOM_KILLS:])
-    assert [r["moment"] for r in rounds[RANDOM_KILLS:]] == ["inside a commit"] * 3 + ["between commits"] + [
+    assert [r["moment"] for r in rounds[RANDOM_KILLS:]] == ["inside a commit"] * 4 + ["between commits"] + [
         "inside a commit"
     ]
 
@@ -139,3 +141,19 @@ def test_a_second_run_skips_finished_files_and_rebuild_starts_over(
     assert "120 new chips from 24 files, 0 already indexed, 0 files skipped" in log.read_text()
     assert sorted_ids(db) == reference["ids"]
     assert committed_chips(db) == 120
+
+
+def test_ctrl_c_exits_130_and_keeps_what_was_committed(forked_cli, scenes: Path, tmp_path: Path, reference) -> None:
+    """SIGINT during a run (Ctrl-C): exit 130 with one line saying so; the same command resumes to the same index."""
+    db = tmp_path / "db"
+    log = tmp_path / "interrupted.log"
+    interrupted = forked_cli.run("index", scenes, "--db", db, *ARGS, log=log, fault=("committed", 3, "SIGINT"))
+    assert interrupted["rc"] == 130, log.read_text()
+    assert "interrupted: committed work is kept; run the same command again to resume" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    committed = committed_chips(db)
+    assert 0 < committed < len(reference["ids"])
+    resumed = forked_cli.run("index", scenes, "--db", db, *ARGS, "--json", log=tmp_path / "resumed.log")
+    assert resumed["rc"] == 0 and json_summary(tmp_path / "resumed.log")["already_indexed"] == committed
+    assert sorted_ids(db) == reference["ids"]
+    assert_columns_agree_with_the_table(db)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rsretrieve.query import Query
 from rsretrieve.search import Searcher
 from rsretrieve.store import LOCK, ChipStore
 from tests.conftest import unavailable
@@ -45,7 +46,7 @@ def answers(db: Path, model) -> tuple[dict, list[str]]:
     """Counts of the index and the ids of a query's results."""
     info = ChipStore(db).info()
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == info["manifest_count"], info
-    return info, [result.id for result in Searcher(db, model=model).text("farmland", k=100)]
+    return info, [chip.id for chip in Searcher(db, model=model).search(Query.build(text="farmland", k=100)).chips]
 
 
 def one_error(log: Path) -> str:
