@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from rsretrieve.errors import UserError, one_line
 
+DEMO_ARCHIVE = Path(__file__).resolve().parent / "demo_archive"  # NAIP and Landsat scenes: see its README.md
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 RANDOM_WEIGHTS_WARNING = "warning: random weights: results are meaningless (for tests and speed runs only)"
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--checkpoint", type=Path, help="local weights file")
 
     demo = commands.add_parser("demo", help="index a small real archive and run example queries")
-    demo.add_argument("sources", nargs="*", help="default: ../shared/data/geotiff next to the checkout")
+    demo.add_argument("sources", nargs="*", help="default: the small real archive shipped with rsretrieve (5 scenes)")
     demo.add_argument("--db", type=Path, default=Path("demo.lance"))
     _add_model_options(demo, default="remoteclip-vit-b-32")
     return parser
@@ -393,7 +394,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Index a small real archive and run example queries (random weights when the real ones are out of reach)."""
     from rsretrieve.models import ModelError, resolve_spec, weights_path
 
-    sources = args.sources or [str(Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff")]
+    sources = args.sources or [str(DEMO_ARCHIVE)]
     try:
         if not args.random_weights:
             weights_path(resolve_spec(args.model), args.checkpoint)  # downloads once; the steps load the model

@@ -247,3 +247,17 @@ def test_demo_indexes_and_queries(tmp_path: Path, small_archive: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "4 new chips from 2 files" in result.stderr  # 224 px chips: two per 256×192 scene
     assert result.stdout.count("scene_2019") + result.stdout.count("scene_2015") >= 5  # result tables
+
+
+def test_demo_runs_on_the_archive_shipped_in_the_package(tmp_path: Path) -> None:
+    """A fresh clone has no ../shared beside it: the demo's default archive travels with the package."""
+    from rsretrieve.cli import DEMO_ARCHIVE
+
+    assert sorted(path.name for path in DEMO_ARCHIVE.rglob("*.tif")) == [
+        "1985.tif", "2000.tif", "2020.tif", "m_4709963_se_14_1_20090818.tif", "m_4709963_se_14_1_20200831.tif"
+    ]  # fmt: skip
+    command = [sys.executable, "-m", "rsretrieve.cli", "demo", "--db", "demo.lance", *RANDOM]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "new chips from 5 files" in result.stderr and "0 bad files" in result.stderr
+    assert "landsat_peru" in result.stdout and "2020" in result.stdout  # the date-filtered query found 2015-2020 chips
