@@ -1,4 +1,4 @@
-"""Indexer and query throughput on a real archive (issue 3 / DESIGN.md §7).
+"""Indexer and query throughput on a real archive (issue 3 / docs/architecture.md §7).
 
 Measures, in one run so the ratios are comparable:
 - raw rasterio window reads (chips/s, one core) and the input pipeline (read + fit to the model + CHW),

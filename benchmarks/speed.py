@@ -1,4 +1,4 @@
-"""Search speed, recall and index size at growing archive sizes (issue 6 / DESIGN.md §5 and §7).
+"""Search speed, recall and index size at growing archive sizes (issue 6 / docs/architecture.md §5 and §7).
 
     python benchmarks/speed.py [--sizes 10000 100000 1000000] [--dim 512] [--vectors FILE.npy]
         [--index flat ivfpq] [--nprobe 8 16 32 64] [--rerank-factors 10] [--out FILE.json]

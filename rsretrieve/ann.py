@@ -1,4 +1,4 @@
-"""The FAISS layer: choose, build, train, fill, search and persist the ANN index (DESIGN.md §5).
+"""The FAISS layer: choose, build, train, fill, search and persist the ANN index (docs/architecture.md §5).
 
 Vectors are L2-normalised float32 compared by inner product; ids are int64 row ordinals assigned by
 the store. Every index this module hands out is in CPU form: GPUs are used for training and, through

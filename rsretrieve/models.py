@@ -1,7 +1,7 @@
 """Model registry and loading: one place that knows how to build each remote-sensing CLIP.
 
 The registry maps short names to the open_clip architecture the authors evaluated with (the QuickGELU
-variants for RemoteCLIP and GeoRSCLIP B/L, DESIGN.md §3) and to the Hugging Face file holding the weights.
+variants for RemoteCLIP and GeoRSCLIP B/L, docs/architecture.md §3) and to the Hugging Face file holding the weights.
 Any other open_clip architecture works with ``--checkpoint PATH`` or ``--random-weights``.
 torch and open_clip are imported lazily so that light CLI paths stay fast.
 """

@@ -1,4 +1,4 @@
-"""Readers for the test splits of the remote-sensing image-text retrieval benchmarks (DESIGN.md §6).
+"""Readers for the test splits of the remote-sensing image-text retrieval benchmarks (docs/architecture.md §6).
 
 Four annotation formats are read, recognised by content:
 

@@ -1,4 +1,4 @@
-"""Image-text retrieval recall, computed as RemoteCLIP and GeoRSCLIP report it (DESIGN.md §6).
+"""Image-text retrieval recall, computed as RemoteCLIP and GeoRSCLIP report it (docs/architecture.md §6).
 
 Every caption is a text→image query whose single positive is its own image; every image is an image→text
 query whose positives are all of its captions. recall@k is the percentage of queries with at least one

@@ -1,4 +1,4 @@
-"""Published retrieval results (DESIGN.md §6), to print beside measured ones.
+"""Published retrieval results (docs/architecture.md §6), to print beside measured ones.
 
 RemoteCLIP's numbers come from the retrieval table of its paper, GeoRSCLIP's from the RS5M README; both
 were computed with clip_benchmark's recall as ``retrieval_metrics`` computes it.

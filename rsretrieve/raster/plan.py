@@ -1,5 +1,5 @@
 """Planning a scene: open its header, choose bands and stretch, cut it into chip windows with their
-georeference and date (DESIGN: every pixel belongs to some chip; the last row/column shift inward)."""
+georeference and date (docs/architecture.md §4: every pixel belongs to some chip; the last row/column shift inward)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for rsretrieve.evaluation.references: the published numbers of DESIGN.md §6."""
+"""Tests for rsretrieve.evaluation.references: the published numbers of docs/architecture.md §6."""
 
 import numpy as np
 import pytest
