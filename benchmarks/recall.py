@@ -1,4 +1,4 @@
-"""Recall@k of models on the remote-sensing retrieval benchmarks, beside the published numbers (docs/architecture.md §6).
+"""Recall@k of models on the remote-sensing retrieval benchmarks, beside the published numbers (architecture §6).
 
     python benchmarks/recall.py --datasets rsitmd rsicd --root-dir /data \\
         --models remoteclip-vit-b-32 georsclip-vit-b-32-ret2

@@ -42,7 +42,7 @@ def collate(
 
 
 def default_batch_size(device: str) -> int:
-    """Chips per batch: 256 on a GPU (docs/architecture.md §7: enough work per kernel launch), 64 on CPU (no gain beyond)."""
+    """Chips per batch: 256 on a GPU (enough work per kernel launch, architecture.md §7), 64 on CPU (no gain beyond)."""
     return 256 if device.startswith("cuda") else 64
 
 

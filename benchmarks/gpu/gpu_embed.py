@@ -39,7 +39,7 @@ TOWER_S = 40.0  # cap of all image-tower measurements together
 TOWER_WARMUP = 3
 TOWER_MAX_CHIPS = 20_480  # per batch size and input placement
 E2E_RESERVE_S = 10.0  # left for writing the result after the end-to-end run
-TARGET_CHIPS_PER_S = 3_000  # DESIGN §7: ViT-B-32 end to end on one H200
+TARGET_CHIPS_PER_S = 3_000  # docs/architecture.md §7: ViT-B-32 end to end on one H200
 TARGET_GPU_BUSY = 80
 
 _ITEMS: list[tuple[ScenePlan, Chip]] = []  # chips shared with forked reader processes (set before forking)

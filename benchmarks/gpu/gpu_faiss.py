@@ -30,7 +30,7 @@ from rsretrieve import ann
 
 CLUSTERS = 2048
 CHUNK = 65_536
-TARGET_TRAIN_SPEEDUP = 10  # DESIGN §7: GPU IVF-PQ training at 1M at least 10× the CPU
+TARGET_TRAIN_SPEEDUP = 10  # docs/architecture.md §7: GPU IVF-PQ training at 1M at least 10× the CPU
 BATCH_REPEATS = 3
 SINGLE_QUERIES_S = 15.0
 GPU_SHARE = 0.5  # of the time left after the data, what the GPU child may take (the CPU stages follow it)

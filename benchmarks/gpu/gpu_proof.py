@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 UTIL_QUERY = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"]
-BUSY_PERCENT = 80  # DESIGN §7: the GPU at least 80 % busy end to end
+BUSY_PERCENT = 80  # docs/architecture.md §7: the GPU at least 80 % busy end to end
 
 # Settings per mode: the real run and the dry run (--dry-run); options given on the command line win.
 DEFAULTS: dict[str, dict[bool, dict[str, Any]]] = {
