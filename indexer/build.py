@@ -12,9 +12,10 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -22,13 +23,13 @@ from tqdm import tqdm
 from indexer.embed import embed_chips, limit_gdal_cache
 from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import Chip
-from rsretrieve.embedding import SKIPPED
 from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel
 from rsretrieve.raster import ScenePlan, SourceError, count_chips, plan_scene
 from rsretrieve.store import StoreWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,17 @@ class RunOptions:
     strict: bool = False
     rebuild: bool = False
     retrain: bool = False
+
+
+@dataclass
+class EmbeddedFile:
+    """One planned file after embedding: its chips, their vectors (rows of chips with a status are unused) and
+    the status of each chip that was not embedded (index → SKIPPED or an error line)."""
+
+    path: str
+    chips: list[Chip]
+    vectors: np.ndarray
+    statuses: dict[int, str]
 
 
 @dataclass
@@ -110,25 +122,34 @@ def default_commit_chips(device: str) -> int:
     return 65536 if device.startswith("cuda") else 2048
 
 
-def plan_groups(
-    paths: list[Path], options: ChipOptions, commit_chips: int, on_bad: Callable[[Path, str], None]
-) -> Iterator[list[ScenePlan]]:
-    """Plans of the sources, grouped into whole files of about ``commit_chips`` chips."""
-    group: list[ScenePlan] = []
+def group_by_chips(items: Iterable[T], commit_chips: int, chips_of: Callable[[T], int]) -> Iterator[list[T]]:
+    """Consecutive items (files) grouped into lists of about ``commit_chips`` chips (the last may be smaller)."""
+    group: list[T] = []
     size = 0
-    for path in paths:
-        try:
-            plan = plan_scene(path, options.chip_size, options.overlap, options.bands)
-        except SourceError as error:
-            on_bad(path, str(error))
-            continue
-        group.append(plan)
-        size += len(plan.chips)
+    for item in items:
+        group.append(item)
+        size += chips_of(item)
         if size >= commit_chips:
             yield group
             group, size = [], 0
     if group:
         yield group
+
+
+def plan_each(paths: list[Path], options: ChipOptions, on_bad: Callable[[Path, str], None]) -> Iterator[ScenePlan]:
+    """Plans of the sources in order; a file that cannot be planned is reported to ``on_bad``."""
+    for path in paths:
+        try:
+            yield plan_scene(path, options.chip_size, options.overlap, options.bands)
+        except SourceError as error:
+            on_bad(path, str(error))
+
+
+def plan_groups(
+    paths: list[Path], options: ChipOptions, commit_chips: int, on_bad: Callable[[Path, str], None]
+) -> Iterator[list[ScenePlan]]:
+    """Plans of the sources, grouped into whole files of about ``commit_chips`` chips."""
+    return group_by_chips(plan_each(paths, options, on_bad), commit_chips, lambda plan: len(plan.chips))
 
 
 class ArchiveIndexer:
@@ -159,24 +180,46 @@ class ArchiveIndexer:
         ):
             vectors[batch.indices] = batch.vectors
             statuses.update(batch.statuses)
-        rows, keep, files = [], [], 0
+        files: list[EmbeddedFile] = []
         start = 0
         for plan in plans:
             span = range(start, start + len(plan.chips))
             start = span.stop
-            errors = [statuses[i] for i in span if statuses.get(i)]
+            file_statuses = {i - span.start: statuses[i] for i in span if i in statuses}
+            files.append(EmbeddedFile(plan.path, list(plan.chips), vectors[span.start : span.stop], file_statuses))
+        return self.keep_good(files)
+
+    def keep_good(self, files: list[EmbeddedFile]) -> tuple[list[Chip], np.ndarray, int]:
+        """The chips and vectors to commit from embedded files, and how many files they are; bad files reported."""
+        rows: list[Chip] = []
+        vectors: list[np.ndarray] = [np.empty((0, self.model.dim), np.float32)]
+        count = 0
+        for file in files:
+            errors = [status for status in file.statuses.values() if status]
             if errors:
-                self.bad_file(plan.path, errors[0])
+                self.bad_file(file.path, errors[0])
                 continue
-            good = [i for i in span if i not in statuses]
-            self.summary.nodata_chips += sum(1 for i in span if statuses.get(i) == SKIPPED)
+            good = [i for i in range(len(file.chips)) if i not in file.statuses]
+            self.summary.nodata_chips += len(file.statuses)  # every status left is SKIPPED
             if not good:
-                self.bad_file(plan.path, f"{plan.path}: every chip is nodata or transparent; nothing to index")
+                self.bad_file(file.path, f"{file.path}: every chip is nodata or transparent; nothing to index")
                 continue
-            files += 1
-            rows.extend(items[i][1] for i in good)
-            keep.extend(good)
-        return rows, vectors[keep], files
+            count += 1
+            rows.extend(file.chips[i] for i in good)
+            vectors.append(file.vectors[good])
+        return rows, np.concatenate(vectors), count
+
+
+# A source of committed groups: (indexer, files to index, chips per commit, progress bar) → (chips, vectors, files)
+GroupSource = Callable[[ArchiveIndexer, list[Path], int, tqdm], Iterator[tuple[list[Chip], np.ndarray, int]]]
+
+
+def local_groups(
+    indexer: ArchiveIndexer, todo: list[Path], commit_chips: int, progress: tqdm
+) -> Iterator[tuple[list[Chip], np.ndarray, int]]:
+    """Plan and embed in this process (DataLoader workers read the chips), group by group."""
+    for plans in plan_groups(todo, indexer.chips, commit_chips, indexer.bad_file):
+        yield indexer.embed_group(plans, progress)
 
 
 def index_archive(
@@ -187,8 +230,13 @@ def index_archive(
     run: RunOptions | None = None,
     ann_settings: AnnSettings | None = None,
     show_progress: bool = True,
+    groups: GroupSource = local_groups,
 ) -> IndexSummary:
-    """Index source files (see ``find_sources``) into ``db``; resumable, committed file group by file group."""
+    """Index source files (see ``find_sources``) into ``db``; resumable, committed file group by file group.
+
+    ``groups`` plans and embeds the files not yet indexed (in this process, or on Ray: ``indexer.distributed``);
+    this function, in the calling process, owns the single writer and commits each group it yields.
+    """
     chips = chips or ChipOptions()
     run = run or RunOptions()
     started = time.perf_counter()
@@ -209,8 +257,7 @@ def index_archive(
             total=total, unit="chip", desc="indexing", disable=not show_progress or not todo, file=sys.stderr
         ) as progress:
             commit_chips = run.commit_chips or default_commit_chips(model.device)
-            for plans in plan_groups(todo, chips, commit_chips, indexer.bad_file):
-                rows, vectors, files = indexer.embed_group(plans, progress)
+            for rows, vectors, files in groups(indexer, todo, commit_chips, progress):
                 writer.append(rows, vectors, files)
                 summary.new_chips += len(rows)
                 summary.files_indexed += files
