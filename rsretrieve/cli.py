@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--commit-chips", type=_positive_int, help=argparse.SUPPRESS)  # tests: commit more often
+    ray = index.add_argument_group("Ray (pip install 'rsretrieve[distributed]'; docs/distributed.md)")
+    ray.add_argument("--ray", action="store_true", help="plan, read and embed on a Ray cluster; commit here")
+    ray.add_argument("--ray-address", help="cluster to join, e.g. auto (default: start a local one)")
+    ray.add_argument("--num-gpus-per-worker", type=float, help="GPUs per embedding actor (default: 1 if any, else 0)")
+    ray.add_argument("--concurrency", type=_positive_int, help="embedding actors (default: one per GPU)")
 
     query = commands.add_parser("query", help="search an index by text, images or chip ids (mixed, weighted)")
     query.add_argument("text", nargs="?", help="text description, e.g. 'a river crossing farmland'")
@@ -214,12 +219,22 @@ def cmd_index(args: argparse.Namespace) -> int:
     from indexer.build import ChipOptions, RunOptions, index_archive  # imports torch: after the cheap checks
     from rsretrieve.models import DEFAULT_MODEL
 
+    device = args.device
+    if args.ray:  # the driver's model only names the index: the Ray actors embed
+        args.device = "cpu"
     model = _load_model(args, name or DEFAULT_MODEL)
     chips = ChipOptions(args.chip_size, args.overlap, _bands(args.bands), args.max_nodata)
     run = RunOptions(args.batch_size, args.workers, args.commit_chips, args.strict, args.rebuild, args.retrain)
     threshold = args.flat_threshold or AnnSettings.flat_threshold
     settings = AnnSettings(args.index_type, threshold, args.nprobe)
-    summary = index_archive(paths, args.db, model, chips, run, settings, show_progress=not args.quiet)
+    if args.ray:
+        from indexer.distributed import RayOptions, index_archive_on_ray
+
+        options = RayOptions(args.ray_address, args.num_gpus_per_worker, args.concurrency, device)
+        source = {"name": model.name, "checkpoint": args.checkpoint, "random_weights": args.random_weights}
+        summary = index_archive_on_ray(paths, args.db, model, source, chips, run, settings, options, not args.quiet)
+    else:
+        summary = index_archive(paths, args.db, model, chips, run, settings, show_progress=not args.quiet)
     print(summary.line(), file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
