@@ -1,0 +1,166 @@
+"""``rsretrieve index --ray`` on a local Ray cluster: the same index as the single-process indexer, bad files
+reported the same way, and a run killed with SIGKILL after its first commit resumes to every chip exactly once.
+
+One local cluster (2 CPUs) serves the module; the CLI runs as a subprocess that joins it with ``--ray-address``
+(so a killed run leaves no cluster behind).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.build import BadSourceError, ChipOptions, RunOptions, index_archive
+from rsretrieve.raster import find_sources
+from rsretrieve.store import MANIFEST, ChipStore
+from tests.conftest import unavailable, write_geotiff
+
+QUIET = {"HF_HUB_OFFLINE": "1", "RUST_LOG": "error", "OMP_NUM_THREADS": "1"}
+TINY = ["--model", "tiny-test", "--random-weights", "--chip-size", "64", "--quiet"]
+LANDSAT_FILES = 3  # of ../shared/data/geotiff/landsat_peru, 66 chips each at 64 px
+BAD_FILES = {"empty.tif": "empty file", "truncated.tif": "cannot read window", "all_nodata.tif": "nodata"}
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """A local Ray cluster of 2 CPUs for the module (shut down after it); its address for ``--ray-address``."""
+    try:
+        import ray
+    except ImportError:
+        unavailable("ray is not installed (pip install -e '.[distributed]')")
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sources(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three real Landsat scenes, a scene with half its chips nodata, and three bad files."""
+    folder = tmp_path_factory.mktemp("odd")
+    dem = np.random.default_rng(3).uniform(100, 900, (1, 128, 128)).astype("float32")
+    dem[:, :, :64] = -9999.0
+    write_geotiff(folder / "half_nodata.tif", 128, 128, dtype="float32", nodata=-9999.0, data=dem)
+    (folder / "empty.tif").write_bytes(b"")
+    truncated = write_geotiff(folder / "truncated.tif", 256, 256, seed=7)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    write_geotiff(folder / "all_nodata.tif", 128, 128, nodata=0, data=np.zeros((3, 128, 128)))
+    landsat = sorted((shared_data / "geotiff" / "landsat_peru").glob("*.tif"))[:LANDSAT_FILES]
+    return find_sources([*landsat, folder])
+
+
+@pytest.fixture(scope="module")
+def reference(sources: list[Path], tiny_model, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The single-process index of ``sources`` and its summary."""
+    db = tmp_path_factory.mktemp("reference") / "db"
+    run = RunOptions(batch_size=64, workers=0, commit_chips=66)
+    summary = index_archive(sources, db, tiny_model, ChipOptions(chip_size=64), run, show_progress=False)
+    return {"db": db, "summary": summary.as_dict()}
+
+
+def environment() -> dict[str, str]:
+    """This process's environment now: after ``ray.init``, which sets how to authenticate to the cluster."""
+    return {**os.environ, **QUIET}
+
+
+def rsretrieve(*args: str | Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "rsretrieve.cli", *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
+
+
+def ray_index(sources: list[Path], db: Path, ray_address: str, *extra: str) -> subprocess.Popen:
+    return rsretrieve("index", *sources, "--db", db, *TINY, "--ray", "--ray-address", ray_address, *extra)
+
+
+def chips_and_vectors(db: Path) -> tuple[list, np.ndarray]:
+    store = ChipStore(db)
+    info = store.info()
+    assert info["rows"] == info["unique_ids"] == info["index_vectors"] == info["manifest_count"], info
+    fids = np.arange(len(store))
+    return store.chips(fids), store.vectors(fids)
+
+
+def test_ray_run_builds_the_same_index_as_the_single_process_run(
+    sources: list[Path], reference: dict, ray_address: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "db"
+    process = ray_index(sources, db, ray_address, "--json", "--commit-chips", "66")
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    summary = json.loads(stdout)
+    expected = reference["summary"]
+    for key in ("new_chips", "files_indexed", "files_failed", "nodata_chips", "total_chips"):
+        assert summary[key] == expected[key], (key, summary, expected)
+    assert sorted(summary["failures"]) == sorted(expected["failures"])
+    assert summary["new_chips"] == LANDSAT_FILES * 66 + 2 and summary["nodata_chips"] == 2 + 4  # + all_nodata
+    assert summary["files_failed"] == len(BAD_FILES)
+    warnings = [line for line in stderr.splitlines() if "skipped" in line]
+    for name, words in BAD_FILES.items():
+        assert sum(name in line and words in line for line in warnings) == 1, stderr
+    chips, vectors = chips_and_vectors(db)
+    expected_chips, expected_vectors = chips_and_vectors(reference["db"])
+    assert chips == expected_chips  # ids, paths, windows, bboxes, footprints, dates, CRSs, in the same order
+    np.testing.assert_allclose(vectors, expected_vectors, atol=1e-5)
+
+
+def test_a_killed_ray_run_resumes_to_every_chip_exactly_once(
+    sources: list[Path], reference: dict, ray_address: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "db"
+    total = reference["summary"]["total_chips"]
+    process = ray_index(sources, db, ray_address, "--commit-chips", "66")
+    committed = 0
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        if (db / MANIFEST).exists():
+            committed = json.loads((db / MANIFEST).read_text())["count"]
+            if committed:
+                process.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL, stderr
+    assert 0 < committed < total
+    resumed = ray_index(sources, db, ray_address, "--json", "--commit-chips", "66")
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    summary = json.loads(stdout)
+    chips, _ = chips_and_vectors(db)
+    ids = [chip.id for chip in chips]
+    assert len(ids) == len(set(ids)) == total
+    assert sorted(ids) == sorted(chip.id for chip in chips_and_vectors(reference["db"])[0])
+    assert summary["already_indexed"] + summary["new_chips"] == total
+    assert summary["already_indexed"] >= committed
+
+
+def test_strict_mode_stops_at_the_first_bad_file(sources: list[Path], ray_address: str, tiny_model, tmp_path) -> None:
+    from indexer.distributed import index_archive_on_ray
+
+    empty = next(path for path in sources if path.name == "empty.tif")
+    source = {"name": "tiny-test", "checkpoint": None, "random_weights": True}
+    run = RunOptions(strict=True, commit_chips=66)
+    with pytest.raises(BadSourceError, match="empty file"):
+        index_archive_on_ray([empty, sources[0]], tmp_path / "db", tiny_model, source, ChipOptions(64), run)
+    import ray
+
+    assert ray.is_initialized()  # a cluster this process had joined stays joined
+
+
+def test_index_without_ray_never_imports_ray(shared_data: Path, tmp_path: Path) -> None:
+    scene = sorted((shared_data / "geotiff" / "landsat_peru").glob("*.tif"))[0]
+    args = ["index", str(scene), "--db", str(tmp_path / "db"), *TINY]
+    code = f"import sys; from rsretrieve.cli import main; main({args!r}); print('ray' in sys.modules)"
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
