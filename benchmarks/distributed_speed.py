@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from indexer_speed import cpu_name  # benchmarks/ is the script's folder
@@ -66,17 +67,11 @@ def writer_rate(paths: list[Path], dim: int, batches: int, batch: int) -> dict:
     """Chips/s of ``StoreWriter.append`` alone (flat FAISS, LanceDB, query columns, manifest), random vectors."""
     template = [chip for path in paths[:4] for chip in plan_scene(path, 224).chips]
 
-    @dataclasses.dataclass
-    class Identity:
-        name: str = "bench"
-        architecture: str = "bench"
-        checkpoint: str = "random-seed0"
-        dim: int = dim
-
+    identity = SimpleNamespace(name="bench", architecture="bench", checkpoint="random-seed0", dim=dim)
     rng = np.random.default_rng(0)
     seconds = []
     with tempfile.TemporaryDirectory() as folder:
-        writer = StoreWriter.open(Path(folder) / "db", Identity(), chip_size=224, overlap=0)
+        writer = StoreWriter.open(Path(folder) / "db", identity, chip_size=224, overlap=0)
         try:
             for b in range(batches):
                 chips = [dataclasses.replace(template[i % len(template)], id=f"{b:08x}{i:08x}") for i in range(batch)]
@@ -121,13 +116,20 @@ def main() -> None:
         "weights": "random (seeded)",
         "device": f"cpu: {cpu_name()}",
         "cores": os.cpu_count(),
-        "ray": ray.__version__,
+        "ray_version": ray.__version__,
         "ray_num_cpus": args.num_cpus,
         "load_average_at_start": round(os.getloadavg()[0], 2),
         "sources": args.sources,
         "files": len(paths),
         "chip_size": args.chip_size,
     }
+
+    def save() -> None:  # after each phase: a failure later keeps what was measured
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    result["writer_append"] = writer_rate(paths, model.dim, args.writer_commits, args.writer_chips)
+    save()
     with tempfile.TemporaryDirectory() as folder:
         summary = index_archive(paths, Path(folder) / "local", model, chips, run, show_progress=False)
         local = {
@@ -137,6 +139,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
         }
         result["single_process"] = local
+        save()
         started = time.perf_counter()
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
         result["ray_init_s"] = round(time.perf_counter() - started, 2)
@@ -148,13 +151,12 @@ def main() -> None:
                 figures = runs[-1]
                 figures["overhead_s"] = round(figures["seconds"] - figures["chips"] / local["chips_per_s"], 2)
                 figures["speed_vs_single_process"] = round(figures["chips_per_s"] / local["chips_per_s"], 2)
+                result["ray"] = runs
+                save()
         finally:
             ray.shutdown()
-        result["ray"] = runs
-    result["writer_append"] = writer_rate(paths, model.dim, args.writer_commits, args.writer_chips)
     result["load_average_at_end"] = round(os.getloadavg()[0], 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     print(json.dumps(result, indent=2))
 
 
