@@ -252,7 +252,9 @@ def index_archive(
         if run.retrain:
             writer.retrain()
         indexer = ArchiveIndexer(model, chips, run, summary)
-        total = estimate_chips(todo, chips.chip_size, chips.overlap)
+        # a header read per file in this process: skipped without a bar, and by sources that plan elsewhere (Ray)
+        estimate = show_progress and todo and getattr(groups, "estimates_total", True)
+        total = estimate_chips(todo, chips.chip_size, chips.overlap) if estimate else None
         with tqdm(
             total=total, unit="chip", desc="indexing", disable=not show_progress or not todo, file=sys.stderr
         ) as progress:

@@ -198,6 +198,8 @@ class Embedder:
 class RayGroups:
     """Group source of ``index_archive``: the files embedded on Ray, reassembled and grouped in the driver."""
 
+    estimates_total = False  # no header pass over the archive in the driver: planning runs on Ray
+
     def __init__(self, model: EmbeddingModel, source: dict[str, Any], chips: ChipOptions, options: RayOptions):
         self.model = model
         self.source = source  # how the actors load the model: name, checkpoint (path or None), random_weights
@@ -243,8 +245,28 @@ class RayGroups:
         """Whole embedded files in the order of ``todo``; files that cannot be planned go to ``bad_file``."""
         pending: dict[int, dict[str, Any]] = {}
         done: dict[int, EmbeddedFile | None] = {}
+        batches = self.dataset(todo, run).iter_batches(batch_size=None, batch_format="numpy")
+        try:
+            yield from self._reassemble(batches, todo, indexer, progress, pending, done)
+        finally:  # stops the pipeline (tasks, actors) at once when the driver stops early: --strict, errors
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+        if pending or done:
+            raise RuntimeError(f"Ray returned incomplete files: {sorted(pending) + sorted(done)}")
+
+    def _reassemble(
+        self,
+        batches: Iterator[dict[str, np.ndarray]],
+        todo: list[Path],
+        indexer: ArchiveIndexer,
+        progress: Any,
+        pending: dict[int, dict[str, Any]],
+        done: dict[int, EmbeddedFile | None],
+    ) -> Iterator[EmbeddedFile]:
+        """Rows back into whole files (``pending`` until complete, then ``done``), yielded in file order."""
         following = 0
-        for batch in self.dataset(todo, run).iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in batches:
             for i, file in enumerate(batch["file"].tolist()):
                 chip, count, state = int(batch["chip"][i]), int(batch["count"][i]), int(batch["state"][i])
                 if chip < 0:  # the file could not be planned
@@ -265,8 +287,6 @@ class RayGroups:
                 following += 1
                 if file is not None:
                     yield file
-        if pending or done:
-            raise RuntimeError(f"Ray returned incomplete files: {sorted(pending) + sorted(done)}")
 
     def __call__(
         self, indexer: ArchiveIndexer, todo: list[Path], commit_chips: int, progress: Any
