@@ -47,6 +47,7 @@ from indexer.build import (
 from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import Chip
 from rsretrieve.embedding import SKIPPED, default_batch_size
+from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel, ModelError
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ log = logging.getLogger(__name__)
 PASSED_ENV = ("PYTHONPATH", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "GDAL_CACHEMAX", "RUST_LOG")
 READY, NODATA, FAILED = 0, 1, 2  # state of a chip row: embedded (or to embed), skipped as nodata, unreadable
 READ_CPUS_BESIDE_CPU_ACTORS = 0.25  # CPU share of a planning/reading task when the model also runs on CPUs
+
+
+class RayMissingError(UserError):
+    """``--ray`` without Ray installed."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,10 @@ class Plan:
 
 def start_ray(options: RayOptions) -> bool:
     """Connect to (or start) the cluster unless this process already did; whether it was started here."""
-    import ray
+    try:
+        import ray
+    except ImportError as error:
+        raise RayMissingError("--ray needs Ray: pip install 'rsretrieve[distributed]'") from error
 
     if ray.is_initialized():
         return False
@@ -321,12 +329,12 @@ def index_archive_on_ray(
 ) -> IndexSummary:
     """``index_archive`` with planning, reading and embedding on Ray; ``model`` (any device) names the index's
     model and ``source`` tells the actors how to load it (``{"name", "checkpoint", "random_weights"}``)."""
-    import ray
-
     chips = chips or ChipOptions()
     run = run or RunOptions()
     options = options or RayOptions()
     started = start_ray(options)
+    import ray
+
     try:
         groups = RayGroups(model, source, chips, options)
         if run.commit_chips is None:

@@ -164,3 +164,56 @@ def test_index_without_ray_never_imports_ray(shared_data: Path, tmp_path: Path) 
     result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_rows_arriving_out_of_order_are_reassembled_into_whole_files_in_order(tiny_model) -> None:
+    """The driver's side alone (no Ray): rows of several files, shuffled, with a bad plan, nodata and a bad chip."""
+    import pickle
+    from types import SimpleNamespace
+
+    from indexer.build import ArchiveIndexer, IndexSummary
+    from indexer.distributed import FAILED, NODATA, READY, RayGroups, RayOptions
+    from rsretrieve.chips import Chip, Window
+
+    def chip(file: int, index: int) -> Chip:
+        return Chip(f"{file}-{index}", f"/f{file}.tif", Window(64 * index, 0, 64, 64), None, None, None, None)
+
+    counts = {0: 3, 2: 2, 3: 2}  # file 1 cannot be planned; file 3 has an unreadable chip
+    rows = [{"file": 1, "chip": -1, "count": 0, "state": FAILED, "error": "/f1.tif: empty file"}]
+    for file, count in counts.items():
+        for index in range(count):
+            state = NODATA if (file, index) == (0, 1) else FAILED if (file, index) == (3, 0) else READY
+            error = "/f3.tif: cannot read window" if state == FAILED else ""
+            rows.append({"file": file, "chip": index, "count": count, "state": state, "error": error})
+    order = np.random.default_rng(0).permutation(len(rows))
+    batches = []
+    for part in np.array_split(order, 3):
+        picked = [rows[i] for i in part]
+        batches.append(
+            {
+                "file": np.array([row["file"] for row in picked]),
+                "chip": np.array([row["chip"] for row in picked]),
+                "count": np.array([row["count"] for row in picked]),
+                "state": np.array([row["state"] for row in picked]),
+                "error": np.array([row["error"] for row in picked], dtype=object),
+                "item": np.array(
+                    [pickle.dumps((None, chip(row["file"], max(row["chip"], 0)))) for row in picked], dtype=object
+                ),
+                "vector": np.array([[row["file"], row["chip"]] + [0.0] * 30 for row in picked], np.float32),
+            }
+        )
+    summary = IndexSummary(db="x")
+    indexer = ArchiveIndexer(tiny_model, ChipOptions(64), RunOptions(), summary)
+    groups = RayGroups(tiny_model, {}, ChipOptions(64), RayOptions())
+    todo = [Path(f"/f{i}.tif") for i in range(4)]
+    progress = SimpleNamespace(update=lambda n: None)
+    files = list(groups._reassemble(iter(batches), todo, indexer, progress, {}, {}))
+    assert [file.path for file in files] == ["/f0.tif", "/f2.tif", "/f3.tif"]
+    assert [chip.id for chip in files[0].chips] == ["0-0", "0-1", "0-2"]
+    assert files[0].statuses == {1: ""} and files[2].statuses == {0: "/f3.tif: cannot read window"}
+    np.testing.assert_array_equal(files[1].vectors[:, :2], [[2, 0], [2, 1]])
+    rows_kept, vectors, good_files = indexer.keep_good(files)
+    assert [chip.id for chip in rows_kept] == ["0-0", "0-2", "2-0", "2-1"] and good_files == 2
+    np.testing.assert_array_equal(vectors[:, :2], [[0, 0], [0, 2], [2, 0], [2, 1]])
+    assert summary.files_failed == 2 and summary.nodata_chips == 1
+    assert summary.failures == ["/f1.tif: empty file", "/f3.tif: cannot read window"]
