@@ -127,17 +127,29 @@ def footprint_to_click(db: Path, query: str) -> tuple[int, tuple[float, float]]:
     raise RuntimeError("every result's footprint overlaps another on the map: nothing to click unambiguously")
 
 
-def click_footprint(page, offset: tuple[float, float], rank: int) -> str:
-    """Click the map at ``offset`` from its centre; the label the page then highlights."""
-    chart = page.locator("[data-testid='stDeckGlJsonChart']").first
-    box = chart.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2 + offset[0], box["y"] + box["height"] / 2 + offset[1])
-    page.wait_for_timeout(300)  # deck.gl picks on hover before the click
-    page.mouse.click(box["x"] + box["width"] / 2 + offset[0], box["y"] + box["height"] / 2 + offset[1])
+def click_footprint(page, offset: tuple[float, float], rank: int, attempts: int = 5) -> str:
+    """Click the map at ``offset`` from its centre until the page highlights result ``rank``; its label.
+
+    deck.gl picks what is under the pointer from its last frame, so on a busy machine the first click may land
+    before the map has drawn: hover, wait, click, and try again a few times.
+    """
     from playwright.sync_api import expect
 
+    chart = page.locator("[data-testid='stDeckGlJsonChart'] canvas").first
+    chart.wait_for()
     selected = page.get_by_label("Highlighted on the map")
-    expect(selected).to_have_value(re.compile(rf"^#{rank} ·"))
+    for attempt in range(attempts):
+        box = chart.bounding_box()
+        x, y = box["x"] + box["width"] / 2 + offset[0], box["y"] + box["height"] / 2 + offset[1]
+        page.mouse.move(x, y)
+        page.wait_for_timeout(500)
+        page.mouse.click(x, y)
+        try:
+            expect(selected).to_have_value(re.compile(rf"^#{rank} ·"), timeout=10_000)
+            break
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
     return selected.input_value()
 
 
