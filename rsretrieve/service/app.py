@@ -331,7 +331,7 @@ def _routes(app: FastAPI, indexes: Indexes, metrics: Metrics) -> None:
             found = await run_in_threadpool(versions)
         except Exception as error:
             return JSONResponse({"status": "unavailable", "error": one_line(error)}, status_code=503)
-        return JSONResponse({"status": "ready", "indexes": found})
+        return JSONResponse({"status": "ready", "indexes": found, "models": len(indexes.encoders)})
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus() -> Response:

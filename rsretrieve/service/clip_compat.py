@@ -18,6 +18,7 @@ import time
 from pathlib import PurePath
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -66,7 +67,7 @@ def clip_routes(indexes: Indexes) -> APIRouter:
         query = Query.build(
             text=[body.text] if body.text else [],
             images=images,
-            vectors=[body.embedding_input] if body.embedding_input else [],
+            vectors=[np.asarray(body.embedding_input, np.float32)] if body.embedding_input else [],
             k=body.num_images or body.num_result_ids or DEFAULT_NUM_IMAGES,
         )
         started = time.perf_counter()

@@ -123,10 +123,19 @@ def parse(model: type[BaseModel], data: bytes | dict[str, Any]) -> Any:
         raise ApiError(400, describe(error)) from None
 
 
+TYPE_PARTS = frozenset({"str", "int", "float", "bool", "list", "dict", "date", "bytes"})
+
+
+def _field_part(part: Any) -> bool:
+    """Whether a location part names a field or an item (not a union branch like ``constrained-str``)."""
+    text = str(part)
+    return isinstance(part, int) or not ("-" in text or "[" in text or text in TYPE_PARTS)
+
+
 def describe(error: ValidationError) -> str:
     """The first problem of a validation error in one line, e.g. ``k: Input should be less than or equal to 10000``."""
     first = error.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first.get("loc", ()) if not str(part).startswith("function-"))
+    where = ".".join(str(part) for part in first.get("loc", ()) if _field_part(part))
     message = " ".join(str(first.get("msg", "invalid")).split())
     if first.get("type") == "json_invalid":
         return f"the request body is not valid JSON ({message})"
