@@ -8,6 +8,7 @@ last in this module.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -42,6 +43,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) ->
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and fragment in errors[0], result.stderr
+
+
+def local(*args: str | Path) -> str:
+    """stdout of the local command, run in this process (the same code path, without a fresh interpreter)."""
+    from rsretrieve.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(io.StringIO()):
+        code = main([str(arg) for arg in args])
+    assert code == 0
+    return buffer.getvalue()
 
 
 def free_port() -> int:
@@ -88,8 +100,7 @@ class Server:
 @pytest.fixture(scope="module")
 def service_db(tmp_path_factory: pytest.TempPathFactory, small_archive: Path) -> Path:
     db = tmp_path_factory.mktemp("service") / "archive.lance"
-    result = rsretrieve("index", small_archive, "--db", db, *RANDOM, "--chip-size", "64", "--quiet")
-    assert result.returncode == 0, result.stderr
+    local("index", small_archive, "--db", db, *RANDOM, "--chip-size", "64", "--quiet")
     return db
 
 
@@ -133,13 +144,13 @@ def test_health_readiness_and_indexes(client: httpx.Client, service_db: Path) ->
     assert listed["default"] == "main"
     assert [(i["name"], i["chips"], i["dim"]) for i in listed["indexes"]] == [("main", 31, 32), ("again", 31, 32)]
     info = client.get("/v1/indexes/main").json()
-    local = json.loads(rsretrieve("info", "--db", service_db, "--json").stdout)
-    assert {key: info[key] for key in local} == local
+    expected = json.loads(local("info", "--db", service_db, "--json"))
+    assert {key: info[key] for key in expected} == expected
     assert client.get("/v1/indexes/nope").status_code == 404
 
 
 def test_cli_server_output_is_identical_to_local(server: Server, service_db: Path, small_archive: Path) -> None:
-    first = json.loads(rsretrieve("query", "farmland", "--db", service_db, "-k", "31", "--json").stdout)
+    first = json.loads(local("query", "farmland", "--db", service_db, "-k", "31", "--json"))
     dated = next(r for r in first if r["date"] == "2019-07-15")
     mixed = [
         "farmland", "--image", small_archive / "plain.jpg", "--like", dated["id"], "--not-text", "clouds",
@@ -147,10 +158,9 @@ def test_cli_server_output_is_identical_to_local(server: Server, service_db: Pat
     ]  # fmt: skip
     for args in (["a harbour with cranes", "-k", "5"], mixed):
         for form in ("--json", "--geojson", "--csv"):
-            local = rsretrieve("query", *args, "--db", service_db, form)
             remote = rsretrieve("query", *args, "--server", server.url, form)
-            assert local.returncode == 0 and remote.returncode == 0, local.stderr + remote.stderr
-            assert remote.stdout == local.stdout
+            assert remote.returncode == 0, remote.stderr
+            assert remote.stdout == local("query", *args, "--db", service_db, form)
     table = rsretrieve("query", "farmland", "--server", server.url, "-k", "3")
     assert table.stdout.splitlines()[0].split()[:3] == ["#", "score", "chip"] and len(table.stdout.splitlines()) == 4
     env_query = subprocess.run(
