@@ -33,7 +33,7 @@ from rsretrieve.service.guard import MAX_BODY_BYTES, ApiError, Guard
 from rsretrieve.service.images import checked_image, decode_base64
 from rsretrieve.service.indexes import Indexes, ServedIndex
 from rsretrieve.service.metrics import CONTENT_TYPE, Metrics
-from rsretrieve.service.schemas import MAX_PARTS, EmbedRequest, SearchRequest, listed, parse
+from rsretrieve.service.schemas import MAX_PARTS, EmbedRequest, SearchRequest, listed, parse, vector_list
 from rsretrieve.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,11 @@ def build_query(body: SearchRequest, images: list[bytes], not_images: list[bytes
         text=listed(body.text),
         images=images,
         like=listed(body.like),
+        vectors=vector_list(body.vector),
         not_text=listed(body.not_text),
         not_images=not_images,
         not_like=listed(body.not_like),
+        not_vectors=vector_list(body.not_vector),
         weights=body.weights,
         filters=Filters(tuple(body.bbox) if body.bbox else None, body.start, body.end),
         k=body.k,
@@ -223,7 +225,7 @@ def search_payload(served: ServedIndex, results: Results, timings: dict[str, flo
 def _routes(app: FastAPI, indexes: Indexes, metrics: Metrics) -> None:
     @app.post("/v1/search", tags=["search"], openapi_extra=_body_schema(SearchRequest))
     async def search(request: Request) -> Response:
-        """Search by texts, base64 images and chip ids (positives and negatives, weighted) with filters.
+        """Search by texts, base64 images, chip ids and raw vectors (positives and negatives, weighted) with filters.
 
         JSON body (see the schema) or multipart/form-data (files `image`, `not_image`). `Accept:
         application/geo+json` or `"format": "geojson"` → a GeoJSON FeatureCollection; `csv`, `table` → text.

@@ -18,6 +18,9 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 Texts = Text | Annotated[list[Text], Field(max_length=MAX_PARTS)] | None
 ChipIds = Annotated[str, Field(min_length=1, max_length=64)] | Annotated[list[str], Field(max_length=MAX_PARTS)] | None
 Images = str | Annotated[list[str], Field(max_length=MAX_PARTS)] | None
+MAX_DIM = 8192
+Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_DIM)]
+Vectors = Vector | Annotated[list[Vector], Field(max_length=MAX_PARTS)] | None
 Format = Literal["json", "geojson", "csv", "table"]
 
 
@@ -28,6 +31,19 @@ def listed(value: Any) -> list[Any]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def vector_list(value: Any) -> list[Any]:
+    """A field that takes one vector or a list of vectors, as a list of float32 arrays."""
+    import numpy as np
+
+    if not value:
+        return []
+    return (
+        [np.asarray(value, np.float32)]
+        if not isinstance(value[0], list)
+        else [np.asarray(v, np.float32) for v in value]
+    )
+
+
 class SearchRequest(BaseModel):
     """``POST /v1/search``: what to look for (positives and negatives of each kind), filters, k, output format."""
 
@@ -36,11 +52,13 @@ class SearchRequest(BaseModel):
     text: Texts = Field(None, description="text description(s)")
     image: Images = Field(None, description="base64 JPEG, PNG or GeoTIFF (or a list)")
     like: ChipIds = Field(None, description="chip id(s): more like these indexed chips")
+    vector: Vectors = Field(None, description="raw embedding(s) of the index's model (e.g. from /v1/embed)")
     not_text: Texts = None
     not_image: Images = None
     not_like: ChipIds = None
+    not_vector: Vectors = None
     weights: dict[str, Annotated[float, Field(gt=0, le=1000)]] | None = Field(
-        None, description="weight by kind: text, image, like, not_text, not_image, not_like (all 1)"
+        None, description="weight by kind: text, image, like, vector, not_text, not_image, not_like, not_vector (all 1)"
     )
     k: int = Field(10, ge=1, le=MAX_K)
     bbox: Annotated[list[float], Field(min_length=4, max_length=4)] | None = Field(

@@ -243,6 +243,8 @@ def bomb_png() -> bytes:
         ({"text": "x" * 1001}, 400, "at most 1000"),
         ({"text": "x", "nprobe": -1}, 400, "nprobe"),
         ({"text": "x", "path": "/etc/passwd"}, 400, "path"),
+        ({"vector": [0.1, 0.2]}, 400, "has 2 numbers"),
+        ({"vector": [0.0] * 32}, 400, "zero"),
     ],
 )
 def test_bad_search_requests_are_json_4xx(client: httpx.Client, body: dict, status: int, fragment: str) -> None:
@@ -288,6 +290,8 @@ def test_embed_texts_and_images(client: httpx.Client, small_archive: Path) -> No
     by_vector = client.post("/knn-service", json={"embedding_input": texts["vectors"][0], "num_images": 5}).json()
     by_text = client.post("/v1/search", json={"text": "farmland", "k": 5}).json()["results"]
     assert [r["chip_id"] for r in by_vector] == [r["id"] for r in by_text]
+    searched = client.post("/v1/search", json={"vector": texts["vectors"][0], "k": 5}).json()["results"]
+    assert [(r["id"], r["score"]) for r in searched] == [(r["id"], r["score"]) for r in by_text]
     assert client.post("/v1/embed", json={}).status_code == 400
     assert client.post("/v1/embed", json={"text": ["a"], "image": [jpeg]}).status_code == 400
     assert client.post("/v1/embed", json={"text": [""]}).status_code == 400
