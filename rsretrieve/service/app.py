@@ -233,10 +233,15 @@ def _routes(app: FastAPI, indexes: Indexes, metrics: Metrics) -> None:
         started = time.perf_counter()
         body, images, not_images = await read_search(request)
         served = indexes.get(body.index)
-        timings: dict[str, float] = {}
-        query = await run_in_threadpool(build_query, body, images, not_images)
+        timings: dict[str, float] = {"parse": time.perf_counter() - started}
+        if images or not_images or body.image or body.not_image:  # base64 decoding and header checks: off the loop
+            query = await run_in_threadpool(build_query, body, images, not_images)
+        else:
+            query = build_query(body, images, not_images)
         query = await pre_encode(served, query, timings)
+        searching = time.perf_counter()
         results = await run_in_threadpool(served.searcher.search, query)
+        timings["search"] = time.perf_counter() - searching
         for stage, seconds in results.timings.items():
             timings["combine" if stage == "encode" else stage] = seconds
         timings["total"] = time.perf_counter() - started
