@@ -163,6 +163,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=_positive_int, default=8000, help="port (8000)")
     serve.add_argument("--api-key-file", type=Path, help="require 'Authorization: Bearer KEY' (key in this file)")
     serve.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback --host without an API key")
+    serve.add_argument("--root-path", default="", help="path prefix under which a reverse proxy serves it")
     serve.add_argument("--cors-origin", action="append", default=[], help="allow browser calls from this origin")
     serve.add_argument("--nprobe", type=_positive_int, help="IVF lists visited (IVF-PQ indexes)")
     serve.add_argument("--rerank", type=_positive_int, metavar="R", help="IVF-PQ: re-rank k·R candidates exactly")

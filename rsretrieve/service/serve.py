@@ -40,7 +40,9 @@ def serve(args: argparse.Namespace, key: str | None) -> int:
         flush=True,
     )
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        uvicorn.run(
+            app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, root_path=args.root_path
+        )
     finally:
         indexes.close()
     return 0
