@@ -54,7 +54,7 @@ OUT = ROOT / "benchmarks" / "results" / "service-cpu.json"
 ADJECTIVES = ["green", "dry", "flooded", "dense", "sparse", "bright", "dark", "terraced", "irrigated", "burnt"]
 NOUNS = ["farmland", "forest", "harbour", "river", "airport", "desert", "town", "lake", "quarry", "coastline"]
 PLACES = ["a road", "the sea", "hills", "a bridge", "a railway", "mountains", "a port", "fields", "a dam", "dunes"]
-SEQUENTIAL = 150  # queries of the overhead comparison
+SEQUENTIAL = {"vector": 150, "text": 60}  # queries of the overhead comparison
 
 
 def sentences(count: int, offset: int = 0) -> list[str]:
@@ -166,28 +166,33 @@ def batch_counts(url: str) -> tuple[float, float]:
     return found["sum"], found["count"]
 
 
-def sequential_http(url: str, bodies: list[dict[str, Any]]) -> list[float]:
+def paired(url: str, searcher: Searcher, bodies: list[dict[str, Any]], queries: list[Query]) -> dict[str, float]:
+    """The same queries in this process and over HTTP, alternately (both see the same machine load).
+
+    overhead_p50_ms is the median of the per-query differences; server_p50_ms the service's own ``total``.
+    """
+    local, remote, server, differences = [], [], [], []
     with httpx.Client(base_url=url, timeout=60) as client:
-        for body in bodies[:10]:
+        for body, query in list(zip(bodies, queries, strict=True))[:5]:  # warm-up
+            searcher.search(query)
             client.post("/v1/search", json=body)
-        out = []
-        for body in bodies:
+        for body, query in zip(bodies, queries, strict=True):
+            started = time.perf_counter()
+            searcher.search(query)
+            local.append(time.perf_counter() - started)
             started = time.perf_counter()
             response = client.post("/v1/search", json=body)
-            out.append(time.perf_counter() - started)
+            remote.append(time.perf_counter() - started)
             response.raise_for_status()
-        return out
-
-
-def sequential_local(searcher: Searcher, queries: list[Query]) -> list[float]:
-    for query in queries[:10]:
-        searcher.search(query)
-    out = []
-    for query in queries:
-        started = time.perf_counter()
-        searcher.search(query)
-        out.append(time.perf_counter() - started)
-    return out
+            server.append(response.json()["timings_ms"]["total"] / 1000)
+            differences.append(remote[-1] - local[-1])
+    return {
+        "queries": len(queries),
+        "in_process_p50_ms": round(statistics.median(local) * 1000, 2),
+        "http_p50_ms": round(statistics.median(remote) * 1000, 2),
+        "server_total_p50_ms": round(statistics.median(server) * 1000, 2),
+        "overhead_p50_ms": round(statistics.median(differences) * 1000, 2),
+    }
 
 
 def cold_cli(url: str, runs: int = 5) -> dict[str, float]:
@@ -272,6 +277,7 @@ def run(args: argparse.Namespace, url: str, dbs: dict[str, Path], identity: Any)
             for clients in args.clients:
                 before = batch_counts(url)
                 cell = asyncio.run(load(url, bodies, clients, args.duration))
+                cell["load_average"] = round(os.getloadavg()[0], 2)
                 after = batch_counts(url)
                 if kind == "text" and after[1] > before[1]:
                     cell["mean_text_batch"] = round((after[0] - before[0]) / (after[1] - before[1]), 2)
@@ -279,20 +285,16 @@ def run(args: argparse.Namespace, url: str, dbs: dict[str, Path], identity: Any)
                 print(json.dumps(record["cells"][-1]), file=sys.stderr)
         searcher = Searcher(db, model=model)
         overhead = {}
-        for kind, bodies in (("vector", vector_bodies[:SEQUENTIAL]), ("text", text_bodies[-SEQUENTIAL:])):
+        for kind, bodies in (("vector", vector_bodies), ("text", text_bodies[::-1])):
+            bodies = bodies[: SEQUENTIAL[kind]]
             queries = [
                 Query.build(vectors=[np.asarray(b["vector"], np.float32)], k=10)
                 if kind == "vector"
                 else Query.build(text=b["text"], k=10)
                 for b in bodies
             ]
-            local = sequential_local(searcher, queries)
-            remote = sequential_http(url, bodies)
-            overhead[kind] = {
-                "in_process_p50_ms": round(statistics.median(local) * 1000, 2),
-                "http_p50_ms": round(statistics.median(remote) * 1000, 2),
-                "overhead_p50_ms": round((statistics.median(remote) - statistics.median(local)) * 1000, 2),
-            }
+            overhead[kind] = paired(url, searcher, bodies, queries)
+            print(kind, json.dumps(overhead[kind]), file=sys.stderr)
         record["indexes"][name]["overhead"] = overhead
     record["cold_cli"] = cold_cli(url)
     record["targets"] = targets(record)
