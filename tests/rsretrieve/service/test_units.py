@@ -169,3 +169,41 @@ def test_image_checks_before_decoding() -> None:
     with pytest.raises(ApiError, match="over the limit") as caught:
         checked_image(png(30_000, 30_000, "1"))  # 48 kB declaring 900 Mpx: a decompression bomb
     assert caught.value.status == 413
+
+
+class NoIndexes:
+    """Enough of ``Indexes`` for routes that do not search."""
+
+    by_name: dict = {}  # noqa: RUF012
+    default = "none"
+    encoders: list = []  # noqa: RUF012
+    metrics = None
+
+    def __iter__(self):
+        return iter(())
+
+    def get(self, name: str | None) -> None:
+        raise ApiError(404, f"no index named '{name}'")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("origins", [(), ("https://maps.example.org",)])
+def test_cors_is_off_unless_an_origin_is_given(origins: tuple[str, ...]) -> None:
+    from rsretrieve.service.app import create_app
+
+    app = create_app(NoIndexes(), Metrics(), key="secret-key-1", cors_origins=origins)  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        preflight = client.options(
+            "/v1/search",
+            headers={"Origin": "https://maps.example.org", "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization,content-type"},
+        )  # fmt: skip
+        allowed = preflight.headers.get("access-control-allow-origin")
+        assert allowed == ("https://maps.example.org" if origins else None)
+        other = client.get("/healthz", headers={"Origin": "https://evil.example.com"})
+        assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+        assert client.get("/v1/indexes/x", headers={"Authorization": "Bearer secret-key-1"}).status_code == 404
+        missing = client.get("/nowhere", headers={"Authorization": "Bearer secret-key-1"})
+        assert missing.status_code == 404 and missing.json()["error"].startswith("no such endpoint")
