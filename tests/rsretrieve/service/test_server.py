@@ -291,7 +291,8 @@ def test_embed_texts_and_images(client: httpx.Client, small_archive: Path) -> No
     by_text = client.post("/v1/search", json={"text": "farmland", "k": 5}).json()["results"]
     assert [r["chip_id"] for r in by_vector] == [r["id"] for r in by_text]
     searched = client.post("/v1/search", json={"vector": texts["vectors"][0], "k": 5}).json()["results"]
-    assert [(r["id"], r["score"]) for r in searched] == [(r["id"], r["score"]) for r in by_text]
+    assert [r["id"] for r in searched] == [r["id"] for r in by_text]  # scores to ~1e-7: embedded in a batch of 2
+    assert [r["score"] for r in searched] == pytest.approx([r["score"] for r in by_text], abs=1e-5)
     assert client.post("/v1/embed", json={}).status_code == 400
     assert client.post("/v1/embed", json={"text": ["a"], "image": [jpeg]}).status_code == 400
     assert client.post("/v1/embed", json={"text": [""]}).status_code == 400
