@@ -184,6 +184,7 @@ def test_cli_server_does_not_import_the_heavy_libraries(server: Server) -> None:
 def test_unreachable_server_is_one_error_line() -> None:
     result = rsretrieve("query", "farmland", "--server", f"http://127.0.0.1:{free_port()}", "--json")
     assert_one_line_error(result, "cannot reach the rsretrieve service")
+    assert_one_line_error(rsretrieve("query", "farmland"), "--db PATH (or --server URL")
 
 
 def test_search_response_shape_geojson_and_timings(client: httpx.Client) -> None:
