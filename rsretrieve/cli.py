@@ -453,9 +453,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CliError(f"the API key in {args.api_key_file} is too short (8 characters at least)")
     if args.batch_wait_ms < 0:
         raise CliError("--batch-wait-ms must not be negative")
-    from rsretrieve.service.serve import serve
+    from rsretrieve.service.serve import load, run
 
-    return serve(args, key)
+    app, indexes = load(args, key)
+    if any(encoders.model.random_weights for encoders in indexes.encoders):
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else host
+    names = ", ".join(f"{served.name} ({len(served.searcher.store)} chips)" for served in indexes)
+    required = "; API key required" if key else ""
+    print(f"rsretrieve service: http://{shown}:{args.port} (docs at /docs; serving {names}{required})", file=sys.stderr)
+    sys.stderr.flush()
+    run(app, indexes, args)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

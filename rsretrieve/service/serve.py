@@ -1,22 +1,18 @@
-"""``rsretrieve serve``: load the indexes and their models once, then run uvicorn in this process."""
+"""``rsretrieve serve``: load the indexes and their models once (``load``), then run uvicorn in this process."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import Any
 
 from rsretrieve.search import DEFAULT_RERANK_FACTOR
 from rsretrieve.service.app import create_app
 from rsretrieve.service.indexes import Indexes, ServeOptions, parse_db
 from rsretrieve.service.metrics import Metrics
 
-RANDOM_WEIGHTS_WARNING = "warning: random weights: results are meaningless (for tests and speed runs only)"
 
-
-def serve(args: argparse.Namespace, key: str | None) -> int:
-    """Load, then serve until interrupted (SIGINT/SIGTERM stop uvicorn gracefully)."""
-    import uvicorn
-
+def load(args: argparse.Namespace, key: str | None) -> tuple[Any, Indexes]:
+    """The app and its loaded indexes for the serve command's arguments (models loaded here, once)."""
     options = ServeOptions(
         checkpoint=args.checkpoint,
         device=args.device,
@@ -28,21 +24,21 @@ def serve(args: argparse.Namespace, key: str | None) -> int:
     )
     metrics = Metrics()
     indexes = Indexes([parse_db(value) for value in args.db], options, metrics)
-    if any(encoders.model.random_weights for encoders in indexes.encoders):
-        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
-    app = create_app(indexes, metrics, key=key, cors_origins=args.cors_origin)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    names = ", ".join(f"{served.name} ({len(served.searcher.store)} chips)" for served in indexes)
-    print(
-        f"rsretrieve service: http://{host}:{args.port} (docs at /docs; serving {names}"
-        f"{'; API key required' if key else ''})",
-        file=sys.stderr,
-        flush=True,
-    )
+    return create_app(indexes, metrics, key=key, cors_origins=args.cors_origin), indexes
+
+
+def run(app: Any, indexes: Indexes, args: argparse.Namespace) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM stop uvicorn gracefully), then stop the batchers."""
+    import uvicorn
+
     try:
         uvicorn.run(
-            app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, root_path=args.root_path
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=False,
+            root_path=args.root_path,
         )
     finally:
         indexes.close()
-    return 0
