@@ -1,4 +1,4 @@
-"""The ``rsretrieve`` command: index, query, info, models, eval, app, demo.
+"""The ``rsretrieve`` command: index, query, info, models, eval, app, serve, demo.
 
 Heavy libraries (torch, open_clip, lancedb, faiss) are imported inside the commands so that ``--help``
 answers at once. Known problems end with one ``error:`` line on stderr and a non-zero exit code.
@@ -113,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--not", dest="not_like", metavar="CHIP_ID", action="append", default=[], help="less like this chip"
     )
     query.add_argument("--weights", type=_weights, help="weights by kind, e.g. text=2,like=1,not_text=0.5 (all 1)")
-    query.add_argument("--db", required=True, type=Path)
+    query.add_argument("--db", type=Path, help="index folder (or --server)")
+    remote = query.add_argument_group("service (instead of --db)")
+    remote.add_argument("--server", metavar="URL", help="query a running `rsretrieve serve` (or $RSRETRIEVE_SERVER)")
+    remote.add_argument("--index", metavar="NAME", help="--server: which served index (default: the first)")
+    remote.add_argument("--api-key-file", type=Path, help="--server: file holding the API key ($RSRETRIEVE_API_KEY)")
     query.add_argument("-k", type=int, default=10, help="number of results (10)")
     query.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy in WGS84 degrees (intersects)")
     query.add_argument("--start", type=_date, help="earliest acquisition date YYYY-MM-DD")
@@ -142,11 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--port", type=_positive_int, default=8501)
     app.add_argument("--checkpoint", type=Path, help="local weights file")
 
+    _add_serve_parser(commands)
+
     demo = commands.add_parser("demo", help="index a small real archive and run example queries")
     demo.add_argument("sources", nargs="*", help="default: the small real archive shipped with rsretrieve (5 scenes)")
     demo.add_argument("--db", type=Path, default=Path("demo.lance"))
     _add_model_options(demo, default="remoteclip-vit-b-32")
     return parser
+
+
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="HTTP API with a warm model (FastAPI + uvicorn; docs at /docs)")
+    serve.add_argument(
+        "--db", action="append", required=True, metavar="[NAME=]PATH", help="index to serve (repeat for several)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=_positive_int, default=8000, help="port (8000)")
+    serve.add_argument("--api-key-file", type=Path, help="require 'Authorization: Bearer KEY' (key in this file)")
+    serve.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback --host without an API key")
+    serve.add_argument("--root-path", default="", help="path prefix under which a reverse proxy serves it")
+    serve.add_argument("--cors-origin", action="append", default=[], help="allow browser calls from this origin")
+    serve.add_argument("--nprobe", type=_positive_int, help="IVF lists visited (IVF-PQ indexes)")
+    serve.add_argument("--rerank", type=_positive_int, metavar="R", help="IVF-PQ: re-rank k·R candidates exactly")
+    serve.add_argument("--max-batch", type=_positive_int, default=64, help="encodings per micro-batch (64)")
+    serve.add_argument("--batch-wait-ms", type=float, default=5.0, help="micro-batch collection window (5 ms)")
+    serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    _add_model_options(serve, default=None)
 
 
 def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
@@ -243,10 +268,8 @@ def _searcher(args: argparse.Namespace):
     return searcher
 
 
-def _query(args: argparse.Namespace):
-    """The ``Query`` of the query command's arguments."""
-    from rsretrieve.query import Filters, Query
-
+def _check_query_args(args: argparse.Namespace) -> None:
+    """The query command's argument checks (local and --server)."""
     if args.k < 1:
         raise CliError(f"-k must be at least 1 (got {args.k})")
     for path in [*args.image, *args.not_image]:
@@ -254,6 +277,13 @@ def _query(args: argparse.Namespace):
             raise CliError(f"query image not found: {path}")
     if args.text is None and not args.image and not args.like:
         raise CliError("give something to search for: TEXT, --image PATH or --like CHIP_ID")
+
+
+def _query(args: argparse.Namespace):
+    """The ``Query`` of the query command's arguments."""
+    from rsretrieve.query import Filters, Query
+
+    _check_query_args(args)
     return Query.build(
         text=args.text,
         images=[str(path) for path in args.image],
@@ -270,7 +300,15 @@ def _query(args: argparse.Namespace):
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    """Search --db and print the results."""
+    """Search --db (or the service at --server / $RSRETRIEVE_SERVER) and print the results."""
+    server = args.server or (None if args.db else os.environ.get("RSRETRIEVE_SERVER"))
+    if server:
+        from rsretrieve.service.client import remote_query  # standard library only: no torch, FAISS, LanceDB
+
+        _check_query_args(args)
+        return remote_query(args, server)
+    if args.db is None:
+        raise CliError("give the index: --db PATH (or --server URL of a running `rsretrieve serve`)")
     from rsretrieve.render import RENDERERS
 
     query = _query(args)
@@ -390,6 +428,46 @@ def cmd_app(args: argparse.Namespace) -> int:
     os.execv(sys.executable, command)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve indexes over HTTP with a warm model (this process becomes the server)."""
+    import ipaddress
+
+    host = args.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and args.api_key_file is None and not args.insecure_no_auth:
+        raise CliError(
+            f"--host {host} is reachable from other machines: give --api-key-file KEY_FILE "
+            "(or --insecure-no-auth behind your own authentication)"
+        )
+    key = None
+    if args.api_key_file is not None:
+        from rsretrieve.service.guard import read_key
+
+        try:
+            key = read_key(args.api_key_file.read_text())
+        except (OSError, UnicodeDecodeError) as error:
+            raise CliError(f"cannot read --api-key-file {args.api_key_file} ({error})") from None
+        if len(key) < 8:
+            raise CliError(f"the API key in {args.api_key_file} is too short (8 characters at least)")
+    if args.batch_wait_ms < 0:
+        raise CliError("--batch-wait-ms must not be negative")
+    from rsretrieve.service.serve import load, run
+
+    app, indexes = load(args, key)
+    if any(encoders.model.random_weights for encoders in indexes.encoders):
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else host
+    names = ", ".join(f"{served.name} ({len(served.searcher.store)} chips)" for served in indexes)
+    required = "; API key required" if key else ""
+    print(f"rsretrieve service: http://{shown}:{args.port} (docs at /docs; serving {names}{required})", file=sys.stderr)
+    sys.stderr.flush()
+    run(app, indexes, args)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Index a small real archive and run example queries (random weights when the real ones are out of reach)."""
     from rsretrieve.models import ModelError, resolve_spec, weights_path
@@ -451,6 +529,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models,
     "eval": cmd_eval,
     "app": cmd_app,
+    "serve": cmd_serve,
     "demo": cmd_demo,
 }
 
