@@ -306,7 +306,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         from rsretrieve.service.client import remote_query  # standard library only: no torch, FAISS, LanceDB
 
         _check_query_args(args)
-        return remote_query(args, server)
+        text, summary = remote_query(args, server)
+        sys.stdout.write(text)
+        if summary:
+            print(summary, file=sys.stderr)
+        return 0
     if args.db is None:
         raise CliError("give the index: --db PATH (or --server URL of a running `rsretrieve serve`)")
     from rsretrieve.render import RENDERERS

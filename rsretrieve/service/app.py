@@ -7,8 +7,6 @@ JSON ``{"error": "..."}``: bad input 4xx, never a traceback. See docs/service.md
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
 import logging
 import time
@@ -29,11 +27,21 @@ from rsretrieve.errors import UserError, one_line
 from rsretrieve.query import Filters, Part, Query
 from rsretrieve.render import MEDIA_TYPES, RENDERERS
 from rsretrieve.search import Results, query_pixels
+from rsretrieve.service.clip_compat import clip_routes
+from rsretrieve.service.encoding import pre_encode
 from rsretrieve.service.guard import MAX_BODY_BYTES, ApiError, Guard
 from rsretrieve.service.images import checked_image, decode_base64
 from rsretrieve.service.indexes import Indexes, ServedIndex
 from rsretrieve.service.metrics import CONTENT_TYPE, Metrics
-from rsretrieve.service.schemas import MAX_PARTS, EmbedRequest, SearchRequest, listed, parse, vector_list
+from rsretrieve.service.schemas import (
+    MAX_PARTS,
+    EmbedRequest,
+    SearchRequest,
+    body_schema,
+    listed,
+    parse,
+    vector_list,
+)
 from rsretrieve.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -41,10 +49,6 @@ log = logging.getLogger(__name__)
 GEOJSON = "application/geo+json"
 TEXT_MEDIA = {**MEDIA_TYPES, "table": "text/plain; charset=utf-8"}
 LIST_FIELDS = ("text", "like", "not_text", "not_like")
-
-
-def _body_schema(model: type) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -85,8 +89,6 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     _routes(app, indexes, metrics)
-    from rsretrieve.service.clip_compat import clip_routes
-
     app.include_router(clip_routes(indexes))
     return app
 
@@ -180,36 +182,6 @@ def build_query(body: SearchRequest, images: list[bytes], not_images: list[bytes
     )
 
 
-async def pre_encode(served: ServedIndex, query: Query, timings: dict[str, float]) -> Query:
-    """The query with its text and image parts replaced by their embeddings (micro-batched; weights kept)."""
-    parts = [*query.positives, *query.negatives]
-    texts = [part for part in parts if part.kind == "text"]
-    images = [part for part in parts if part.kind == "image"]
-    if not texts and not images:
-        return query
-    started = time.perf_counter()
-    pixels: list[np.ndarray] = []
-    if images:
-        pixels = await run_in_threadpool(lambda: [query_pixels(part) for part in images])
-        timings["decode"] = time.perf_counter() - started
-    encoding = time.perf_counter()
-    text_vectors, image_vectors = await asyncio.gather(
-        served.encoders.text.run([part.value for part in texts]), served.encoders.images.run(pixels)
-    )
-    timings["encode"] = time.perf_counter() - encoding
-    vectors = {
-        id(part): vector for part, vector in zip([*texts, *images], [*text_vectors, *image_vectors], strict=True)
-    }
-
-    def swap(group: tuple[Part, ...]) -> tuple[Part, ...]:
-        return tuple(
-            Part("vector", vectors[id(part)], part.weight, part.describe()) if id(part) in vectors else part
-            for part in group
-        )
-
-    return dataclasses.replace(query, positives=swap(query.positives), negatives=swap(query.negatives))
-
-
 def search_payload(served: ServedIndex, results: Results, timings: dict[str, float]) -> dict[str, Any]:
     """The JSON response of a search: records with footprints, version, path and timings in ms."""
     return {
@@ -223,7 +195,7 @@ def search_payload(served: ServedIndex, results: Results, timings: dict[str, flo
 
 
 def _routes(app: FastAPI, indexes: Indexes, metrics: Metrics) -> None:
-    @app.post("/v1/search", tags=["search"], openapi_extra=_body_schema(SearchRequest))
+    @app.post("/v1/search", tags=["search"], openapi_extra=body_schema(SearchRequest))
     async def search(request: Request) -> Response:
         """Search by texts, base64 images, chip ids and raw vectors (positives and negatives, weighted) with filters.
 
@@ -259,7 +231,7 @@ def _routes(app: FastAPI, indexes: Indexes, metrics: Metrics) -> None:
             return JSONResponse(search_payload(served, results, timings), headers=headers)
         return Response(RENDERERS[form](results.hits), media_type=TEXT_MEDIA[form], headers=headers)
 
-    @app.post("/v1/embed", tags=["search"], openapi_extra=_body_schema(EmbedRequest))
+    @app.post("/v1/embed", tags=["search"], openapi_extra=body_schema(EmbedRequest))
     async def embed(request: Request) -> JSONResponse:
         """Texts or base64 images → L2-normalised embeddings of the index's model."""
         body = parse(EmbedRequest, await request.body())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 from argparse import Namespace
@@ -90,8 +89,9 @@ def post(server: str, route: str, body: dict[str, Any], key: str | None, timeout
         raise RemoteError(f"cannot reach the rsretrieve service at {server} ({reason})") from None
 
 
-def remote_query(args: Namespace, server: str) -> int:
-    """Run the query command's query on ``server`` and print what the local command prints."""
+def remote_query(args: Namespace, server: str) -> tuple[str, str | None]:
+    """Run the query command's query on ``server``: what the local command prints on stdout, and its summary line
+    for stderr (tables only)."""
     if not server.startswith(("http://", "https://")):
         raise RemoteError(f"--server must be an http:// or https:// URL (got '{server}')")
     form = args.format or "table"
@@ -101,26 +101,22 @@ def remote_query(args: Namespace, server: str) -> int:
         records = [
             {name: value for name, value in result.items() if name != "footprint"} for result in payload["results"]
         ]
-        sys.stdout.write(json.dumps(records, indent=2) + "\n")
-        return 0
-    sys.stdout.write(data.decode("utf-8"))
-    if form == "table":
-        timings = dict(
-            (part.split(";dur=")[0].strip(), float(part.split(";dur=")[1]))
-            for part in headers.get("Server-Timing", "").split(",")
-            if ";dur=" in part
-        )
-        search_ms = sum(
-            ms for stage, ms in timings.items() if stage in ("combine", "filter", "ann", "rerank", "records")
-        )
-        how = headers.get("X-Rsretrieve-Path", "?")
-        candidates = int(headers.get("X-Rsretrieve-Candidates", "0") or 0)
-        if candidates:
-            how += f", {candidates} candidates re-ranked"
-        print(
-            f"results from {server} (index {headers.get('X-Rsretrieve-Index')}, version "
-            f"{headers.get('X-Rsretrieve-Version')}) in {search_ms:.1f} ms of search ({how}; encoding the query "
-            f"{timings.get('encode', 0):.0f} ms; {timings.get('total', 0):.1f} ms on the server)",
-            file=sys.stderr,
-        )
-    return 0
+        return json.dumps(records, indent=2) + "\n", None
+    if form != "table":
+        return data.decode("utf-8"), None
+    timings = dict(
+        (part.split(";dur=")[0].strip(), float(part.split(";dur=")[1]))
+        for part in headers.get("Server-Timing", "").split(",")
+        if ";dur=" in part
+    )
+    search_ms = sum(ms for stage, ms in timings.items() if stage in ("combine", "filter", "ann", "rerank", "records"))
+    how = headers.get("X-Rsretrieve-Path", "?")
+    candidates = int(headers.get("X-Rsretrieve-Candidates", "0") or 0)
+    if candidates:
+        how += f", {candidates} candidates re-ranked"
+    summary = (
+        f"results from {server} (index {headers.get('X-Rsretrieve-Index')}, version "
+        f"{headers.get('X-Rsretrieve-Version')}) in {search_ms:.1f} ms of search ({how}; encoding the query "
+        f"{timings.get('encode', 0):.0f} ms; {timings.get('total', 0):.1f} ms on the server)"
+    )
+    return data.decode("utf-8"), summary

@@ -24,10 +24,11 @@ from starlette.concurrency import run_in_threadpool
 
 from rsretrieve.chips import Chip
 from rsretrieve.query import Query
+from rsretrieve.service.encoding import pre_encode
 from rsretrieve.service.guard import ApiError
 from rsretrieve.service.images import checked_image, decode_base64
 from rsretrieve.service.indexes import Indexes
-from rsretrieve.service.schemas import KnnRequest, MetadataRequest, parse
+from rsretrieve.service.schemas import KnnRequest, MetadataRequest, body_schema, parse
 
 DEFAULT_NUM_IMAGES = 40  # ClipClient's default
 
@@ -47,8 +48,6 @@ def clip_metadata(chip: Chip, base_url: str) -> dict[str, Any]:
 
 def clip_routes(indexes: Indexes) -> APIRouter:
     """The clip-retrieval routes over ``indexes``."""
-    from rsretrieve.service.app import _body_schema, pre_encode
-
     router = APIRouter(tags=["clip-retrieval"])
 
     @router.get("/indices-list")
@@ -56,7 +55,7 @@ def clip_routes(indexes: Indexes) -> APIRouter:
         """Names of the served indexes."""
         return list(indexes.by_name)
 
-    @router.post("/knn-service", openapi_extra=_body_schema(KnnRequest))
+    @router.post("/knn-service", openapi_extra=body_schema(KnnRequest))
     async def knn_service(request: Request) -> list[dict[str, Any]]:
         """k nearest chips of a text, a base64 image or an embedding (clip-retrieval's request and result shape)."""
         body = parse(KnnRequest, await request.body())
@@ -82,7 +81,7 @@ def clip_routes(indexes: Indexes) -> APIRouter:
             for fid, hit in zip(fids, results.hits, strict=True)
         ]
 
-    @router.post("/metadata", openapi_extra=_body_schema(MetadataRequest))
+    @router.post("/metadata", openapi_extra=body_schema(MetadataRequest))
     async def metadata(request: Request) -> dict[str, Any]:
         """Records of integer ids (fids) as clip-retrieval's ``{"metadata": [{"id", "metadata"}]}``."""
         body = parse(MetadataRequest, await request.body())
