@@ -221,7 +221,7 @@ class Searcher:
             return np.empty(0, np.float32), np.empty(0, np.int64), "flat", 0
         allowed = None
         if query.filters.active:
-            allowed = query.filters.matching(store.filter_columns())
+            allowed = query.filters.matching(store.filter_columns(), store)
             clock.lap("filter")
             if len(allowed) <= exact_filter_limit(len(store)):
                 scores, fids = exact_top(vector, store.vectors(allowed), allowed, k)

@@ -121,20 +121,23 @@ class RecordFiles:
             covered = end
         return covered
 
-    def read(self, fids: np.ndarray | list[int], count: int) -> pa.Table | None:
-        """Record rows of ``fids`` in order, or None when the files hold fewer than ``count`` rows."""
+    def read(self, fids: np.ndarray | list[int], count: int, columns: list[str] | None = None) -> pa.Table | None:
+        """Record rows of ``fids`` in order (only ``columns`` when given), or None when the files hold fewer than
+        ``count`` rows."""
         spans = self._covering(count)
         if spans is None:
             return None
         fids = np.asarray(fids, np.int64)
         if len(fids) == 0:
-            return record_columns(pa.table({}))
+            empty = record_columns(pa.table({}))
+            return empty.select(columns) if columns else empty
         which = np.searchsorted([first for first, _, _ in spans], fids, side="right") - 1
         parts, order = [], []
         for span in np.unique(which).tolist():
             first, _, path = spans[span]
             rows = np.flatnonzero(which == span)
-            parts.append(self._table(path).take(pa.array(fids[rows] - first)))
+            table = self._table(path)
+            parts.append((table.select(columns) if columns else table).take(pa.array(fids[rows] - first)))
             order.append(rows)
         found = pa.concat_tables(parts)
         return found.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))

@@ -136,6 +136,41 @@ class ChipStore:
         found = self.columns.records.file.read(fids, self.manifest.count)
         return chips_from_table(found if found is not None else self.rows(fids))
 
+    def footprints(self, fids: np.ndarray | list[int]) -> np.ndarray:
+        """WGS84 footprints of ``fids`` as an array of shapely geometries, in order (the bbox as a rectangle for a
+        chip stored without a footprint; None for a chip without georeference)."""
+        import shapely
+
+        wanted = ["footprint", *FILTER_FIELDS[:4]]
+        found = self.columns.records.file.read(fids, self.manifest.count, wanted)
+        if found is None:
+            found = self.rows(fids, wanted)
+        if found.num_rows == 0:
+            return np.empty(0, object)
+        geometries = shapely.from_geojson(np.asarray(found.column("footprint").to_pylist(), object))
+        missing = shapely.is_missing(geometries)
+        if missing.any():
+            bounds = np.column_stack(
+                [found.column(name).to_numpy(zero_copy_only=False) for name in FILTER_FIELDS[:4]]
+            ).astype(np.float64)
+            placed = missing & ~np.isnan(bounds).any(axis=1)
+            geometries[placed] = shapely.box(*bounds[placed].T)
+        return geometries
+
+    def fids_of(self, chip_ids: list[str]) -> dict[str, int]:
+        """fid of each of ``chip_ids`` that is in the index (ids not found are left out)."""
+        wanted = sorted({chip_id for chip_id in chip_ids if isinstance(chip_id, str) and chip_id.isalnum()})
+        found: dict[str, int] = {}
+        if self.table is None:
+            return found
+        for start in range(0, len(wanted), 1000):
+            quoted = ", ".join(f"'{chip_id}'" for chip_id in wanted[start : start + 1000])
+            rows = self.table.search().where(f"id IN ({quoted})").select(["id", "fid"]).limit(None).to_arrow()
+            for chip_id, fid in zip(rows.column("id").to_pylist(), rows.column("fid").to_pylist(), strict=True):
+                if fid < len(self):
+                    found[chip_id] = int(fid)
+        return found
+
     def where_fids(self, where: str) -> np.ndarray:
         """fids of the rows matching an SQL filter."""
         if self.table is None:
