@@ -142,8 +142,8 @@ def cross_validate(
         "folds": folds,
         "grouping": f"{options.cell_degrees}° cells of the chip bbox centre",
         "areas": len(set(groups)),
-        "precision": round(true_positives / found.sum(), 4) if found.any() else None,
-        "recall": round(true_positives / truth.sum(), 4) if truth.any() else None,
+        "precision": round(float(true_positives / found.sum()), 4) if found.any() else None,
+        "recall": round(float(true_positives / truth.sum()), 4) if truth.any() else None,
         "average_precision": round(float(average_precision_score(truth, predicted[scored])), 4)
         if truth.any()
         else None,

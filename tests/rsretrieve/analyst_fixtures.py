@@ -85,11 +85,11 @@ DEFAULT_BLOCKS = [(2, 2, 5, 4), (30, 5, 6, 5), (10, 25, 4, 6), (40, 30, 5, 4), (
                   (3, 33, 6, 4), (25, 33, 3, 5)]  # fmt: skip
 
 
-def write_grid(db: Path, columns: int = 50, rows: int = 40, blocks=None, seed: int = 0) -> Grid:
+def write_grid(db: Path, columns: int = 50, rows: int = 40, blocks=None, seed: int = 0, strength: float = 0.6) -> Grid:
     """An index of columns × rows chips, the planted class in ``blocks`` (about 10 % by default)."""
     chips = grid_chips(columns, rows)
     planted = planted_blocks(columns, rows, DEFAULT_BLOCKS if blocks is None else blocks)
-    vectors = class_vectors(planted, seed)
+    vectors = class_vectors(planted, seed, strength)
     writer = StoreWriter.open(db, MODEL)
     try:
         half = len(chips) // 2
