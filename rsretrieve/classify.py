@@ -13,7 +13,8 @@
    over the out-of-fold predictions. Needs positives in at least two cells.
 4. Scoring: every stored vector, ``block`` rows at a time (``ChipStore.vector_blocks``: bounded memory), keeping the
    chips above the threshold that pass the filters (bbox, date, ``within``).
-5. Sites (``sites``): the found chips' footprints, touching ones dissolved (shapely ``union_all`` + parts), with
+5. Sites (``sites``): the found chips' footprints, touching ones grouped (STRtree + connected components) and
+   dissolved (shapely ``union_all``), with
    chip count, mean and max score and area in m² (equal-area EPSG:6933).
 """
 
@@ -258,20 +259,25 @@ def classify(
 # --- outputs --------------------------------------------------------------------------------------
 
 
-def chip_properties(result: Classification, store: Any, class_name: str, labelled: dict[str, str]) -> tuple:
-    """(chips, properties) of the found chips: score, class, and the chip's label when it has one."""
-    chips = store.chips(result.fids)
-    properties = [
-        {"score": round(float(score), 6), "class": class_name, "label": labelled.get(chip.id)}
-        for chip, score in zip(chips, result.scores, strict=True)
-    ]
-    return chips, properties
+def found_records(result: Classification, store: Any, class_name: str, labelled: dict[str, str]) -> tuple:
+    """(records table, properties by name) of the found chips: score, class, and the chip's label when it has one."""
+    records = store.records(result.fids)
+    ids = records.column("id").to_pylist()
+    properties = {
+        "score": np.round(result.scores.astype(np.float64), 6),
+        "class": [class_name] * len(ids),
+        "label": [labelled.get(chip_id) for chip_id in ids],
+    }
+    return records, properties
 
 
 def sites(store: Any, fids: np.ndarray, scores: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Sites: the footprints of ``fids`` dissolved where they touch or overlap; per site (largest first) its chip
-    count, mean and max score and area in m²; and the site polygons (WGS84)."""
+    """Sites: the footprints of ``fids`` dissolved where they touch (an edge or a corner, within ``DISSOLVE_DEGREES``)
+    or overlap; per site (most chips first) its chip count, mean and max score and area in m²; and the site
+    polygons (WGS84; a MultiPolygon where chips touch at a corner only)."""
     import shapely
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
     from rsretrieve.geometry import areas_m2
 
@@ -280,21 +286,23 @@ def sites(store: Any, fids: np.ndarray, scores: np.ndarray) -> tuple[list[dict[s
     footprints = store.footprints(fids) if len(fids) else np.empty(0, object)
     placed = ~shapely.is_missing(footprints) if len(fids) else np.zeros(0, bool)
     footprints, scores = footprints[placed], scores[placed]
-    if len(footprints) == 0:
+    count = len(footprints)
+    if count == 0:
         return [], np.empty(0, object)
-    grown = shapely.buffer(footprints, DISSOLVE_DEGREES / 2, join_style="mitre")
-    blobs = shapely.get_parts(shapely.union_all(grown))
-    tree = shapely.STRtree(blobs)
-    chip_rows, blob_rows = tree.query(shapely.point_on_surface(footprints), predicate="intersects")
-    site_of = np.full(len(footprints), -1)
-    site_of[chip_rows] = blob_rows
-    polygons = np.array([shapely.union_all(footprints[site_of == s]) for s in range(len(blobs))], object)
-    counts = np.bincount(site_of, minlength=len(blobs))
-    sums = np.bincount(site_of, weights=scores, minlength=len(blobs))
-    maxima = np.full(len(blobs), -np.inf)
+    left, right = shapely.STRtree(footprints).query(footprints, predicate="dwithin", distance=DISSOLVE_DEGREES)
+    graph = coo_matrix((np.ones(len(left), bool), (left, right)), shape=(count, count))
+    total, site_of = connected_components(graph, directed=False)
+    order = np.argsort(site_of, kind="stable")
+    counts = np.bincount(site_of, minlength=total)
+    members = np.split(order, np.cumsum(counts)[:-1])
+    polygons = np.array(
+        [footprints[rows[0]] if len(rows) == 1 else shapely.union_all(footprints[rows]) for rows in members], object
+    )
+    sums = np.bincount(site_of, weights=scores, minlength=total)
+    maxima = np.full(total, -np.inf)
     np.maximum.at(maxima, site_of, scores)
     areas = areas_m2(polygons)
-    order = np.lexsort((-maxima, -counts))
+    ranked = np.lexsort((-maxima, -counts))
     rows = [
         {
             "site": rank,
@@ -303,6 +311,6 @@ def sites(store: Any, fids: np.ndarray, scores: np.ndarray) -> tuple[list[dict[s
             "mean_score": round(float(sums[s] / counts[s]), 6),
             "max_score": round(float(maxima[s]), 6),
         }
-        for rank, s in enumerate(order, 1)
+        for rank, s in enumerate(ranked, 1)
     ]
-    return rows, polygons[order]
+    return rows, polygons[ranked]

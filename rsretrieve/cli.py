@@ -444,7 +444,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Train a classifier on a class's labels, score the archive, write the chips and sites found."""
-    from rsretrieve.classify import ClassifierOptions, chip_properties, classify, sites
+    from rsretrieve.classify import ClassifierOptions, classify, found_records, sites
     from rsretrieve.files import atomic_write
     from rsretrieve.labels import LabelStore, check_class, resolve
     from rsretrieve.store import ChipStore
@@ -459,19 +459,16 @@ def cmd_classify(args: argparse.Namespace) -> int:
     summary["labels"]["missing"] = labelled.missing
     outputs: dict[str, str] = {}
     if args.geojson or args.geoparquet:
+        from rsretrieve.geoparquet import records_geojson, records_geotable, write_geoparquet
+
         labels = {label.id: label.label for label in LabelStore(args.db).labels(name)}
-        chips, properties = chip_properties(result, store, name, labels)
+        records, properties = found_records(result, store, name, labels)
         if args.geojson:
-            collection = {
-                "type": "FeatureCollection",
-                "features": [chip.feature(**props) for chip, props in zip(chips, properties, strict=True)],
-            }
-            atomic_write(args.geojson, lambda tmp: tmp.write_text(json.dumps(collection) + "\n"))
+            text = records_geojson(records, properties)
+            atomic_write(args.geojson, lambda tmp: tmp.write_text(text))
             outputs["chips"] = str(args.geojson)
         else:
-            from rsretrieve.geoparquet import chips_geotable, write_geoparquet
-
-            write_geoparquet(args.geoparquet, *chips_geotable(chips, properties))
+            write_geoparquet(args.geoparquet, *records_geotable(records, properties))
             outputs["chips"] = str(args.geoparquet)
     if args.polygons:
         from rsretrieve.geoparquet import write_features

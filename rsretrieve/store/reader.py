@@ -136,15 +136,18 @@ class ChipStore:
         found = self.columns.records.file.read(fids, self.manifest.count)
         return chips_from_table(found if found is not None else self.rows(fids))
 
+    def records(self, fids: np.ndarray | list[int], columns: list[str] | None = None) -> pa.Table:
+        """The record columns (``chips.RECORD_COLUMNS``, or ``columns``) of ``fids`` as an Arrow table, in order: what
+        ``chips`` reads, without making ``Chip`` objects (exports of many chips)."""
+        found = self.columns.records.file.read(fids, self.manifest.count, columns)
+        return found if found is not None else self.rows(fids, columns)
+
     def footprints(self, fids: np.ndarray | list[int]) -> np.ndarray:
         """WGS84 footprints of ``fids`` as an array of shapely geometries, in order (the bbox as a rectangle for a
         chip stored without a footprint; None for a chip without georeference)."""
         import shapely
 
-        wanted = ["footprint", *FILTER_FIELDS[:4]]
-        found = self.columns.records.file.read(fids, self.manifest.count, wanted)
-        if found is None:
-            found = self.rows(fids, wanted)
+        found = self.records(fids, ["footprint", *FILTER_FIELDS[:4]])
         if found.num_rows == 0:
             return np.empty(0, object)
         geometries = shapely.from_geojson(np.asarray(found.column("footprint").to_pylist(), object))

@@ -111,6 +111,15 @@ def test_cli_classify_writes_chips_sites_and_summary(grid, tmp_path: Path, capsy
     assert len(features) == summary["sites"]
     assert {"site", "chips", "area_m2", "mean_score", "max_score", "class"} <= set(features[0]["properties"])
     assert sum(f["properties"]["chips"] for f in features) == summary["found"]
+    as_geojson = tmp_path / "chips.geojson"
+    ran = run_cli(capsys, "classify", "--db", db, "--class", "solar-farm", "--geojson", as_geojson)
+    chip_features = json.loads(as_geojson.read_text())["features"]
+    assert len(chip_features) == summary["found"]
+    first = chip_features[0]
+    chip = grid.chips[int(first["id"], 16)]
+    assert first == chip.feature(score=first["properties"]["score"], **{"class": "solar-farm", "label": first[
+        "properties"]["label"]})  # fmt: skip
+    assert [f["properties"]["score"] for f in chip_features] == table.column("score").to_pylist()
     # people's output, and the one-line message for a class without labels
     ran = run_cli(capsys, "classify", "--db", db, "--class", "solar-farm", "--threshold", "0.9")
     assert "cross-validated by area (5 folds)" in ran.stdout and "chips score ≥ 0.9" in ran.stdout
