@@ -6,8 +6,8 @@ Each size is written through the real store (``StoreWriter``, flat FAISS) as chi
 0.005° chips with square footprints; 1 % of them, in 4 × 4-chip blocks at random places, are a planted class
 (vector = normalise(noise + 1.5 · class direction)), the rest seeded noise on the unit sphere. Per size:
 
-- read_vectors_s: one pass over every stored vector (``ChipStore.vector_blocks``, page cache warm): the floor of
-  any whole-archive scoring; score_s: the classifier's scoring pass (``classify``'s own timing: the same blocks,
+- read_vectors_s: one pass over every stored vector (``ChipStore.vector_blocks``, page cache warm, the second of
+  two passes; read_vectors_first_s: the first, which also maps the pages): the floor of any whole-archive scoring; score_s: the classifier's scoring pass (``classify``'s own timing: the same blocks,
   one matrix-vector product and a sigmoid each); score_to_read: their ratio (target ≤ 2);
 - train_s, cv_s: fitting the final model and the 5-fold cross-validation by area, for 100 labelled positives and
   500 sampled negatives; classify_s: the whole ``classify`` call; found / recall / precision against the planted
@@ -143,10 +143,14 @@ def measure(n: int, dim: int, workdir: Path, seed: int) -> dict[str, Any]:
     record["write_s"] = round(write(db, grid, dim), 2)
 
     store = ChipStore(db)
-    started = time.perf_counter()
-    for _ in store.vector_blocks():
-        pass  # each block is copied out of the memory map: what scoring reads too
-    record["read_vectors_s"] = round(time.perf_counter() - started, 4)
+    passes = []
+    for _ in range(2):  # the first pass also maps the pages into this process; scoring comes after it
+        started = time.perf_counter()
+        for _ in store.vector_blocks():
+            pass  # each block is copied out of the memory map: what scoring reads too
+        passes.append(time.perf_counter() - started)
+    record["read_vectors_first_s"] = round(passes[0], 4)
+    record["read_vectors_s"] = round(passes[1], 4)
 
     import sklearn.linear_model  # noqa: F401  (its first import is not the classifier's time)
 

@@ -384,6 +384,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     from rsretrieve import labels as labelling
     from rsretrieve.store import ChipStore
 
+    if not (args.db / "manifest.json").is_file():
+        raise CliError(f"index not found: {args.db} (no manifest.json)")
     store = labelling.LabelStore(args.db)
     if args.action == "list":
         rows = store.labels(labelling.check_class(args.class_name) if args.class_name else None)

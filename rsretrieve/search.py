@@ -181,9 +181,10 @@ class Searcher:
         return self.model.encode_images([query_pixels(part) for part in parts])
 
     def _likes(self, parts: list[Part], store: ChipStore) -> np.ndarray:
+        found = store.fids_of([part.value for part in parts])  # one lookup for many ids (--labels)
         fids = []
         for part in parts:
-            fid = store.fid_of(part.value)
+            fid = found.get(part.value)
             if fid is None:
                 raise QueryError(f"no chip with id '{part.value}' in {self.db}")
             fids.append(fid)
