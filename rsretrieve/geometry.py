@@ -91,6 +91,10 @@ def check_wgs84(geometry: Any, what: str) -> None:
         )
 
 
+GRID_FROM = 4096  # from this many candidates, chips far from the area's boundary are decided on a grid (below)
+MAX_GRID_SIDE = 4096  # cells per axis of that grid (16M cells, 16 MB at most)
+
+
 def intersecting(
     area: Any,
     boxes: np.ndarray,
@@ -98,16 +102,25 @@ def intersecting(
 ) -> np.ndarray:
     """Which chips intersect ``area``, given their WGS84 bboxes ((n, 4) minx, miny, maxx, maxy; NaN: unplaced).
 
-    A bbox that misses the area rules its chip out; a bbox properly inside it rules it in; only the chips whose bbox
-    crosses the area's boundary are tested on their footprint, read with ``footprints(rows)`` (rows of ``boxes``),
-    or on the bbox itself without one. Vectorised shapely predicates on a prepared area.
+    A chip far from the area's boundary (``near_boundary``) lies wholly inside or outside it: its bbox centre
+    decides (``intersects_xy``, no geometry made). Near the boundary, a bbox that misses the area rules its chip
+    out and one properly inside it rules it in; only the chips whose bbox crosses the boundary are tested on their
+    footprint, read with ``footprints(rows)`` (rows of ``boxes``), or on the bbox itself without one. Vectorised
+    shapely predicates on a prepared area.
     """
-    if len(boxes) == 0:
-        return np.zeros(0, bool)
-    shapely.prepare(area)
-    placed = ~np.isnan(boxes).any(axis=1)
     result = np.zeros(len(boxes), bool)
-    rows = np.flatnonzero(placed)
+    if len(boxes) == 0:
+        return result
+    shapely.prepare(area)
+    rows = np.flatnonzero(~np.isnan(boxes).any(axis=1))
+    if len(rows) >= GRID_FROM:
+        placed = boxes[rows]
+        x, y = (placed[:, 0] + placed[:, 2]) / 2, (placed[:, 1] + placed[:, 3]) / 2
+        reach = float(np.hypot(placed[:, 2] - placed[:, 0], placed[:, 3] - placed[:, 1]).max()) / 2
+        near = near_boundary(area, x, y, reach)
+        far = ~near
+        result[rows[far]] = shapely.intersects_xy(area, x[far], y[far])
+        rows = rows[near]
     rectangles = shapely.box(*boxes[rows].T)
     touching = shapely.intersects(area, rectangles)
     inside = touching & shapely.contains_properly(area, rectangles)
@@ -117,6 +130,34 @@ def intersecting(
         shapes = footprints(unsure) if footprints is not None else shapely.box(*boxes[unsure].T)
         result[unsure] = shapely.intersects(area, shapes)
     return result
+
+
+def near_boundary(area: Any, x: np.ndarray, y: np.ndarray, reach: float) -> np.ndarray:
+    """Which points may lie within ``reach`` of the area's boundary (a superset: never misses one).
+
+    The boundary is sampled every h/2 (h ≥ 2·reach, the cell size of a grid over the area) and the cells holding a
+    sample are marked with their 8 neighbours. A point within ``reach`` of the boundary is within reach + h/4 < h
+    of a sample, so its cell is marked; points in unmarked cells are farther than ``reach`` from it.
+    """
+    minx, miny, maxx, maxy = shapely.bounds(area)
+    span = max(maxx - minx, maxy - miny)
+    cell = max(2 * reach, span / (MAX_GRID_SIDE - 4), 1e-9)
+    minx, miny = minx - 2 * cell, miny - 2 * cell
+    columns = int(np.ceil((maxx - minx) / cell)) + 3
+    rows = int(np.ceil((maxy - miny) / cell)) + 3
+    samples = shapely.get_coordinates(shapely.segmentize(shapely.boundary(area), cell / 2))
+    marked = np.zeros((rows + 2, columns + 2), bool)  # one cell of margin on every side for the dilation
+    marked[((samples[:, 1] - miny) // cell).astype(int) + 1, ((samples[:, 0] - minx) // cell).astype(int) + 1] = True
+    grown = marked.copy()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            grown[1:-1, 1:-1] |= marked[1 + dy : rows + 1 + dy, 1 + dx : columns + 1 + dx]
+    column = np.floor((x - minx) / cell)
+    row = np.floor((y - miny) / cell)
+    inside = (column >= 0) & (column < columns) & (row >= 0) & (row < rows)
+    near = np.zeros(len(x), bool)
+    near[inside] = grown[row[inside].astype(int) + 1, column[inside].astype(int) + 1]
+    return near
 
 
 # --- files ------------------------------------------------------------------------------------------

@@ -97,3 +97,21 @@ def test_cli_query_within(grid, tmp_path: Path, capsys) -> None:
     assert result.returncode == 0, result.stderr
     found = sorted(int(record["id"], 16) for record in json.loads(result.stdout))
     assert found == expected(grid, AREA).tolist()
+
+
+@pytest.mark.parametrize("grid_from", [10**9, 0])  # box tests for every chip, or the far ones decided on the grid
+def test_many_chips_match_shapely(monkeypatch, grid_from: int) -> None:
+    import rsretrieve.geometry
+
+    monkeypatch.setattr(rsretrieve.geometry, "GRID_FROM", grid_from)
+    rng = np.random.default_rng(3)
+    n = 20_000
+    x, y, size = rng.uniform(9.9, 10.5, n), rng.uniform(49.9, 50.4, n), rng.uniform(0.0005, 0.02, n)
+    boxes = np.column_stack([x, y, x + size, y + size])
+    boxes[:50] = np.nan  # unplaced chips never match
+    sliver = shapely.Polygon([(10.0, 50.0), (10.4, 50.0003), (10.4, 50.0004)])  # thinner than a chip
+    area = shapely.MultiPolygon([RING, ELL, sliver])
+    truth = shapely.intersects(area, shapely.box(*np.nan_to_num(boxes, nan=-1).T))
+    found = intersecting(area, boxes)
+    np.testing.assert_array_equal(found, truth)
+    assert 1000 < found.sum() < n / 2
