@@ -141,12 +141,15 @@ class LabelStore:
         """One labels writer at a time (read-modify-write of the whole file)."""
         if not self.db.is_dir():
             raise LabelError(f"index not found: {self.db}")
-        with (self.db / LABELS_LOCK).open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            with (self.db / LABELS_LOCK).open("a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        except OSError as error:  # read-only folder, disk full: nothing was changed
+            raise LabelError(f"cannot write labels in {self.db}: {error.strerror or error}") from error
 
     def _write(self, table: pa.Table) -> None:
         atomic_write(self.path, lambda tmp: pq.write_table(table.cast(LABEL_SCHEMA), tmp))
