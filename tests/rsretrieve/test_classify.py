@@ -89,6 +89,16 @@ def test_sites_dissolve_touching_chips(grid) -> None:
     assert [row["chips"] for row in rows] == [7] and polygons[0].geom_type == "MultiPolygon"
 
 
+def test_dissolve_overlapping_and_tiled_footprints() -> None:
+    from rsretrieve.classify import dissolve
+
+    tiles = np.array([shapely.box(0, 0, 1, 1), shapely.box(1, 0, 2, 1), shapely.box(0, 1, 1, 2)])
+    assert shapely.equals(dissolve(tiles), shapely.union_all(tiles)) and dissolve(tiles).geom_type == "Polygon"
+    overlapping = np.array([shapely.box(0, 0, 1, 1), shapely.box(0.5, 0, 1.5, 1)])  # chips with --overlap
+    merged = dissolve(overlapping)
+    assert merged.is_valid and merged.area == pytest.approx(1.5)
+
+
 def test_cli_classify_writes_chips_sites_and_summary(grid, tmp_path: Path, capsys) -> None:
     import shutil
 
