@@ -109,10 +109,17 @@ class ChipStore:
         return vectors_of(self.rows(fids, ["vector"]), self.manifest.dim)
 
     def vector_blocks(self, block: int = 65536):
-        """(first fid, float32 vectors) of every committed chip, ``block`` rows at a time (bounded memory)."""
+        """(first fid, float32 vectors) of every committed chip, ``block`` rows at a time (bounded memory).
+
+        From ``vectors.f32`` the blocks are read-only views of the memory map (no copy: a whole-archive pass reads
+        each vector once, straight from the page cache); else copies read from LanceDB."""
+        mapped = self._view(self.columns.vectors)
         for start in range(0, len(self), block):
-            fids = np.arange(start, min(start + block, len(self)), dtype=np.int64)
-            yield start, self.vectors(fids)
+            stop = min(start + block, len(self))
+            if mapped is not None:
+                yield start, np.asarray(mapped[start:stop])
+            else:
+                yield start, self.vectors(np.arange(start, stop, dtype=np.int64))
 
     def filter_columns(self) -> FilterColumns:
         """The filter matrix of every chip by name (``chips.FilterColumns``).
