@@ -279,7 +279,7 @@ def sites(store: Any, fids: np.ndarray, scores: np.ndarray) -> tuple[list[dict[s
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from rsretrieve.geometry import areas_m2
+    from rsretrieve.reproject import areas_m2
 
     fids = np.asarray(fids, np.int64)
     scores = np.asarray(scores, np.float64)

@@ -8,7 +8,7 @@ installed — anything it reads (GeoPackage, Shapefile).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ import numpy as np
 import shapely
 
 from rsretrieve.errors import UserError
+from rsretrieve.reproject import to_wgs84
 
-EQUAL_AREA_CRS = "EPSG:6933"  # WGS 84 / NSIDC EASE-Grid 2.0 Global: cylindrical equal-area, for areas in m²
 WGS84_NAMES = ("EPSG:4326", "OGC:CRS84", "CRS84", "urn:ogc:def:crs:OGC:1.3:CRS84", "urn:ogc:def:crs:EPSG::4326")
 POLYGONAL = ("Polygon", "MultiPolygon")
 
@@ -219,34 +219,3 @@ def _geojson_features(path: Path) -> list[Feature]:
     for number, feature in enumerate(features, 1):
         check_wgs84(feature.geometry, f"{path.name} feature {number}")
     return features
-
-
-def _transform(geometries: Iterable[Any], source: str, target: str) -> np.ndarray:
-    """Geometries reprojected point by point (one rasterio/PROJ call for all coordinates)."""
-    from rasterio.warp import transform
-
-    geometries = np.asarray(list(geometries), object)
-    if len(geometries) == 0:
-        return geometries
-
-    def project(coordinates: np.ndarray) -> np.ndarray:
-        if len(coordinates) == 0:
-            return coordinates
-        xs, ys = transform(source, target, coordinates[:, 0], coordinates[:, 1])
-        return np.column_stack([xs, ys])
-
-    try:
-        return shapely.transform(geometries, project)
-    except Exception as error:
-        raise GeometryError(f"cannot reproject from {source}: {error}") from None
-
-
-def to_wgs84(geometries: Iterable[Any], crs: str) -> np.ndarray:
-    """Geometries in ``crs`` reprojected to WGS84 longitude/latitude."""
-    return _transform(geometries, crs, "EPSG:4326")
-
-
-def areas_m2(geometries: Iterable[Any]) -> np.ndarray:
-    """Areas in square metres of WGS84 geometries (projected to the equal-area EPSG:6933)."""
-    projected = _transform(geometries, "EPSG:4326", EQUAL_AREA_CRS)
-    return shapely.area(projected).astype(np.float64) if len(projected) else np.zeros(0)

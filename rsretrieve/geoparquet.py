@@ -178,7 +178,7 @@ def read_geoparquet(path: str | Path) -> tuple[pa.Table, np.ndarray]:
     if crs is not None:
         from rasterio.crs import CRS
 
-        from rsretrieve.geometry import to_wgs84
+        from rsretrieve.reproject import to_wgs84
 
         source = CRS.from_user_input(json.dumps(crs) if isinstance(crs, dict) else crs)
         if source.to_epsg() != 4326:
