@@ -1,10 +1,11 @@
-"""Start ``rsretrieve app`` on 127.0.0.1, type a query in headless Chromium, wait for results, save a screenshot.
+"""Start ``rsretrieve app`` on 127.0.0.1, type a query in headless Chromium, wait for results, click a footprint
+on the map, save a screenshot.
 
     python benchmarks/screenshot_app.py --db demo.lance [--query "a river crossing farmland"] [--out PNG]
 
 Needs Chromium (``apt-get install chromium``, /usr/bin/chromium) and the ``playwright`` Python package (its own
-browser download is not used). Prints one JSON line: seconds to load the page, to answer the query, and the
-screenshot path. Exits non-zero when the page shows an error or no results.
+browser download is not used). Prints one JSON line: seconds to load the page, to answer the query, which result
+a click on the map highlighted, and the screenshot path. Exits non-zero when the page shows an error or no results.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -95,8 +98,65 @@ def stop_group(process: subprocess.Popen, grace: float = 20) -> None:
     process.wait()
 
 
-def query_and_screenshot(url: str, query: str, out: Path, chromium: str, timeout: float = 90) -> dict:
-    """Open the page, run a text query, wait for the thumbnails and save a full-page screenshot."""
+PAGE_K = 12  # the page's default number of results
+CLEAR_PX = 20  # a footprint to click has no other result's centre nearer than this
+
+
+def footprint_to_click(db: Path, query: str) -> tuple[int, tuple[float, float]]:
+    """The best-ranked result after the first (highlighted already) whose footprint centre lies clear of every
+    other result's on the map, and the pixels from the map's centre to it, as the page draws the map: the same
+    search, the same fitted view; deck.gl's Web Mercator world is 512 px wide at zoom 0."""
+    from app.footprint_map import fitted_view, union_bbox
+    from rsretrieve.query import Query
+    from rsretrieve.search import Searcher
+
+    hits = [hit for hit in Searcher(db).search(Query.build(text=query, k=PAGE_K)).hits if hit.chip.bbox]
+    view = fitted_view(union_bbox(hits))
+    world = 512 * 2**view.zoom
+
+    def pixels(lon: float, lat: float) -> tuple[float, float]:
+        y = math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+        return world * (lon + 180) / 360, world * (1 - y / math.pi) / 2
+
+    cx, cy = pixels(view.longitude, view.latitude)
+    centres = [pixels((box[0] + box[2]) / 2, (box[1] + box[3]) / 2) for box in (hit.chip.bbox for hit in hits)]
+    for rank, (x, y) in enumerate(centres[1:], 2):
+        others = centres[: rank - 1] + centres[rank:]
+        if all(math.dist((x, y), other) > CLEAR_PX for other in others):
+            return rank, (x - cx, y - cy)
+    raise RuntimeError("every result's footprint overlaps another on the map: nothing to click unambiguously")
+
+
+def click_footprint(page, offset: tuple[float, float], rank: int, attempts: int = 5) -> str:
+    """Click the map at ``offset`` from its centre until the page highlights result ``rank``; its label.
+
+    deck.gl picks what is under the pointer from its last frame, so on a busy machine the first click may land
+    before the map has drawn: hover, wait, click, and try again a few times.
+    """
+    from playwright.sync_api import expect
+
+    chart = page.locator("[data-testid='stDeckGlJsonChart'] canvas").first
+    chart.wait_for()
+    selected = page.get_by_label("Highlighted on the map")
+    for attempt in range(attempts):
+        box = chart.bounding_box()
+        x, y = box["x"] + box["width"] / 2 + offset[0], box["y"] + box["height"] / 2 + offset[1]
+        page.mouse.move(x, y)
+        page.wait_for_timeout(500)
+        page.mouse.click(x, y)
+        try:
+            expect(selected).to_have_value(re.compile(rf"^#{rank} ·"), timeout=10_000)
+            break
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+    return selected.input_value()
+
+
+def query_and_screenshot(
+    url: str, query: str, out: Path, chromium: str, click: tuple[int, tuple[float, float]], timeout: float = 90
+) -> dict:
+    """Open the page, run a text query, wait for the thumbnails, click a footprint and save a screenshot."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -120,6 +180,7 @@ def query_and_screenshot(url: str, query: str, out: Path, chromium: str, timeout
             errors = page.locator("[data-testid='stAlertContentError']")
             if errors.count():
                 raise RuntimeError(f"the page shows an error: {errors.first.inner_text()}")
+            highlighted = click_footprint(page, click[1], click[0])
             out.parent.mkdir(parents=True, exist_ok=True)
             page.set_viewport_size({**VIEWPORT, "height": max(VIEWPORT["height"], page.evaluate(CONTENT_HEIGHT))})
             page.wait_for_timeout(500)  # let the map and images settle at the new size
@@ -130,6 +191,8 @@ def query_and_screenshot(url: str, query: str, out: Path, chromium: str, timeout
         "page_seconds": round(loaded - started, 2),
         "query_seconds": round(answered - loaded, 2),
         "outside_requests": outside,
+        "clicked_rank": click[0],
+        "highlighted": highlighted,
     }
 
 
@@ -142,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="default: a free port")
     parser.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default {CHROMIUM})")
     args = parser.parse_args(argv)
+    click = footprint_to_click(args.db, args.query)
     with running_app(args.db, args.port or free_port()) as url:
-        timings = query_and_screenshot(url, args.query, args.out, args.chromium)
+        timings = query_and_screenshot(url, args.query, args.out, args.chromium, click)
     print(json.dumps({**timings, "screenshot": str(args.out)}))
     return 0
 

@@ -120,8 +120,11 @@ def chips_table(chips: Sequence[Chip], fids: np.ndarray, vectors: np.ndarray) ->
 
 def record_columns(table: pa.Table) -> pa.Table:
     """The record columns of a table of chips (nulls for columns an older table lacks)."""
+    present = set(table.column_names)
+    if present.issuperset(RECORD_COLUMNS):
+        return table.select(list(RECORD_COLUMNS))
     columns = [
-        table.column(name) if name in table.column_names else pa.nulls(table.num_rows, kind)
+        table.column(name) if name in present else pa.nulls(table.num_rows, kind)
         for name, kind in RECORD_COLUMNS.items()
     ]
     return pa.Table.from_arrays(columns, schema=pa.schema(list(RECORD_COLUMNS.items())))
@@ -129,7 +132,8 @@ def record_columns(table: pa.Table) -> pa.Table:
 
 def chips_from_table(table: pa.Table) -> list[Chip]:
     """``Chip`` objects of the rows of a table holding the record columns, in order."""
-    columns = record_columns(table).to_pydict()
+    records = record_columns(table)
+    columns = {name: records.column(name).to_pylist() for name in RECORD_COLUMNS}
     chips = []
     for row in range(table.num_rows):
         bbox = tuple(columns[name][row] for name in BBOX_FIELDS)

@@ -1,4 +1,4 @@
-"""The ``rsretrieve`` command: index, query, info, models, eval, app, demo.
+"""The ``rsretrieve`` command: index, query, label, classify, info, upgrade, models, eval, app, serve, demo.
 
 Heavy libraries (torch, open_clip, lancedb, faiss) are imported inside the commands so that ``--help``
 answers at once. Known problems end with one ``error:`` line on stderr and a non-zero exit code.
@@ -117,18 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--not", dest="not_like", metavar="CHIP_ID", action="append", default=[], help="less like this chip"
     )
+    query.add_argument(
+        "--labels", metavar="CLASS", help="refine with a labelled class: its positives as --like, negatives as --not"
+    )
     query.add_argument("--weights", type=_weights, help="weights by kind, e.g. text=2,like=1,not_text=0.5 (all 1)")
-    query.add_argument("--db", required=True, type=Path)
+    query.add_argument("--db", type=Path, help="index folder (or --server)")
+    remote = query.add_argument_group("service (instead of --db)")
+    remote.add_argument("--server", metavar="URL", help="query a running `rsretrieve serve` (or $RSRETRIEVE_SERVER)")
+    remote.add_argument("--index", metavar="NAME", help="--server: which served index (default: the first)")
+    remote.add_argument("--api-key-file", type=Path, help="--server: file holding the API key ($RSRETRIEVE_API_KEY)")
     query.add_argument("-k", type=int, default=10, help="number of results (10)")
-    query.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy in WGS84 degrees (intersects)")
-    query.add_argument("--start", type=_date, help="earliest acquisition date YYYY-MM-DD")
-    query.add_argument("--end", type=_date, help="latest acquisition date YYYY-MM-DD")
+    _add_filter_options(query)
     query.add_argument("--nprobe", type=_positive_int, help="IVF lists visited (IVF-PQ indexes)")
     query.add_argument("--rerank", type=_positive_int, metavar="R", help="IVF-PQ: re-rank k·R candidates exactly (100)")
     _add_model_options(query, default=None)
     output = query.add_mutually_exclusive_group()
     for name, text in (("json", "a JSON list"), ("geojson", "a GeoJSON FeatureCollection"), ("csv", "CSV")):
         output.add_argument(f"--{name}", dest="format", action="store_const", const=name, help=f"results as {text}")
+    query.add_argument("--geoparquet", type=Path, metavar="FILE", help="also write the results as GeoParquet 1.1")
+
+    _add_label_parser(commands)
+    _add_classify_parser(commands)
 
     info = commands.add_parser("info", help="describe an index")
     info.add_argument("--db", required=True, type=Path)
@@ -147,11 +156,109 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--port", type=_positive_int, default=8501)
     app.add_argument("--checkpoint", type=Path, help="local weights file")
 
+    _add_serve_parser(commands)
+
     demo = commands.add_parser("demo", help="index a small real archive and run example queries")
     demo.add_argument("sources", nargs="*", help="default: the small real archive shipped with rsretrieve (5 scenes)")
     demo.add_argument("--db", type=Path, default=Path("demo.lance"))
     _add_model_options(demo, default="remoteclip-vit-b-32")
     return parser
+
+
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="HTTP API with a warm model (FastAPI + uvicorn; docs at /docs)")
+    serve.add_argument(
+        "--db", action="append", required=True, metavar="[NAME=]PATH", help="index to serve (repeat for several)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=_positive_int, default=8000, help="port (8000)")
+    serve.add_argument("--api-key-file", type=Path, help="require 'Authorization: Bearer KEY' (key in this file)")
+    serve.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback --host without an API key")
+    serve.add_argument("--root-path", default="", help="path prefix under which a reverse proxy serves it")
+    serve.add_argument("--cors-origin", action="append", default=[], help="allow browser calls from this origin")
+    serve.add_argument("--nprobe", type=_positive_int, help="IVF lists visited (IVF-PQ indexes)")
+    serve.add_argument("--rerank", type=_positive_int, metavar="R", help="IVF-PQ: re-rank k·R candidates exactly")
+    serve.add_argument("--max-batch", type=_positive_int, default=64, help="encodings per micro-batch (64)")
+    serve.add_argument("--batch-wait-ms", type=float, default=5.0, help="micro-batch collection window (5 ms)")
+    serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    _add_model_options(serve, default=None)
+
+
+def _add_filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy in WGS84 degrees (intersects)")
+    parser.add_argument(
+        "--within", type=Path, metavar="AREA", help="GeoJSON/GeoParquet (Multi)Polygon in WGS84: footprints intersect"
+    )
+    parser.add_argument("--start", type=_date, help="earliest acquisition date YYYY-MM-DD")
+    parser.add_argument("--end", type=_date, help="latest acquisition date YYYY-MM-DD")
+
+
+def _add_label_parser(commands: argparse._SubParsersAction) -> None:
+    label = commands.add_parser("label", help="label chips as positive/negative examples of a class")
+    actions = label.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="label chips by id")
+    add.add_argument("--db", required=True, type=Path)
+    add.add_argument("--class", dest="class_name", metavar="CLASS", required=True, help="class name, e.g. solar-farm")
+    add.add_argument("--positive", nargs="+", default=[], metavar="CHIP_ID", help="chips showing the class")
+    add.add_argument("--negative", nargs="+", default=[], metavar="CHIP_ID", help="chips that do not")
+    add.add_argument("--note", default="", help="free text kept with the labels")
+    remove = actions.add_parser("remove", help="remove labels of chip ids, or a whole class")
+    remove.add_argument("ids", nargs="*", metavar="CHIP_ID")
+    remove.add_argument("--db", required=True, type=Path)
+    remove.add_argument("--class", dest="class_name", metavar="CLASS", help="only this class (alone: the whole class)")
+    listing = actions.add_parser("list", help="list labels (per-class counts on stderr)")
+    listing.add_argument("--db", required=True, type=Path)
+    listing.add_argument("--class", dest="class_name", metavar="CLASS")
+    listing.add_argument("--json", action="store_true")
+    export = actions.add_parser("export", help="write a class's labelled chips as GeoJSON or GeoParquet")
+    export.add_argument("file", type=Path, help="FILE.geojson or FILE.parquet")
+    export.add_argument("--db", required=True, type=Path)
+    export.add_argument("--class", dest="class_name", metavar="CLASS", required=True)
+    imported = actions.add_parser("import", help="label the chips under the polygons or points of a vector file")
+    imported.add_argument("file", type=Path, help="GeoJSON or GeoParquet in WGS84 (QGIS: export as EPSG:4326)")
+    imported.add_argument("--db", required=True, type=Path)
+    imported.add_argument(
+        "--class", dest="class_name", metavar="CLASS", help="class of every feature (default: their 'class')"
+    )
+    imported.add_argument(
+        "--label", choices=["positive", "negative"], default="positive", help="for features without a 'label'"
+    )
+    imported.add_argument("--note", help="note of every label (default: the features' 'note' or the file name)")
+    imported.add_argument("--json", action="store_true")
+
+
+def _add_classify_parser(commands: argparse._SubParsersAction) -> None:
+    classify = commands.add_parser("classify", help="find every chip of a labelled class (logistic regression)")
+    classify.add_argument("--db", required=True, type=Path)
+    classify.add_argument("--class", dest="class_name", metavar="CLASS", required=True)
+    classify.add_argument("--threshold", type=float, default=0.8, help="probability above which a chip is found")
+    _add_filter_options(classify)
+    chips = classify.add_mutually_exclusive_group()
+    chips.add_argument("--geojson", type=Path, metavar="FILE", help="write the found chips (id, score) as GeoJSON")
+    chips.add_argument("--geoparquet", type=Path, metavar="FILE", help="write the found chips as GeoParquet")
+    classify.add_argument(
+        "--polygons", type=Path, metavar="FILE", help="write sites (touching chips dissolved) as .geojson/.parquet"
+    )
+    classify.add_argument("--negatives", type=float, default=5.0, help="negatives per positive, sampled (5)")
+    classify.add_argument("--seed", type=int, default=0)
+    classify.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _filters(args: argparse.Namespace):
+    """The ``Filters`` of --bbox, --within, --start, --end."""
+    from rsretrieve.query import Filters
+
+    within = None
+    if getattr(args, "within", None) is not None:
+        from rsretrieve.geometry import polygonal, read_features
+
+        features = read_features(args.within)
+        if not features:
+            raise CliError(f"--within {args.within} has no features")
+        import shapely
+
+        within = polygonal(shapely.union_all([feature.geometry for feature in features]), f"--within {args.within}")
+    return Filters(args.bbox, args.start, args.end, within)
 
 
 def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
@@ -258,26 +365,38 @@ def _searcher(args: argparse.Namespace):
     return searcher
 
 
-def _query(args: argparse.Namespace):
-    """The ``Query`` of the query command's arguments."""
-    from rsretrieve.query import Filters, Query
-
+def _check_query_args(args: argparse.Namespace) -> None:
+    """The query command's argument checks (local and --server)."""
     if args.k < 1:
         raise CliError(f"-k must be at least 1 (got {args.k})")
     for path in [*args.image, *args.not_image]:
         if not path.is_file():
             raise CliError(f"query image not found: {path}")
-    if args.text is None and not args.image and not args.like:
-        raise CliError("give something to search for: TEXT, --image PATH or --like CHIP_ID")
+    if args.text is None and not args.image and not args.like and not args.labels:
+        raise CliError("give something to search for: TEXT, --image PATH, --like CHIP_ID or --labels CLASS")
+
+
+def _query(args: argparse.Namespace):
+    """The ``Query`` of the query command's arguments (with --labels: the class's labelled chips as like / not)."""
+    from rsretrieve.query import Query
+
+    _check_query_args(args)
+    like, not_like = list(args.like), list(args.not_like)
+    if args.labels:
+        from rsretrieve.labels import LabelStore
+
+        positives, negatives = LabelStore(args.db).ids(args.labels)
+        like += [chip_id for chip_id in positives if chip_id not in like]
+        not_like += [chip_id for chip_id in negatives if chip_id not in not_like]
     return Query.build(
         text=args.text,
         images=[str(path) for path in args.image],
-        like=args.like,
+        like=like,
         not_text=args.not_text,
         not_images=[str(path) for path in args.not_image],
-        not_like=args.not_like,
+        not_like=not_like,
         weights=args.weights,
-        filters=Filters(args.bbox, args.start, args.end),
+        filters=_filters(args),
         k=args.k,
         nprobe=args.nprobe,
         rerank=args.rerank,
@@ -285,11 +404,33 @@ def _query(args: argparse.Namespace):
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    """Search --db and print the results."""
+    """Search --db (or the service at --server / $RSRETRIEVE_SERVER) and print the results."""
+    server = args.server or (None if args.db else os.environ.get("RSRETRIEVE_SERVER"))
+    if server:
+        from rsretrieve.service.client import remote_query  # standard library only: no torch, FAISS, LanceDB
+
+        _check_query_args(args)
+        local_only = [name for name in ("labels", "within", "geoparquet") if getattr(args, name) is not None]
+        if local_only:
+            raise CliError(f"--{local_only[0]} works with --db, not with --server")
+        text, summary = remote_query(args, server)
+        sys.stdout.write(text)
+        if summary:
+            print(summary, file=sys.stderr)
+        return 0
+    if args.db is None:
+        raise CliError("give the index: --db PATH (or --server URL of a running `rsretrieve serve`)")
     from rsretrieve.render import RENDERERS
 
     query = _query(args)
     results = _searcher(args).search(query)
+    if args.geoparquet is not None:
+        from rsretrieve.files import atomic_write
+        from rsretrieve.render import BINARY_RENDERERS
+
+        data = BINARY_RENDERERS["geoparquet"](results.hits)
+        atomic_write(args.geoparquet, lambda tmp: tmp.write_bytes(data))
+        print(f"wrote {len(results)} results to {args.geoparquet} (GeoParquet)", file=sys.stderr)
     sys.stdout.write(RENDERERS[args.format or "table"](results.hits))
     if not args.format:
         how = f"{results.path}, {results.candidates} candidates re-ranked" if results.candidates else results.path
@@ -298,6 +439,136 @@ def cmd_query(args: argparse.Namespace) -> int:
             f"({how}; encoding the query {results.timings['encode'] * 1000:.0f} ms)",
             file=sys.stderr,
         )
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    """Add, remove, list, export or import labels."""
+    from rsretrieve import labels as labelling
+    from rsretrieve.store import ChipStore
+
+    if not (args.db / "manifest.json").is_file():
+        raise CliError(f"index not found: {args.db} (no manifest.json)")
+    store = labelling.LabelStore(args.db)
+    if args.action == "list":
+        rows = store.labels(labelling.check_class(args.class_name) if args.class_name else None)
+        if args.json:
+            print(json.dumps([label.record() for label in rows], indent=2))
+        else:
+            for label in rows:
+                when = label.time.isoformat() if label.time else "-"
+                print(f"{label.id:16}  {label.class_name:20}  {label.label:8}  {when}  {label.note}")
+        for name, counts in sorted(store.classes().items()):
+            if args.class_name in (None, name):
+                print(f"{name}: {counts['positive']} positive, {counts['negative']} negative", file=sys.stderr)
+        return 0
+    if args.action == "remove":
+        name = labelling.check_class(args.class_name) if args.class_name else None
+        removed = store.remove(name, args.ids)
+        print(f"removed {removed} label{'s' * (removed != 1)}", file=sys.stderr)
+        return 0
+    chips = ChipStore(args.db)
+    name = labelling.check_class(args.class_name) if args.class_name else None
+    if args.action == "add":
+        if not args.positive and not args.negative:
+            raise CliError("give chip ids with --positive and/or --negative")
+        both = set(args.positive) & set(args.negative)
+        if both:
+            raise CliError(f"chip {sorted(both)[0]} is given as both positive and negative")
+        labelling.check_ids(chips, [*args.positive, *args.negative])
+        written = store.add(
+            [labelling.Label(chip_id, name, labelling.POSITIVE, args.note) for chip_id in args.positive]
+            + [labelling.Label(chip_id, name, labelling.NEGATIVE, args.note) for chip_id in args.negative]
+        )
+        counts = store.classes()[name]
+        print(
+            f"labelled {written} chips as {name}; the class has {counts['positive']} positive, "
+            f"{counts['negative']} negative",
+            file=sys.stderr,
+        )
+        return 0
+    if args.action == "export":
+        count = labelling.export_labels(args.db, chips, name, args.file)
+        print(f"wrote {count} labelled chips of {name} to {args.file}", file=sys.stderr)
+        return 0
+    result = labelling.import_features(args.db, chips, args.file, name, args.label, args.note)
+    for class_name, counts in sorted(result.labels.items()):
+        print(
+            f"{class_name}: labelled {counts['positive']} chips positive, {counts['negative']} negative "
+            f"from {result.features} features of {args.file}",
+            file=sys.stderr,
+        )
+    if result.conflicts:
+        print(f"note: {result.conflicts} chips under both kinds of feature were labelled positive", file=sys.stderr)
+    if not result.labels:
+        print(f"note: no chip of {args.db} lies under the features of {args.file}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"features": result.features, "labels": result.labels, "conflicts": result.conflicts}))
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Train a classifier on a class's labels, score the archive, write the chips and sites found."""
+    from rsretrieve.classify import ClassifierOptions, classify, found_records, sites
+    from rsretrieve.files import atomic_write
+    from rsretrieve.labels import LabelStore, check_class, resolve
+    from rsretrieve.store import ChipStore
+
+    name = check_class(args.class_name)
+    options = ClassifierOptions(args.threshold, args.negatives, args.seed)
+    store = ChipStore(args.db)
+    filters = _filters(args)
+    labelled = resolve(args.db, store, name)
+    result = classify(store, labelled.positives, labelled.negatives, filters, options, name)
+    summary = result.summary
+    summary["labels"]["missing"] = labelled.missing
+    outputs: dict[str, str] = {}
+    if args.geojson or args.geoparquet:
+        from rsretrieve.geoparquet import records_geojson, records_geotable, write_geoparquet
+
+        labels = {label.id: label.label for label in LabelStore(args.db).labels(name)}
+        records, properties = found_records(result, store, name, labels)
+        if args.geojson:
+            text = records_geojson(records, properties)
+            atomic_write(args.geojson, lambda tmp: tmp.write_text(text))
+            outputs["chips"] = str(args.geojson)
+        else:
+            write_geoparquet(args.geoparquet, *records_geotable(records, properties))
+            outputs["chips"] = str(args.geoparquet)
+    if args.polygons:
+        from rsretrieve.geoparquet import write_features
+
+        rows, polygons = sites(store, result.fids, result.scores)
+        for row in rows:
+            row["class"] = name
+        write_features(args.polygons, rows, polygons)
+        outputs["sites"] = str(args.polygons)
+        summary["sites"] = len(rows)
+        summary["site_area_m2"] = round(sum(row["area_m2"] for row in rows), 1)
+    summary["outputs"] = outputs
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    cv = summary["cv"]
+    if cv.get("folds"):
+        quality = (
+            f"cross-validated by area ({cv['folds']} folds): precision {cv['precision']}, recall {cv['recall']}, "
+            f"average precision {cv['average_precision']}"
+        )
+    else:
+        quality = f"no cross-validation: {cv['skipped']}"
+    counts = summary["labels"]
+    print(
+        f"{name}: trained on {counts['positive']} positives, {counts['negative']} labelled and "
+        f"{counts['sampled_negative']} sampled negatives; {quality}",
+    )
+    sites_text = f", {summary['sites']} sites ({summary['site_area_m2']:.0f} m²)" if "sites" in summary else ""
+    print(
+        f"{summary['found']} of {summary['chips_filtered']} chips score ≥ {options.threshold}{sites_text} "
+        f"in {summary['timings']['total_s']:.2f} s"
+    )
+    for kind, path in outputs.items():
+        print(f"wrote {kind} to {path}", file=sys.stderr)
     return 0
 
 
@@ -405,6 +676,46 @@ def cmd_app(args: argparse.Namespace) -> int:
     os.execv(sys.executable, command)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve indexes over HTTP with a warm model (this process becomes the server)."""
+    import ipaddress
+
+    host = args.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and args.api_key_file is None and not args.insecure_no_auth:
+        raise CliError(
+            f"--host {host} is reachable from other machines: give --api-key-file KEY_FILE "
+            "(or --insecure-no-auth behind your own authentication)"
+        )
+    key = None
+    if args.api_key_file is not None:
+        from rsretrieve.service.guard import read_key
+
+        try:
+            key = read_key(args.api_key_file.read_text())
+        except (OSError, UnicodeDecodeError) as error:
+            raise CliError(f"cannot read --api-key-file {args.api_key_file} ({error})") from None
+        if len(key) < 8:
+            raise CliError(f"the API key in {args.api_key_file} is too short (8 characters at least)")
+    if args.batch_wait_ms < 0:
+        raise CliError("--batch-wait-ms must not be negative")
+    from rsretrieve.service.serve import load, run
+
+    app, indexes = load(args, key)
+    if any(encoders.model.random_weights for encoders in indexes.encoders):
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else host
+    names = ", ".join(f"{served.name} ({len(served.searcher.store)} chips)" for served in indexes)
+    required = "; API key required" if key else ""
+    print(f"rsretrieve service: http://{shown}:{args.port} (docs at /docs; serving {names}{required})", file=sys.stderr)
+    sys.stderr.flush()
+    run(app, indexes, args)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Index a small real archive and run example queries (random weights when the real ones are out of reach)."""
     from rsretrieve.models import ModelError, resolve_spec, weights_path
@@ -461,11 +772,14 @@ def show_logs() -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
     "query": cmd_query,
+    "label": cmd_label,
+    "classify": cmd_classify,
     "info": cmd_info,
     "upgrade": cmd_upgrade,
     "models": cmd_models,
     "eval": cmd_eval,
     "app": cmd_app,
+    "serve": cmd_serve,
     "demo": cmd_demo,
 }
 

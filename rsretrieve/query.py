@@ -36,13 +36,22 @@ class QueryError(UserError):
 
 @dataclass(frozen=True)
 class Filters:
-    """Bounding box in WGS84 (intersects) and an inclusive acquisition-date range."""
+    """Bounding box in WGS84 (intersects), an inclusive acquisition-date range, and an area: a WGS84 Polygon or
+    MultiPolygon (shapely geometry or GeoJSON dict; holes respected) that a chip's footprint must intersect."""
 
     bbox: tuple[float, float, float, float] | None = None
     start: date | None = None
     end: date | None = None
+    within: Any = None
 
     def __post_init__(self) -> None:
+        if self.within is not None:
+            from rsretrieve.geometry import GeometryError, polygonal
+
+            try:
+                object.__setattr__(self, "within", polygonal(self.within, "the --within area"))
+            except GeometryError as error:
+                raise QueryError(str(error)) from None
         if self.bbox is not None:
             check_bbox(self.bbox)
             object.__setattr__(self, "bbox", tuple(float(value) for value in self.bbox))
@@ -52,19 +61,32 @@ class Filters:
     @property
     def active(self) -> bool:
         """Whether anything is filtered."""
-        return self.bbox is not None or self.start is not None or self.end is not None
+        return self.bbox is not None or self.start is not None or self.end is not None or self.within is not None
 
-    def matching(self, columns: FilterColumns) -> np.ndarray:
-        """fids of the chips passing every filter (a chip without a footprint or date never passes that filter)."""
+    def matching(self, columns: FilterColumns, store: Any = None) -> np.ndarray:
+        """fids of the chips passing every filter (a chip without a footprint or date never passes that filter).
+
+        ``within``: bbox prefilter in numpy, then an exact intersects test (``geometry.intersecting``) on the
+        footprints read from ``store`` (a ``ChipStore``; without one, on the chips' bboxes).
+        """
         keep = np.ones(len(columns), bool)
-        if self.bbox is not None:
-            minx, miny, maxx, maxy = self.bbox
+        boxes = [self.bbox] if self.bbox is not None else []
+        if self.within is not None:
+            boxes.append(tuple(self.within.bounds))
+        for minx, miny, maxx, maxy in boxes:
             keep &= (columns.maxx >= minx) & (columns.minx <= maxx) & (columns.maxy >= miny) & (columns.miny <= maxy)
         if self.start is not None:
             keep &= columns.day >= day_number(self.start)
         if self.end is not None:
             keep &= columns.day <= day_number(self.end)
-        return np.flatnonzero(keep)
+        fids = np.flatnonzero(keep)
+        if self.within is not None and len(fids):
+            from rsretrieve.geometry import intersecting
+
+            bounds = np.column_stack([columns.minx[fids], columns.miny[fids], columns.maxx[fids], columns.maxy[fids]])
+            read = (lambda rows: store.footprints(fids[rows])) if store is not None else None
+            fids = fids[intersecting(self.within, bounds, read)]
+        return fids
 
 
 def check_bbox(bbox: Sequence[float]) -> None:

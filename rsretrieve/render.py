@@ -1,7 +1,8 @@
-"""Every way results are shown: a table for people; JSON, GeoJSON and CSV for machines.
+"""Every way results are shown: a table for people; JSON, GeoJSON and CSV for machines; GeoParquet for GIS.
 
-Each renderer takes ``Results`` (or any sequence of ``Hit``) and returns text; the CLI prints it, the page
-offers it for download, the service returns it. New formats go here.
+Each renderer takes ``Results`` (or any sequence of ``Hit``) and returns text (``RENDERERS``) or bytes
+(``BINARY_RENDERERS``: GeoParquet, ``rsretrieve.geoparquet``); the CLI prints or writes it, the page offers it for
+download, the service returns it. New formats go here.
 """
 
 from __future__ import annotations
@@ -71,4 +72,19 @@ RENDERERS: dict[str, Callable[[Sequence[Hit]], str]] = {
     "geojson": as_geojson,
     "csv": as_csv,
 }
-MEDIA_TYPES = {"json": "application/json", "geojson": "application/geo+json", "csv": "text/csv"}
+
+
+def as_geoparquet(hits: Sequence[Hit]) -> bytes:
+    """A GeoParquet 1.1 file: rank, score, the chip record, WKB footprint and bbox covering (``geoparquet``)."""
+    from rsretrieve.geoparquet import geoparquet_bytes, hits_geotable
+
+    return geoparquet_bytes(*hits_geotable(hits))
+
+
+BINARY_RENDERERS: dict[str, Callable[[Sequence[Hit]], bytes]] = {"geoparquet": as_geoparquet}
+MEDIA_TYPES = {
+    "json": "application/json",
+    "geojson": "application/geo+json",
+    "csv": "text/csv",
+    "geoparquet": "application/vnd.apache.parquet",
+}

@@ -181,9 +181,10 @@ class Searcher:
         return self.model.encode_images([query_pixels(part) for part in parts])
 
     def _likes(self, parts: list[Part], store: ChipStore) -> np.ndarray:
+        found = store.fids_of([part.value for part in parts])  # one lookup for many ids (--labels)
         fids = []
         for part in parts:
-            fid = store.fid_of(part.value)
+            fid = found.get(part.value)
             if fid is None:
                 raise QueryError(f"no chip with id '{part.value}' in {self.db}")
             fids.append(fid)
@@ -221,7 +222,7 @@ class Searcher:
             return np.empty(0, np.float32), np.empty(0, np.int64), "flat", 0
         allowed = None
         if query.filters.active:
-            allowed = query.filters.matching(store.filter_columns())
+            allowed = query.filters.matching(store.filter_columns(), store)
             clock.lap("filter")
             if len(allowed) <= exact_filter_limit(len(store)):
                 scores, fids = exact_top(vector, store.vectors(allowed), allowed, k)

@@ -90,6 +90,7 @@ class RecordFiles:
     def __init__(self, folder: Path):
         self.path = folder
         self._opened: dict[Path, pa.Table] = {}
+        self._covered: tuple[int, list[tuple[int, int, Path]] | None] = (-1, None)  # last count asked, its files
 
     def _spans(self) -> list[tuple[int, int, Path]]:
         """(first, end, path) of every file, sorted."""
@@ -121,23 +122,35 @@ class RecordFiles:
             covered = end
         return covered
 
-    def read(self, fids: np.ndarray | list[int], count: int) -> pa.Table | None:
-        """Record rows of ``fids`` in order, or None when the files hold fewer than ``count`` rows."""
-        spans = self._covering(count)
+    def read(self, fids: np.ndarray | list[int], count: int, columns: list[str] | None = None) -> pa.Table | None:
+        """Record rows of ``fids`` in order (only ``columns`` when given), or None when the files hold fewer than
+        ``count`` rows."""
+        if self._covered[0] != count:  # committed files never change: list the folder once per version
+            self._covered = (count, self._covering(count))
+        spans = self._covered[1]
         if spans is None:
             return None
         fids = np.asarray(fids, np.int64)
         if len(fids) == 0:
-            return record_columns(pa.table({}))
+            empty = record_columns(pa.table({}))
+            return empty.select(columns) if columns else empty
         which = np.searchsorted([first for first, _, _ in spans], fids, side="right") - 1
+        if which.min() == which.max():  # all in one file (a small index, or the usual top-k of a large one)
+            first, _, path = spans[int(which[0])]
+            return self._columns(path, columns).take(pa.array(fids - first))
         parts, order = [], []
         for span in np.unique(which).tolist():
             first, _, path = spans[span]
             rows = np.flatnonzero(which == span)
-            parts.append(self._table(path).take(pa.array(fids[rows] - first)))
+            parts.append(self._columns(path, columns).take(pa.array(fids[rows] - first)))
             order.append(rows)
         found = pa.concat_tables(parts)
         return found.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+
+    def _columns(self, path: Path, columns: list[str] | None) -> pa.Table:
+        """The table of one file, or only some of its columns."""
+        table = self._table(path)
+        return table.select(columns) if columns else table
 
     def _table(self, path: Path) -> pa.Table:
         """The memory-mapped table of one file (opened once)."""
@@ -160,6 +173,7 @@ class RecordFiles:
 
     def truncate(self, count: int) -> None:
         """Drop records beyond ``count``: whole files past it, and the tail of a file across it."""
+        self._covered = (-1, None)
         for first, end, path in self._spans():
             if first >= count:
                 path.unlink()
@@ -174,6 +188,7 @@ class RecordFiles:
         for _, _, path in self._spans():
             path.unlink()
         self._opened.clear()
+        self._covered = (-1, None)
 
 
 @dataclass(frozen=True)

@@ -109,10 +109,17 @@ class ChipStore:
         return vectors_of(self.rows(fids, ["vector"]), self.manifest.dim)
 
     def vector_blocks(self, block: int = 65536):
-        """(first fid, float32 vectors) of every committed chip, ``block`` rows at a time (bounded memory)."""
+        """(first fid, float32 vectors) of every committed chip, ``block`` rows at a time (bounded memory).
+
+        From ``vectors.f32`` the blocks are read-only views of the memory map (no copy: a whole-archive pass reads
+        each vector once, straight from the page cache); else copies read from LanceDB."""
+        mapped = self._view(self.columns.vectors)
         for start in range(0, len(self), block):
-            fids = np.arange(start, min(start + block, len(self)), dtype=np.int64)
-            yield start, self.vectors(fids)
+            stop = min(start + block, len(self))
+            if mapped is not None:
+                yield start, np.asarray(mapped[start:stop])
+            else:
+                yield start, self.vectors(np.arange(start, stop, dtype=np.int64))
 
     def filter_columns(self) -> FilterColumns:
         """The filter matrix of every chip by name (``chips.FilterColumns``).
@@ -135,6 +142,44 @@ class ChipStore:
         """The chip records of ``fids``, in order (from ``records/``, else from LanceDB)."""
         found = self.columns.records.file.read(fids, self.manifest.count)
         return chips_from_table(found if found is not None else self.rows(fids))
+
+    def records(self, fids: np.ndarray | list[int], columns: list[str] | None = None) -> pa.Table:
+        """The record columns (``chips.RECORD_COLUMNS``, or ``columns``) of ``fids`` as an Arrow table, in order: what
+        ``chips`` reads, without making ``Chip`` objects (exports of many chips)."""
+        found = self.columns.records.file.read(fids, self.manifest.count, columns)
+        return found if found is not None else self.rows(fids, columns)
+
+    def footprints(self, fids: np.ndarray | list[int]) -> np.ndarray:
+        """WGS84 footprints of ``fids`` as an array of shapely geometries, in order (the bbox as a rectangle for a
+        chip stored without a footprint; None for a chip without georeference)."""
+        import shapely
+
+        found = self.records(fids, ["footprint", *FILTER_FIELDS[:4]])
+        if found.num_rows == 0:
+            return np.empty(0, object)
+        geometries = shapely.from_geojson(np.asarray(found.column("footprint").to_pylist(), object))
+        missing = shapely.is_missing(geometries)
+        if missing.any():
+            bounds = np.column_stack(
+                [found.column(name).to_numpy(zero_copy_only=False) for name in FILTER_FIELDS[:4]]
+            ).astype(np.float64)
+            placed = missing & ~np.isnan(bounds).any(axis=1)
+            geometries[placed] = shapely.box(*bounds[placed].T)
+        return geometries
+
+    def fids_of(self, chip_ids: list[str]) -> dict[str, int]:
+        """fid of each of ``chip_ids`` that is in the index (ids not found are left out)."""
+        wanted = sorted({chip_id for chip_id in chip_ids if isinstance(chip_id, str) and chip_id.isalnum()})
+        found: dict[str, int] = {}
+        if self.table is None:
+            return found
+        for start in range(0, len(wanted), 1000):
+            quoted = ", ".join(f"'{chip_id}'" for chip_id in wanted[start : start + 1000])
+            rows = self.table.search().where(f"id IN ({quoted})").select(["id", "fid"]).limit(None).to_arrow()
+            for chip_id, fid in zip(rows.column("id").to_pylist(), rows.column("fid").to_pylist(), strict=True):
+                if fid < len(self):
+                    found[chip_id] = int(fid)
+        return found
 
     def where_fids(self, where: str) -> np.ndarray:
         """fids of the rows matching an SQL filter."""

@@ -19,18 +19,23 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.mark.browser
-def test_text_query_in_chromium(page_db: Path, tmp_path: Path) -> None:
+def test_text_query_in_chromium(tmp_path: Path, shared_data: Path) -> None:
+    """One Landsat scene cut into 66 chips: footprints far enough apart on the map to click one."""
     if not Path(CHROMIUM).is_file():
         unavailable(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
     if importlib.util.find_spec("playwright") is None:
         unavailable("the playwright package is not installed")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    db = tmp_path / "landsat.lance"
+    scene = shared_data / "geotiff" / "landsat_peru" / "2020.tif"
+    index = [sys.executable, "-m", "rsretrieve.cli", "index", str(scene), "--db", str(db), "--chip-size", "64"]
+    subprocess.run([*index, "--model", "tiny-test", "--random-weights", "--quiet"], check=True, env=env, timeout=300)
     shot = tmp_path / "page.png"
-    command = [sys.executable, str(SCRIPT), "--db", str(page_db), "--query", "farmland", "--out", str(shot)]
-    run = subprocess.run(
-        command, capture_output=True, text=True, timeout=240, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
+    command = [sys.executable, str(SCRIPT), "--db", str(db), "--query", "farmland", "--out", str(shot)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout.splitlines()[-1])
     assert report["outside_requests"] == []  # no tile server, fonts or icons from the network
+    assert report["highlighted"].startswith(f"#{report['clicked_rank']} ·")  # a click on a footprint selects it
     with Image.open(shot) as image:
         assert image.width == 1440 and image.height > 1500  # header, map and a grid of cards

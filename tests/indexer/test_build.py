@@ -25,6 +25,7 @@ from rsretrieve.query import Query
 from rsretrieve.raster import ChipReader, find_sources, plan_scene
 from rsretrieve.search import Searcher
 from rsretrieve.store import ChipStore
+from tests.conftest import captured_logs
 
 CHIPS = ChipOptions(chip_size=64)
 RUN = RunOptions(batch_size=16, workers=0, commit_chips=10)
@@ -37,19 +38,9 @@ def build(sources: list[Path], db: Path, model, chips: ChipOptions = CHIPS, run:
 
 @pytest.fixture
 def build_log() -> Iterator[list[logging.LogRecord]]:
-    """Records logged under ``indexer`` during the test (captured there: the CLI may stop their propagation)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("indexer")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    """Records logged under ``indexer`` during the test."""
+    with captured_logs("indexer") as records:
         yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def test_index_then_resume_then_append(tmp_path: Path, small_archive: Path, tiny_model) -> None:

@@ -14,6 +14,7 @@ runs no torch code, so every child starts clean (LanceDB restarts its event loop
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -58,15 +59,35 @@ def _replacing(suffix: str):
 FAULTS = {  # step of the commit protocol → how to stop there: (module, attribute, condition)
     "lance_appended": (ann, "write_index", _always),
     "records_written": (os, "replace", _replacing(".arrow")),
+    "columns_appended": (os, "fsync", _always),  # fsync of appended columns and of every tmp file before rename
     "faiss_tmp_written": (os, "replace", _replacing(".faiss")),
     "manifest_tmp_written": (os, "replace", _replacing(store.MANIFEST)),
     "committed": (store.StoreWriter, "_remove_stale_index_files", _always),  # manifest replaced, not tidied
 }
 
 
-def _install_fault(point: str, nth: int, signal_name: str = "SIGKILL") -> None:
+def _raise_on(nth: int, error: int, original, when):
+    """``original`` that fails with OSError(error) the nth time ``when(*args)`` holds (a failing file-system call)."""
+    seen = 0
+
+    def wrapper(*args, **kwargs):
+        nonlocal seen
+        if when(*args, **kwargs):
+            seen += 1
+            if seen >= nth:
+                raise OSError(error, os.strerror(error))
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+def _install_fault(point: str, nth: int, how: str = "SIGKILL") -> None:
+    """Stop at ``point`` the nth time: by a signal (``SIGKILL``, ``SIGINT``) or an errno (``ENOSPC``, ``EIO``)."""
     owner, name, when = FAULTS[point]
-    setattr(owner, name, _signal_on(nth, signal.Signals[signal_name], getattr(owner, name), when))
+    if how.startswith("SIG"):
+        setattr(owner, name, _signal_on(nth, signal.Signals[how], getattr(owner, name), when))
+    else:
+        setattr(owner, name, _raise_on(nth, getattr(errno, how), getattr(owner, name), when))
 
 
 def _child(job: dict) -> None:

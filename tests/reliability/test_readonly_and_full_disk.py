@@ -1,7 +1,8 @@
 """A read-only or full file system under --db: a clear error, and the index still answers as before.
 
-The index lives on a small tmpfs (root may ignore chmod, not a read-only mount or a full disk); the tests
-skip where mounting is not permitted.
+The index lives on a small tmpfs (root may ignore chmod, not a read-only mount or a full disk). Where mounting is
+not permitted those tests skip, and the full disk is simulated instead: the writer's file-system calls fail with
+ENOSPC at each step of a commit (``test_enospc_at_each_step_...``, which runs everywhere).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import pytest
 from rsretrieve.query import Query
 from rsretrieve.search import Searcher
 from rsretrieve.store import LOCK, ChipStore
-from tests.conftest import unavailable
 from tests.reliability.conftest import TINY, scene_chips, write_scenes
 
 ARGS = [*TINY, "--chip-size", "64", "--commit-chips", "4"]
@@ -37,7 +37,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     folder.mkdir()
     result = mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)) if shutil.which("mount") else None
     if result is None or result.returncode != 0:
-        unavailable(f"cannot mount a tmpfs here: {result.stderr.strip() if result else 'no mount command'}")
+        reason = result.stderr.strip() if result else "no mount command"
+        pytest.skip(f"cannot mount a tmpfs here ({reason}): the ENOSPC test below simulates a full disk instead")
     yield folder
     subprocess.run(["umount", "-l", str(folder)], check=False)
 
@@ -103,3 +104,25 @@ def test_a_full_disk_fails_cleanly_keeps_what_was_committed_and_resumes(
     assert committed == sorted(committed) and committed[-1] < scene_chips(4) + scene_chips(24)
     assert forked_cli.run("index", more, "--db", db, *ARGS, log=log)["rc"] == 0
     assert answers(db, tiny_model)[0]["rows"] == scene_chips(4) + scene_chips(24)
+
+
+@pytest.mark.parametrize(
+    ("point", "nth"),
+    [("columns_appended", 3), ("records_written", 2), ("faiss_tmp_written", 2), ("manifest_tmp_written", 2)],
+)
+def test_enospc_at_each_step_of_a_commit_fails_cleanly_and_resumes(
+    forked_cli, tmp_path: Path, tiny_model, point: str, nth: int
+) -> None:
+    """A disk that fills during the second batch (real file-system calls raising ENOSPC, no mount needed)."""
+    db, log = tmp_path / "db", tmp_path / "log"
+    assert forked_cli.run("index", write_scenes(tmp_path / "first", 4), "--db", db, *ARGS, log=log)["rc"] == 0
+    ids_before = set(ChipStore(db).column("id").to_pylist())
+    more = write_scenes(tmp_path / "more", 6)
+    result = forked_cli.run("index", more, "--db", db, *ARGS, log=log, fault=(point, nth, "ENOSPC"))
+    assert result["rc"] == 1
+    assert one_error(log) == f"error: cannot write to {db}: No space left on device"
+    info, found = answers(db, tiny_model)  # consistent: the old chips and whole groups committed before the failure
+    assert ids_before <= set(ChipStore(db).column("id").to_pylist()) and len(found) == min(100, info["rows"])
+    assert not (db / LOCK).exists()
+    assert forked_cli.run("index", more, "--db", db, *ARGS, log=log)["rc"] == 0
+    assert answers(db, tiny_model)[0]["rows"] == scene_chips(4) + scene_chips(6)

@@ -125,3 +125,21 @@ def test_markdown_table_shows_published_numbers_and_difference():
     rows = markdown_table([result]).splitlines()[2:]
     assert [row.split("|")[3].strip() for row in rows] == ["exact", "published", "exact − published"]
     assert "| 17.02 |" in rows[1] and "| 2.98 |" in rows[2]
+
+
+@needs_sydney
+def test_eval_through_an_ivfpq_index(tmp_path, shared_data):
+    """RSITMD's 452 test images are enough to train IVF-PQ: the ann numbers go through the product's IVF-PQ path."""
+    captions = shared_data / "benchmarks" / "rsitmd" / "rsitmd_test.csv"
+    split = load_split("rsitmd", tmp_path, captions)
+    write_synthetic_images(split.image_files, tmp_path / "images", size=32)
+    out = tmp_path / "result.json"
+    args = ["--dataset", "rsitmd", "--root", str(tmp_path), "--annotations", str(captions), "--index", "both"]
+    done = run_eval(*args, "--ann-index", "ivfpq", "--nprobe", "2", "--out", str(out), *MODEL)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert (result["images"], result["captions"]) == (452, 2260)
+    assert result["ann_index"]["index_type"] == "ivfpq" and result["ann_index"]["nprobe"] == 2
+    check_numbers(result["ann"])
+    assert all(result["ann"][key] == result["exact"][key] for key in KEYS if key.startswith("i2t"))
+    assert [row.split("|")[3].strip() for row in done.stdout.strip().splitlines()[2:]] == ["exact", "ann (ivfpq)"]

@@ -13,6 +13,7 @@ import pytest
 
 from rsretrieve.chips import Chip, Window
 from rsretrieve.store import StoreWriter
+from tests.conftest import captured_logs
 
 MODEL = SimpleNamespace(name="tiny-test", architecture="rsretrieve-tiny", checkpoint="random-seed0", dim=8)
 
@@ -56,19 +57,9 @@ def write_store(db: Path, batches: list[int], **open_args) -> np.ndarray:
 
 @pytest.fixture
 def store_log() -> Iterator[list[logging.LogRecord]]:
-    """Records logged under ``rsretrieve`` during the test (captured there: the CLI may stop their propagation)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("rsretrieve")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    """Records logged under ``rsretrieve`` during the test."""
+    with captured_logs("rsretrieve") as records:
         yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def messages(records: list[logging.LogRecord]) -> str:

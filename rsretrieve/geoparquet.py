@@ -1,0 +1,207 @@
+"""GeoParquet 1.1 output (and input) of chips, query results, labels, classifier chips and sites.
+
+A file is an ordinary Parquet file with:
+
+- ``geometry``: WKB (shapely), WGS84 longitude/latitude; null for a chip without georeference;
+- ``bbox``: struct ``xmin, ymin, xmax, ymax`` (float64) per row, declared as the geometry's ``covering`` so readers
+  (GDAL ≥ 3.9, DuckDB, Sedona) can skip row groups by area;
+- the ``geo`` file metadata: ``version`` 1.1.0, ``primary_column`` geometry, its ``encoding`` WKB,
+  ``geometry_types``, ``bbox`` of the whole file and ``covering``. The ``crs`` key is omitted on purpose: by the
+  specification a missing ``crs`` means OGC:CRS84 (WGS84 with longitude first), which is exactly what is stored;
+  geopandas reads it as OGC:CRS84 (equivalent to EPSG:4326 with x = longitude).
+
+The other columns are the records (``Chip.record`` flattened: id, path, window, date, crs) and what the producer
+adds in front (rank and score of a result, class and label, site statistics).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+
+from rsretrieve.chips import WINDOW_FIELDS, Chip
+from rsretrieve.errors import UserError
+from rsretrieve.files import atomic_write
+
+GEO_VERSION = "1.1.0"
+GEOMETRY = "geometry"
+BBOX = "bbox"
+BBOX_TYPE = pa.struct([(name, pa.float64()) for name in ("xmin", "ymin", "xmax", "ymax")])
+MEDIA_TYPE = "application/vnd.apache.parquet"
+
+
+class GeoParquetError(UserError):
+    """A GeoParquet file that cannot be read; one line for the user."""
+
+
+def chip_columns(chips: Sequence[Chip]) -> dict[str, Any]:
+    """The record columns of chips (no footprint: that is the geometry)."""
+    return {
+        "id": pa.array([chip.id for chip in chips], pa.string()),
+        "path": pa.array([chip.path for chip in chips], pa.string()),
+        **{name: pa.array([getattr(chip.window, name) for chip in chips], pa.int32()) for name in WINDOW_FIELDS},
+        "date": pa.array([chip.date for chip in chips], pa.date32()),
+        "crs": pa.array([chip.crs for chip in chips], pa.string()),
+    }
+
+
+def chips_geotable(
+    chips: Sequence[Chip], properties: Sequence[dict[str, Any]] | None = None
+) -> tuple[pa.Table, np.ndarray]:
+    """(attribute table, shapely footprints) of chips; ``properties`` (one dict per chip) become leading columns."""
+    columns: dict[str, Any] = {}
+    if properties:
+        extra = pa.Table.from_pylist(list(properties))
+        columns.update({name: extra.column(name) for name in extra.column_names})
+    columns.update(chip_columns(chips))
+    geometries = np.array(
+        [shapely.geometry.shape(chip.footprint) if chip.footprint else None for chip in chips], object
+    )
+    return pa.table(columns), geometries
+
+
+def records_geotable(records: pa.Table, properties: dict[str, Any] | None = None) -> tuple[pa.Table, np.ndarray]:
+    """(attribute table, footprints) of a table of chip records (``ChipStore.records``), column-wise: the fast way
+    for many chips. ``properties`` (name → array) become leading columns."""
+    columns: dict[str, Any] = dict(properties or {})
+    for name in ("id", "path", *WINDOW_FIELDS, "date", "crs"):
+        columns[name] = records.column(name)
+    footprints = records.column("footprint").to_numpy(zero_copy_only=False).astype(object)
+    return pa.table(columns), shapely.from_geojson(footprints) if len(footprints) else np.empty(0, object)
+
+
+def records_geojson(records: pa.Table, properties: dict[str, Any] | None = None) -> str:
+    """A GeoJSON FeatureCollection of a table of chip records, as ``Chip.feature`` writes each feature (the stored
+    footprint text goes in as it is: no parsing)."""
+    extra = {name: list(values) for name, values in (properties or {}).items()}
+    data = records.to_pydict()
+    parts = []
+    for row in range(records.num_rows):
+        bbox = [data[name][row] for name in ("minx", "miny", "maxx", "maxy")]
+        day = data["date"][row]
+        props = {name: values[row] for name, values in extra.items()}
+        props.update(
+            id=data["id"][row],
+            path=data["path"][row],
+            window={name: data[name][row] for name in WINDOW_FIELDS},
+            bbox=bbox if bbox[0] is not None else None,
+            date=day.isoformat() if day is not None else None,
+            crs=data["crs"][row],
+        )
+        geometry = data["footprint"][row] or "null"
+        chip_id = json.dumps(data["id"][row])
+        parts.append(
+            f'{{"type": "Feature", "id": {chip_id}, "geometry": {geometry}, "properties": {json.dumps(props)}}}'
+        )
+    return '{"type": "FeatureCollection", "features": [' + ", ".join(parts) + "]}\n"
+
+
+def hits_geotable(hits: Sequence[Any]) -> tuple[pa.Table, np.ndarray]:
+    """(attribute table, footprints) of search hits: rank, score, then the chip record."""
+    properties = [{"rank": rank, "score": float(hit.score)} for rank, hit in enumerate(hits, 1)]
+    return chips_geotable([hit.chip for hit in hits], properties)
+
+
+def geo_metadata(geometries: np.ndarray) -> dict[str, Any]:
+    """The ``geo`` metadata of a geometry column (no ``crs``: OGC:CRS84, see the module docstring)."""
+    present = geometries[~shapely.is_missing(geometries)] if len(geometries) else geometries
+    types = sorted({geometry.geom_type for geometry in present})
+    column: dict[str, Any] = {
+        "encoding": "WKB",
+        "geometry_types": types,
+        "covering": {BBOX: {key: [BBOX, key] for key in ("xmin", "ymin", "xmax", "ymax")}},
+    }
+    if len(present):
+        column["bbox"] = [float(value) for value in shapely.total_bounds(present)]
+    return {"version": GEO_VERSION, "primary_column": GEOMETRY, "columns": {GEOMETRY: column}}
+
+
+def geo_table(table: pa.Table, geometries: np.ndarray) -> pa.Table:
+    """``table`` with the WKB ``geometry`` and the ``bbox`` covering columns and the ``geo`` metadata."""
+    geometries = np.asarray(geometries, object)
+    if len(geometries) != table.num_rows:
+        raise ValueError(f"{len(geometries)} geometries for {table.num_rows} rows")
+    missing = shapely.is_missing(geometries) if len(geometries) else np.zeros(0, bool)
+    wkb = shapely.to_wkb(geometries, flavor="iso") if len(geometries) else np.zeros(0, object)
+    bounds = shapely.bounds(geometries) if len(geometries) else np.zeros((0, 4))
+    mask = pa.array(missing) if len(geometries) else None
+    boxes = pa.StructArray.from_arrays(
+        [pa.array(bounds[:, i], pa.float64()) for i in range(4)], fields=list(BBOX_TYPE), mask=mask
+    )
+    columns = {name: table.column(name) for name in table.column_names if name not in (GEOMETRY, BBOX)}
+    columns[GEOMETRY] = pa.array(list(wkb), pa.binary())
+    columns[BBOX] = boxes
+    result = pa.table(columns)
+    metadata = dict(result.schema.metadata or {})
+    metadata[b"geo"] = json.dumps(geo_metadata(geometries)).encode()
+    return result.replace_schema_metadata(metadata)
+
+
+def write_geoparquet(path: str | Path, table: pa.Table, geometries: np.ndarray) -> None:
+    """Write a GeoParquet file (tmp + rename)."""
+    data = geo_table(table, geometries)
+    atomic_write(Path(path), lambda tmp: pq.write_table(data, tmp, compression="zstd"))
+
+
+def geoparquet_bytes(table: pa.Table, geometries: np.ndarray) -> bytes:
+    """A GeoParquet file in memory (the page's download, the service)."""
+    sink = io.BytesIO()
+    pq.write_table(geo_table(table, geometries), sink, compression="zstd")
+    return sink.getvalue()
+
+
+def read_geoparquet(path: str | Path) -> tuple[pa.Table, np.ndarray]:
+    """(attribute table, shapely geometries) of a GeoParquet file (its primary column; WKB), reprojected to WGS84
+    when its ``crs`` is not."""
+    try:
+        table = pq.read_table(path)
+    except Exception as error:
+        raise GeoParquetError(f"cannot read {path}: {error}") from None
+    raw = (table.schema.metadata or {}).get(b"geo")
+    if raw is None:
+        raise GeoParquetError(f"{path} is not GeoParquet (no 'geo' metadata)")
+    geo = json.loads(raw)
+    name = geo.get("primary_column", GEOMETRY)
+    column = geo.get("columns", {}).get(name, {})
+    if column.get("encoding", "WKB").upper() != "WKB":
+        raise GeoParquetError(f"{path}: only WKB geometries are read (got {column.get('encoding')})")
+    geometries = shapely.from_wkb(np.asarray(table.column(name).to_pylist(), object))
+    crs = column.get("crs")
+    if crs is not None:
+        from rasterio.crs import CRS
+
+        from rsretrieve.reproject import to_wgs84
+
+        source = CRS.from_user_input(json.dumps(crs) if isinstance(crs, dict) else crs)
+        if source.to_epsg() != 4326:
+            geometries = to_wgs84(geometries, source.to_wkt())
+    covering = column.get("covering", {}).get(BBOX, {}).get("xmin", [None])[0]
+    dropped = [c for c in (name, covering) if c in table.column_names]
+    return table.drop_columns(dropped), geometries
+
+
+def write_features(path: str | Path, rows: Sequence[dict[str, Any]], geometries: np.ndarray) -> None:
+    """Rows (flat dicts) and their WGS84 geometries as GeoJSON (``.geojson``/``.json``) or GeoParquet
+    (``.parquet``), chosen by the file's suffix; written atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".geojson", ".json"):
+        features = [
+            {"type": "Feature", "geometry": json.loads(shapely.to_geojson(geometry)) if geometry else None,
+             "properties": row}
+            for row, geometry in zip(rows, geometries, strict=True)
+        ]  # fmt: skip
+        text = json.dumps({"type": "FeatureCollection", "features": features}) + "\n"
+        atomic_write(path, lambda tmp: tmp.write_text(text))
+    elif suffix in (".parquet", ".geoparquet"):
+        write_geoparquet(path, pa.Table.from_pylist(list(rows)), geometries)
+    else:
+        raise GeoParquetError(f"write .geojson or .parquet (got {path.name})")
