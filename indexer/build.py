@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from rsretrieve.chips import Chip
 from rsretrieve.embedding import SKIPPED
 from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel
-from rsretrieve.raster import ScenePlan, SourceError, count_chips, plan_scene
+from rsretrieve.raster import Scene, ScenePlan, Source, SourceError, count_chips, plan_scene
 from rsretrieve.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,12 @@ class NothingIndexedError(UserError):
     """Every given file was bad and the index holds nothing."""
 
 
-def estimate_chips(paths: list[Path], chip_size: int, overlap: int) -> int:
+def source_key(source: Source | Scene) -> str:
+    """What the index stores as a chip's ``path`` for a source: the local path or the URI as given."""
+    return str(source.path if isinstance(source, Scene) else source)
+
+
+def estimate_chips(paths: Sequence[Source | Scene], chip_size: int, overlap: int) -> int:
     """Chip count from the raster headers, for the progress bar's total and ETA."""
     total = 0
     for path in paths:
@@ -111,7 +116,7 @@ def default_commit_chips(device: str) -> int:
 
 
 def plan_groups(
-    paths: list[Path], options: ChipOptions, commit_chips: int, on_bad: Callable[[Path, str], None]
+    paths: Sequence[Source | Scene], options: ChipOptions, commit_chips: int, on_bad: Callable[[str, str], None]
 ) -> Iterator[list[ScenePlan]]:
     """Plans of the sources, grouped into whole files of about ``commit_chips`` chips."""
     group: list[ScenePlan] = []
@@ -120,7 +125,7 @@ def plan_groups(
         try:
             plan = plan_scene(path, options.chip_size, options.overlap, options.bands)
         except SourceError as error:
-            on_bad(path, str(error))
+            on_bad(source_key(path), str(error))
             continue
         group.append(plan)
         size += len(plan.chips)
@@ -180,7 +185,7 @@ class ArchiveIndexer:
 
 
 def index_archive(
-    paths: list[Path],
+    paths: Sequence[Source | Scene],
     db: str | Path,
     model: EmbeddingModel,
     chips: ChipOptions | None = None,
@@ -188,7 +193,11 @@ def index_archive(
     ann_settings: AnnSettings | None = None,
     show_progress: bool = True,
 ) -> IndexSummary:
-    """Index source files (see ``find_sources``) into ``db``; resumable, committed file group by file group."""
+    """Index sources into ``db``; resumable, committed file group by file group.
+
+    ``paths`` are local paths and URIs (see ``find_sources``) or ``Scene``s from a STAC catalogue (``stac_scenes``);
+    a source whose path or URI has chips in the index already is skipped.
+    """
     chips = chips or ChipOptions()
     run = run or RunOptions()
     started = time.perf_counter()
@@ -198,9 +207,9 @@ def index_archive(
     summary = IndexSummary(db=str(db))
     try:
         counts = Counter(writer.column("path").to_pylist()) if len(writer) else Counter()
-        todo = [path for path in paths if str(path) not in counts]
+        todo = [path for path in paths if source_key(path) not in counts]
         summary.files_skipped = len(paths) - len(todo)
-        summary.already_indexed = sum(counts[str(path)] for path in paths if str(path) in counts)
+        summary.already_indexed = sum(counts[source_key(path)] for path in paths if source_key(path) in counts)
         if run.retrain:
             writer.retrain()
         indexer = ArchiveIndexer(model, chips, run, summary)

@@ -1,4 +1,8 @@
-"""Opening rasters: one-line errors (``SourceError``), a quiet GDAL environment, checked paths."""
+"""Opening rasters: one-line errors (``SourceError``), a quiet GDAL environment, checked sources.
+
+A source is a local path or a URI string (``rsretrieve.raster.remote``); URIs are read through GDAL's virtual
+file systems with the settings of ``remote.remote_options``.
+"""
 
 from __future__ import annotations
 
@@ -36,14 +40,20 @@ def gdal_message(exc: BaseException) -> str:
 
 
 @contextmanager
-def quiet() -> Iterator[None]:
+def quiet(source: str | Path | None = None) -> Iterator[None]:
     """A default rasterio.Env, no NotGeoreferencedWarning, and GDAL's warnings about odd but readable files
-    (which rasterio.Env routes to the ``rasterio`` logger) kept below ERROR: bad files raise SourceError instead."""
+    (which rasterio.Env routes to the ``rasterio`` logger) kept below ERROR: bad files raise SourceError instead.
+
+    For a remote ``source`` the Env also holds the GDAL settings of remote reads (``remote.remote_options``).
+    """
+    from rsretrieve.raster.remote import is_remote, remote_options
+
+    options = remote_options() if source is not None and is_remote(source) else {}
     logger = logging.getLogger("rasterio")
     level = logger.level
     logger.setLevel(max(level, logging.ERROR))
     try:
-        with rasterio.Env(), warnings.catch_warnings():
+        with rasterio.Env(**options), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             yield
     finally:
@@ -62,12 +72,41 @@ def checked_path(path: str | Path) -> Path:
     return file
 
 
-def open_raster(file: Path) -> DatasetReader:
-    """Open a raster read-only, turning GDAL errors into SourceError."""
+def checked_source(source: str | Path) -> str | Path:
+    """A remote URI as given (opening it tells whether it exists), else ``checked_path``."""
+    from rsretrieve.raster.remote import is_remote
+
+    return source if is_remote(source) else checked_path(source)
+
+
+def _remote_reason(message: str) -> str:
+    """GDAL's message about a remote object, with its HTTP status said plainly when it has one."""
+    if any(
+        text in message
+        for text in (
+            "does not exist in the file system",
+            "HTTP response code: 404",
+            "NoSuchKey",
+            "The specified key does not exist",
+            "NoSuchBucket",
+        )
+    ):
+        return "no such object (404)"
+    if "HTTP response code: 403" in message or "Access Denied" in message or "AccessDenied" in message:
+        return f"access denied (403): {message}"
+    return f"not a readable raster ({message})"
+
+
+def open_raster(file: str | Path) -> DatasetReader:
+    """Open a raster (local path or remote URI) read-only, turning GDAL errors into SourceError."""
+    from rsretrieve.raster.remote import is_remote, vsi_path
+
     try:
-        with quiet():
-            src = rasterio.open(file)
+        with quiet(file):
+            src = rasterio.open(vsi_path(file))
     except GDAL_ERRORS as exc:
+        if is_remote(file):
+            raise source_error(file, _remote_reason(gdal_message(exc))) from exc
         raise source_error(file, f"not a readable raster ({gdal_message(exc)})") from exc
     if src.count == 0:
         src.close()
