@@ -81,8 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     index = commands.add_parser("index", help="index GeoTIFFs and images (resumable)")
-    index.add_argument("sources", nargs="+", help="files, folders or glob patterns")
+    index.add_argument(
+        "sources", nargs="*", help="files, folders, glob patterns, s3:// prefixes or patterns, object URLs"
+    )
     index.add_argument("--db", required=True, type=Path, help="index folder (created if missing)")
+    stac = index.add_argument_group("STAC (docs/remote.md)")
+    stac.add_argument("--stac", metavar="CATALOG_OR_API", help="static catalogue (.json) or STAC API to index")
+    stac.add_argument("--asset", help="asset key or role to read from each item (default: visual, then data)")
+    stac.add_argument("--collection", action="append", help="STAC collection (repeatable)")
+    stac.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy in WGS84 degrees (items intersecting)")
+    stac.add_argument("--start", type=_date, help="earliest acquisition date YYYY-MM-DD")
+    stac.add_argument("--end", type=_date, help="latest acquisition date YYYY-MM-DD")
+    stac.add_argument("--max-items", type=_positive_int, help="at most this many items")
     _add_model_options(index, default=None)
     index.add_argument("--chip-size", type=_positive_int, default=224, help="chip size in pixels (224)")
     index.add_argument("--overlap", type=int, default=0, help="overlap between chips in pixels (0)")
@@ -191,17 +201,38 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
     return bands
 
 
+REMOTE_DB_PREFIXES = ("s3:/", "gs:/", "az:/", "http:/", "https:/")  # what type=Path leaves of s3://...
+
+
+def _index_sources(args: argparse.Namespace) -> list:
+    """The sources of the index command: named files, folders, patterns and URIs, then STAC scenes."""
+    from rsretrieve.raster import find_sources
+
+    if str(args.db).startswith(REMOTE_DB_PREFIXES):
+        raise CliError("--db on object storage is not supported yet: give a local folder (sources may be remote)")
+    stac_only = [name for name in ("asset", "collection", "bbox", "start", "end", "max_items") if getattr(args, name)]
+    if stac_only and not args.stac:
+        raise CliError(f"--{stac_only[0].replace('_', '-')} applies to --stac sources only")
+    if not args.sources and not args.stac:
+        raise CliError("give sources to index (files, folders, URIs) or --stac CATALOG_OR_API")
+    sources = list(find_sources(args.sources)) if args.sources else []
+    if args.stac:
+        from rsretrieve.raster.stac import stac_scenes
+
+        sources += stac_scenes(args.stac, args.asset, args.collection, args.bbox, args.start, args.end, args.max_items)
+    return sources
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     """Index sources into --db."""
     from rsretrieve.ann import AnnSettings
-    from rsretrieve.raster import find_sources
     from rsretrieve.store import Manifest, WriteLock, check_same_model
 
     if not 0 <= args.overlap < args.chip_size:
         raise CliError(f"--overlap must be between 0 and chip size - 1 (got {args.overlap})")
     if not 0 <= args.max_nodata <= 1:
         raise CliError("--max-nodata is a fraction between 0 and 1")
-    paths = find_sources(args.sources)
+    paths = _index_sources(args)
     WriteLock(args.db).check_free()  # refuse a second indexer before loading a model
     name = args.model
     if (args.db / "manifest.json").is_file() and not args.rebuild:
