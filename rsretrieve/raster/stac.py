@@ -22,7 +22,8 @@ from rsretrieve.errors import UserError
 from rsretrieve.raster.sources import Scene
 
 DEFAULT_ROLES = ("visual", "data")
-RASTER_TYPES = ("image/tiff", "image/jp2", "image/png", "image/jpeg")
+RASTER_TYPES = ("image/tiff", "image/jp2")  # a GeoTIFF / COG / JPEG 2000 asset when no role says which
+NOT_DATA_ROLES = {"thumbnail", "overview", "metadata"}
 
 
 class StacError(UserError):
@@ -61,7 +62,14 @@ def pick_asset(item: Any, wanted: str | None) -> tuple[str, Any] | None:
     for role in DEFAULT_ROLES:
         if found := next(((key, a) for key, a in assets.items() if role in (a.roles or [])), None):
             return found
-    return next(((key, a) for key, a in assets.items() if (a.media_type or "").startswith(RASTER_TYPES)), None)
+    return next(
+        (
+            (key, a)
+            for key, a in assets.items()
+            if (a.media_type or "").startswith(RASTER_TYPES) and not NOT_DATA_ROLES & set(a.roles or [])
+        ),
+        None,
+    )
 
 
 def item_scene(item: Any, asset: str | None) -> Scene:
