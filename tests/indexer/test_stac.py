@@ -140,3 +140,15 @@ def test_index_stac_errors_are_one_line(tmp_path: Path, tiny_model, s3_env, http
     ):
         assert main(["index", *argv]) == 1
         assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_item_collection_file_with_local_hrefs(tmp_path: Path, cog_folder: Path) -> None:
+    """A FeatureCollection of items whose assets are local files: paths made absolute as find_sources makes them."""
+    items = [make_item("local-1", str(cog_folder / "1985.tif"), dt.datetime(2010, 5, 6, tzinfo=dt.UTC))]
+    items.append(make_item("local-2", f"file://{cog_folder}/1990.tif", dt.datetime(2011, 5, 6, tzinfo=dt.UTC)))
+    collection = {"type": "FeatureCollection", "features": [item.to_dict() for item in items]}
+    (tmp_path / "items.geojson").write_text(json.dumps(collection))
+    scenes = stac_scenes(str(tmp_path / "items.geojson"))  # no --asset: the visual role
+    assert [s.path for s in scenes] == [(cog_folder / "1985.tif").resolve(), (cog_folder / "1990.tif").resolve()]
+    assert [s.date for s in scenes] == [dt.date(2010, 5, 6), dt.date(2011, 5, 6)]
+    assert [s.item_id for s in stac_scenes(str(tmp_path / "items.geojson"), max_items=1)] == ["local-1"]
