@@ -70,6 +70,7 @@ def measure(name: str, sources: list, chip_size: int, stats=None, size: int = 0)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chip-size", type=int, action="append", help="chip sizes (default: 224 and 64)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (median reported)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "remote-speed-cpu.json")
     args = parser.parse_args()
     sizes = args.chip_size or [224, 64]
@@ -81,22 +82,43 @@ def main() -> int:
         files = sorted(folder.glob("*.tif"))
         total = sum(f.stat().st_size for f in files)
         results = []
-        for size in sizes:  # one copy per run under its own URLs: GDAL's caches start cold for each
-            (folder / f"run{size}").mkdir()
+        runs = [(rep, size) for rep in range(args.repeat) for size in sizes]
+        for rep, size in runs:  # one copy per run under its own URLs: GDAL's caches start cold for each
+            (folder / f"run{size}-{rep}").mkdir()
             for f in files:
-                os.link(f, folder / f"run{size}" / f.name)
+                os.link(f, folder / f"run{size}-{rep}" / f.name)
         with S3Server() as s3, RangeServer(folder) as http, environment(s3.env()):
-            for size in sizes:
-                upload(folder / f"run{size}", "bench", s3.env(), prefix=f"run{size}/")
-            read_all(files, max(sizes))  # warm the page cache for the local run
-            for size in sizes:
+            for rep, size in runs:
+                upload(folder / f"run{size}-{rep}", "bench", s3.env(), prefix=f"run{size}-{rep}/")
+            read_all(files, max(sizes))  # warm the page cache for the local runs
+            for rep, size in runs:  # interleaved: the machine's load hits every kind alike
+                run = f"run{size}-{rep}"
                 for name, sources, stats in (
                     ("local", files, None),
-                    ("s3 (moto, loopback)", [f"s3://bench/run{size}/{f.name}" for f in files], s3.stats),
-                    ("http (Range server, loopback)", [f"{http.url}/run{size}/{f.name}" for f in files], http.stats),
+                    ("s3 (moto, loopback)", [f"s3://bench/{run}/{f.name}" for f in files], s3.stats),
+                    ("http (Range server, loopback)", [f"{http.url}/{run}/{f.name}" for f in files], http.stats),
                 ):
                     row = measure(name, sources, size, stats, total)
-                    results.append({"chip_size": size, **row})
+                    results.append({"chip_size": size, "repeat": rep, **row})
+    summary = []
+    for size in sizes:
+        for name in dict.fromkeys(r["source"] for r in results):
+            rows = [r for r in results if r["chip_size"] == size and r["source"] == name]
+            speeds = sorted(r["chips_per_second"] for r in rows)
+            summary.append(
+                {
+                    "chip_size": size,
+                    "source": name,
+                    "chips": rows[0]["chips"],
+                    "median_chips_per_second": speeds[len(speeds) // 2],
+                    "runs_chips_per_second": [r["chips_per_second"] for r in rows],
+                    **{
+                        k: rows[0][k]
+                        for k in ("requests_per_chip", "bytes_per_chip", "bytes_fetched_of_files")
+                        if k in rows[0]
+                    },
+                }
+            )
     import rasterio
 
     report = {
@@ -109,6 +131,8 @@ def main() -> int:
         "rasterio": rasterio.__version__,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "threads": os.environ.get("OMP_NUM_THREADS"),
+        "summary": summary,
+        "load_average": os.getloadavg(),
         "results": results,
         "notes": (
             "Servers on 127.0.0.1 count requests and body bytes themselves. Each chip size reads its own copy under "
