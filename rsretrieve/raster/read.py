@@ -19,6 +19,7 @@ from rsretrieve.chips import Chip, Window
 from rsretrieve.raster.dataset import GDAL_ERRORS, checked_source, gdal_message, open_raster, quiet, source_error
 from rsretrieve.raster.pixels import extra_alpha, read_valid, to_uint8, unique_bands
 from rsretrieve.raster.plan import ScenePlan, plan_whole
+from rsretrieve.raster.remote import is_remote
 
 GDAL_CACHE_BYTES = 64 << 20  # GDAL's block cache while reading (its default is 5 % of the RAM)
 
@@ -100,7 +101,10 @@ class ChipReader:
                 data, valid = read_valid(handle.src, bands, handle.alpha, window=window, **resampled)
         except GDAL_ERRORS as exc:
             self._drop(plan.path)
-            raise source_error(plan.path, f"cannot read window {w.as_dict()} ({gdal_message(exc)})") from exc
+            message = gdal_message(exc)
+            if is_remote(plan.path) and "got 0 bytes" in message:  # GDAL keeps the network's own error to itself
+                message = f"nothing received from the server: network or server error? {message}"
+            raise source_error(plan.path, f"cannot read window {w.as_dict()} ({message})") from exc
         if 1.0 - valid.any(axis=0).mean() > self.max_nodata_fraction:
             return None
         return self._to_rgb(handle, plan, data, valid)

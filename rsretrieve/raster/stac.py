@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rsretrieve.errors import UserError
+from rsretrieve.raster.remote import is_remote
 from rsretrieve.raster.sources import Scene
 
 DEFAULT_ROLES = ("visual", "data")
@@ -82,7 +83,10 @@ def item_scene(item: Any, asset: str | None) -> Scene:
         label = f"STAC item {collection}/{item.id}" if collection else f"STAC item {item.id}"
         return Scene(label, item_date(item), item.id, collection, f"no {wanted} (available: {available})")
     href = chosen[1].get_absolute_href() or chosen[1].href
-    return Scene(href, item_date(item), item.id, collection)
+    if href.startswith("file://"):
+        href = href[len("file://") :]
+    path: str | Path = href if is_remote(href) else Path(href).expanduser().resolve()  # as find_sources makes it
+    return Scene(path, item_date(item), item.id, collection)
 
 
 def scenes_of(items: Iterable[Any], asset: str | None) -> list[Scene]:

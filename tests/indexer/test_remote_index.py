@@ -106,6 +106,8 @@ def test_a_server_gone_mid_run_loses_nothing_and_the_same_command_resumes(
         first = _index(sources, tmp_path / "db", tiny_model, commit_chips=60)
     assert first.new_chips == 66 and first.files_indexed == 1 and first.files_failed == 3
     assert all(reason.startswith("s3://resume/scene_200") for reason in first.failures)
+    network = ("Could not connect to server", "nothing received from the server")  # at open / mid-read
+    assert all(any(text in reason for text in network) for reason in first.failures), first.failures
     assert ChipStore(tmp_path / "db").manifest.count == 66  # the committed group is kept
     with S3Server(port=server.port):  # moto keeps the objects in this process: the same store comes back
         again = _index(sources, tmp_path / "db", tiny_model, commit_chips=60)
