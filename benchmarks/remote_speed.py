@@ -71,13 +71,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chip-size", type=int, action="append", help="chip sizes (default: 224 and 64)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (median reported)")
+    parser.add_argument("--scenes", type=int, default=len(SCENES), help="use the first N scenes (tests)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "remote-speed-cpu.json")
     args = parser.parse_args()
     sizes = args.chip_size or [224, 64]
     os.environ.setdefault("GDAL_CACHEMAX", str(64 << 20))  # as the indexer (limit_gdal_cache)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for name in SCENES:
+        for name in SCENES[: args.scenes]:
             write_cog(SHARED_DATA / "geotiff" / name, folder / name.replace("/", "_"))
         files = sorted(folder.glob("*.tif"))
         total = sum(f.stat().st_size for f in files)
@@ -124,7 +125,7 @@ def main() -> int:
     report = {
         "benchmark": "benchmarks/remote_speed.py",
         "what": "plan + read every chip (no model) of the same COGs from local disk, loopback S3 (moto) and HTTP",
-        "files": [name for name in SCENES],
+        "files": SCENES[: args.scenes],
         "file_bytes": total,
         "cog": "GDAL COG driver, 256x256 tiles, deflate, overviews",
         "gdal": rasterio.__gdal_version__,
