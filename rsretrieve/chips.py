@@ -8,7 +8,7 @@ objects, the store keeps them as rows of the ``chips`` table (``table_schema``, 
 Adding a field means: a field of ``Chip``, its column in ``RECORD_COLUMNS`` (Arrow type), one line in
 ``chips_table`` and in ``chips_from_table``, and ``record()`` if machines should see it — nothing elsewhere.
 Index folders written before the field existed read it as null (``chips_from_table`` tolerates a missing
-column).
+column); list it in ``LATER_COLUMNS`` too, so that appending to such an index adds the column to its table.
 """
 
 from __future__ import annotations
