@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from rsretrieve.chips import Chip
 from rsretrieve.embedding import SKIPPED
 from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel
-from rsretrieve.raster import Scene, ScenePlan, Source, SourceError, count_chips, plan_scene
+from rsretrieve.raster import Scene, ScenePlan, Source, SourceError, count_chips, is_remote, plan_scene
 from rsretrieve.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,12 @@ def source_key(source: Source | Scene) -> str:
 
 
 def estimate_chips(paths: Sequence[Source | Scene], chip_size: int, overlap: int) -> int:
-    """Chip count from the raster headers, for the progress bar's total and ETA."""
+    """Chip count from the raster headers of local sources, for the progress bar's total and ETA (a remote one is
+    counted when it is planned: reading every header first would cost a round trip each)."""
     total = 0
     for path in paths:
+        if is_remote(source_key(path)):
+            continue
         try:
             total += count_chips(path, chip_size, overlap)
         except SourceError:  # bad files are reported when they are planned
@@ -115,18 +119,49 @@ def default_commit_chips(device: str) -> int:
     return 65536 if device.startswith("cuda") else 2048
 
 
+PLAN_THREADS = 8  # remote scenes planned ahead at once: their headers cost round trips, not CPU
+
+
+def _plan_or_error(path: Source | Scene, options: ChipOptions) -> ScenePlan | SourceError:
+    try:
+        return plan_scene(path, options.chip_size, options.overlap, options.bands)
+    except SourceError as error:
+        return error
+
+
+def _plans(paths: Sequence[Source | Scene], options: ChipOptions) -> Iterator[tuple[Source | Scene, object]]:
+    """(source, ScenePlan or SourceError) in order; with remote sources, a few threads plan a batch at a time.
+
+    A batch is finished before its plans are handed on: no planning thread is inside GDAL when the DataLoader
+    forks its workers for the group those plans make.
+    """
+    if not any(is_remote(source_key(path)) for path in paths):
+        for path in paths:
+            yield path, _plan_or_error(path, options)
+        return
+    with ThreadPoolExecutor(PLAN_THREADS, thread_name_prefix="plan") as pool:
+        for start in range(0, len(paths), 2 * PLAN_THREADS):
+            batch = paths[start : start + 2 * PLAN_THREADS]
+            results = list(pool.map(lambda path: _plan_or_error(path, options), batch))
+            yield from zip(batch, results, strict=True)
+
+
 def plan_groups(
-    paths: Sequence[Source | Scene], options: ChipOptions, commit_chips: int, on_bad: Callable[[str, str], None]
+    paths: Sequence[Source | Scene],
+    options: ChipOptions,
+    commit_chips: int,
+    on_bad: Callable[[str, str], None],
+    on_plan: Callable[[Source | Scene, ScenePlan], None] = lambda path, plan: None,
 ) -> Iterator[list[ScenePlan]]:
-    """Plans of the sources, grouped into whole files of about ``commit_chips`` chips."""
+    """Plans of the sources, grouped into whole files of about ``commit_chips`` chips (remote ones planned ahead
+    by a few threads: their headers cost round trips)."""
     group: list[ScenePlan] = []
     size = 0
-    for path in paths:
-        try:
-            plan = plan_scene(path, options.chip_size, options.overlap, options.bands)
-        except SourceError as error:
-            on_bad(source_key(path), str(error))
+    for path, plan in _plans(paths, options):
+        if isinstance(plan, SourceError):
+            on_bad(source_key(path), str(plan))
             continue
+        on_plan(path, plan)
         group.append(plan)
         size += len(plan.chips)
         if size >= commit_chips:
@@ -218,7 +253,13 @@ def index_archive(
             total=total, unit="chip", desc="indexing", disable=not show_progress or not todo, file=sys.stderr
         ) as progress:
             commit_chips = run.commit_chips or default_commit_chips(model.device)
-            for plans in plan_groups(todo, chips, commit_chips, indexer.bad_file):
+
+            def count_remote(path: Source | Scene, plan: ScenePlan) -> None:
+                if is_remote(source_key(path)):
+                    progress.total += len(plan.chips)
+                    progress.refresh()
+
+            for plans in plan_groups(todo, chips, commit_chips, indexer.bad_file, count_remote):
                 rows, vectors, files = indexer.embed_group(plans, progress)
                 writer.append(rows, vectors, files)
                 summary.new_chips += len(rows)

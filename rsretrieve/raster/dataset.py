@@ -7,9 +7,10 @@ file systems with the settings of ``remote.remote_options``.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -40,27 +41,49 @@ def gdal_message(exc: BaseException) -> str:
     return str(exc)
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet_depth = 0  # quiet() blocks open in all threads (remote scenes are planned by a few threads)
+_quiet_saved_level = logging.NOTSET
+
+
+def _quiet_logger(enter: bool) -> None:
+    """Keep the ``rasterio`` logger at ERROR while any quiet() block is open, in any thread."""
+    global _quiet_depth, _quiet_saved_level
+    logger = logging.getLogger("rasterio")
+    with _QUIET_LOCK:
+        if enter:
+            if _quiet_depth == 0:
+                _quiet_saved_level = logger.level
+                logger.setLevel(max(logger.level, logging.ERROR))
+            _quiet_depth += 1
+        else:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                logger.setLevel(_quiet_saved_level)
+
+
 @contextmanager
 def quiet(source: str | Path | None = None) -> Iterator[None]:
     """A default rasterio.Env, no NotGeoreferencedWarning, and GDAL's warnings about odd but readable files
     (which rasterio.Env routes to the ``rasterio`` logger) kept below ERROR: bad files raise SourceError instead.
 
     For a remote ``source`` the Env also holds the GDAL settings of remote reads (``remote.remote_options``).
+    Safe in threads (the warning filter, which Python keeps per process, is only changed in the main thread).
     """
     from rsretrieve.raster.remote import is_remote, remote_options
 
     options = remote_options() if source is not None and is_remote(source) else {}
-    logger = logging.getLogger("rasterio")
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
+    main = threading.current_thread() is threading.main_thread()
+    _quiet_logger(enter=True)
     try:
         # No rasterio session: GDAL reads credentials from the environment itself, and rasterio's default would
         # build a boto3 session on every entry when AWS variables are set (~70 ms per chip read).
-        with rasterio.Env(session=DummySession(), **options), warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.Env(session=DummySession(), **options), warnings.catch_warnings() if main else nullcontext():
+            if main:
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
             yield
     finally:
-        logger.setLevel(level)
+        _quiet_logger(enter=False)
 
 
 def checked_path(path: str | Path) -> Path:
