@@ -72,7 +72,7 @@ def quiet(source: str | Path | None = None) -> Iterator[None]:
     """
     from rsretrieve.raster.remote import is_remote, remote_options
 
-    options = remote_options() if source is not None and is_remote(source) else {}
+    options = remote_options(str(source)) if source is not None and is_remote(source) else {}
     main = threading.current_thread() is threading.main_thread()
     _quiet_logger(enter=True)
     try:

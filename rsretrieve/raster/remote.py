@@ -81,9 +81,15 @@ def _endpoint_options() -> dict[str, str]:
     }
 
 
-def remote_options() -> dict[str, str]:
-    """GDAL configuration options for reading remote sources (defaults the environment has not set)."""
+def remote_options(source: str | None = None) -> dict[str, str]:
+    """GDAL configuration options for reading remote sources (defaults the environment has not set).
+
+    A source whose name has no image extension (``https://host/download?id=42``) is not held to
+    CPL_VSIL_CURL_ALLOWED_EXTENSIONS, which would make GDAL refuse it.
+    """
     options = {**REMOTE_DEFAULTS, **_endpoint_options()}
+    if source is not None and not source_name(source).lower().endswith(IMAGE_EXTENSIONS):
+        del options["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"]
     return {key: value for key, value in options.items() if key not in os.environ}
 
 

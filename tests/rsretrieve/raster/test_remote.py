@@ -34,6 +34,8 @@ def test_remote_options_map_the_aws_endpoint_and_yield_to_the_environment(monkey
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "9")
     options = remote_options()
     assert options["AWS_HTTPS"] == "YES" and "GDAL_HTTP_MAX_RETRY" not in options  # the environment's own wins
+    assert ".tif" in remote_options("https://h.org/a.TIF?sig=1")["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"]
+    assert "CPL_VSIL_CURL_ALLOWED_EXTENSIONS" not in remote_options("https://h.org/download?id=42")
 
 
 def test_s3_prefixes_and_patterns_are_listed(s3_env) -> None:
@@ -117,3 +119,14 @@ def test_remote_faults_are_one_line_source_errors(s3_env, http_server, cog_folde
         assert "\n" not in str(error.value)
     finally:
         s3_env.deny.discard("/archive/faults/denied.tif")
+
+
+def test_urls_without_an_image_extension_are_read(cog_folder: Path, tmp_path: Path) -> None:
+    """A download URL (no .tif in its name, a query) is not refused by GDAL's allowed-extensions filter."""
+    from tests.servers import RangeServer
+
+    (tmp_path / "download").write_bytes((cog_folder / "1985.tif").read_bytes())
+    with RangeServer(tmp_path) as server:
+        plan = plan_scene(f"{server.url}/download?id=42", 64)
+        assert len(plan.chips) == 66 and plan.chips[0].path == f"{server.url}/download?id=42"
+        assert server.stats.bytes < (tmp_path / "download").stat().st_size  # the header only, not the file
