@@ -25,6 +25,7 @@ from rsretrieve.raster.dataset import SourceError, source_error
 VSI_PREFIXES = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/", "http": "/vsicurl/", "https": "/vsicurl/"}
 LISTABLE_SCHEMES = ("s3",)  # prefixes listed with boto3 (gs://, az:// objects must be named)
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
+LIST_PAGE_SIZE = 1000  # keys per list_objects_v2 page (S3's maximum); every page is followed
 
 # GDAL settings of remote reads (https://gdal.org/en/stable/user/configoptions.html); the environment wins.
 REMOTE_DEFAULTS: dict[str, str] = {
@@ -147,7 +148,8 @@ def _s3_keys(bucket: str, prefix: str) -> list[str]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        pages = _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        paginator = _s3_client().get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE})
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
     except ClientError as error:
         info = error.response.get("Error", {})

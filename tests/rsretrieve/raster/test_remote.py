@@ -55,6 +55,15 @@ def test_s3_prefixes_and_patterns_are_listed(s3_env) -> None:
         find_sources(["s3://archive/nothing-here/"])
 
 
+def test_s3_listing_follows_every_page(s3_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rsretrieve.raster import remote
+
+    requests = s3_env.stats.requests
+    monkeypatch.setattr(remote, "LIST_PAGE_SIZE", 1)
+    assert len(find_sources(["s3://archive/scenes/"])) == 3
+    assert s3_env.stats.requests - requests >= 3  # one page per key
+
+
 def test_local_and_remote_sources_mix(s3_env, cog_folder: Path) -> None:
     found = find_sources([cog_folder / "1985.tif", "s3://archive/scenes/1990.tif"])
     assert found == [cog_folder / "1985.tif", "s3://archive/scenes/1990.tif"]
