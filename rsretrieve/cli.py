@@ -112,11 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     query = commands.add_parser("query", help="search an index by text, images or chip ids (mixed, weighted)")
     query.add_argument("text", nargs="?", help="text description, e.g. 'a river crossing farmland'")
-    query.add_argument("--image", type=Path, action="append", default=[], help="query image (JPEG, PNG, GeoTIFF)")
+    query.add_argument(
+        "--image", action="append", default=[], help="query image (JPEG, PNG, GeoTIFF; a path, s3:// or https:// URI)"
+    )
     query.add_argument("--like", metavar="CHIP_ID", action="append", default=[], help="more like this indexed chip")
     query.add_argument("--not-text", metavar="TEXT", action="append", default=[], help="less like this description")
     query.add_argument(
-        "--not-image", metavar="PATH", type=Path, action="append", default=[], help="less like this image"
+        "--not-image", metavar="PATH", action="append", default=[], help="less like this image (path or URI)"
     )
     query.add_argument(
         "--not", dest="not_like", metavar="CHIP_ID", action="append", default=[], help="less like this chip"
@@ -279,8 +281,10 @@ def _query(args: argparse.Namespace):
 
     if args.k < 1:
         raise CliError(f"-k must be at least 1 (got {args.k})")
+    from rsretrieve.raster.remote import is_remote
+
     for path in [*args.image, *args.not_image]:
-        if not path.is_file():
+        if not is_remote(path) and not Path(path).is_file():
             raise CliError(f"query image not found: {path}")
     if args.text is None and not args.image and not args.like:
         raise CliError("give something to search for: TEXT, --image PATH or --like CHIP_ID")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -107,7 +108,10 @@ class Part:
         if self.kind == "like":
             return f"chip {self.value}"
         if self.kind == "image":
-            return Path(self.value).name if isinstance(self.value, str | Path) else "an image"
+            if not isinstance(self.value, str | Path):
+                return "an image"
+            text = str(self.value)
+            return Path(urlsplit(text).path if "://" in text else text).name  # a URI's name, without its query
         return "a vector"
 
 

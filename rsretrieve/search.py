@@ -274,7 +274,7 @@ def exact_top(query: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -
 def query_pixels(part: Part) -> np.ndarray:
     """(H, W, 3) uint8 pixels of an image part: a file or encoded bytes, read decimated (``raster.read_preview``)
     exactly as the indexer reads chips, or pixels as they are."""
-    from rsretrieve.raster import SourceError, read_preview
+    from rsretrieve.raster import SourceError, is_remote, read_preview
 
     value = part.value
     if isinstance(value, np.ndarray):
@@ -284,7 +284,7 @@ def query_pixels(part: Part) -> np.ndarray:
     name = part.label or (str(value) if isinstance(value, str | Path) else "the query image")
     try:
         if isinstance(value, str | Path):
-            if not Path(value).is_file():
+            if not is_remote(value) and not Path(value).is_file():  # a URI is read (or refused) remotely
                 raise QueryError(f"query image not found: {value}")
             return read_preview(value)
         with tempfile.NamedTemporaryFile(suffix=".img") as handle:

@@ -139,3 +139,16 @@ def test_urls_without_an_image_extension_are_read(cog_folder: Path, tmp_path: Pa
         plan = plan_scene(f"{server.url}/download?id=42", 64)
         assert len(plan.chips) == 66 and plan.chips[0].path == f"{server.url}/download?id=42"
         assert server.stats.bytes < (tmp_path / "download").stat().st_size  # the header only, not the file
+
+
+def test_query_images_may_be_uris(s3_env, http_server, cog_folder: Path) -> None:
+    """``query --image s3://...``: the image is read decimated through GDAL, as a local one."""
+    from rsretrieve.query import Part
+    from rsretrieve.search import QueryError, query_pixels
+
+    local = query_pixels(Part("image", str(cog_folder / "cogeo.tif")))
+    for uri in ("s3://archive/scenes/cogeo.tif", f"{http_server.url}/cogeo.tif?x=1"):
+        np.testing.assert_array_equal(query_pixels(Part("image", uri)), local)
+    assert Part("image", f"{http_server.url}/cogeo.tif?x=1").describe() == "cogeo.tif"
+    with pytest.raises(QueryError, match=r"cannot read query image s3://archive/scenes/none\.tif: no such object"):
+        query_pixels(Part("image", "s3://archive/scenes/none.tif"))
