@@ -9,12 +9,17 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from indexer.build import ChipOptions, RunOptions, index_archive
+from rsretrieve.chips import chips_from_table
 from rsretrieve.raster.stac import StacError, stac_scenes
 from rsretrieve.render import as_table
 from rsretrieve.search import Hit
@@ -152,3 +157,141 @@ def test_item_collection_file_with_local_hrefs(tmp_path: Path, cog_folder: Path)
     assert [s.path for s in scenes] == [(cog_folder / "1985.tif").resolve(), (cog_folder / "1990.tif").resolve()]
     assert [s.date for s in scenes] == [dt.date(2010, 5, 6), dt.date(2011, 5, 6)]
     assert [s.item_id for s in stac_scenes(str(tmp_path / "items.geojson"), max_items=1)] == ["local-1"]
+
+
+# --- a STAC API stand-in: /search in two pages (GET and POST), a landing page -------------------------------
+
+
+class StacApi:
+    """A STAC API on 127.0.0.1 serving ``items`` one page of ``page`` items at a time; it keeps the queries."""
+
+    def __init__(self, items: list[dict], page: int = 2):
+        self.items, self.page, self.queries = items, page, []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _reply(self, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/geo+json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                if parts.path == "/search":
+                    return self._reply(api.search({k: v[0] for k, v in parse_qs(parts.query).items()}, "GET"))
+                self._reply(api.landing())
+
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length", 0))
+                self._reply(api.search(json.loads(self.rfile.read(size) or b"{}"), "POST"))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def landing(self) -> dict:
+        return {
+            "type": "Catalog", "id": "api", "description": "stand-in", "stac_version": "1.0.0",
+            "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"],
+            "links": [
+                {"rel": "self", "href": f"{self.url}/"}, {"rel": "root", "href": f"{self.url}/"},
+                {"rel": "search", "href": f"{self.url}/search", "type": "application/geo+json", "method": "GET"},
+                {"rel": "search", "href": f"{self.url}/search", "type": "application/geo+json", "method": "POST"},
+            ],
+        }  # fmt: skip
+
+    def search(self, query: dict, method: str) -> dict:
+        self.queries.append((method, query))
+        start = int(query.get("token", 0))
+        body = {"type": "FeatureCollection", "features": self.items[start : start + self.page], "links": []}
+        if start + self.page < len(self.items):
+            token = str(start + self.page)
+            link = {"rel": "next", "href": f"{self.url}/search?token={token}", "method": method}
+            if method == "POST":
+                link.update(href=f"{self.url}/search", body={**query, "token": token})
+            body["links"].append(link)
+        return body
+
+    def __enter__(self) -> StacApi:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_stac_api_search_follows_pages(http_server) -> None:
+    items = [
+        make_item(f"S2-{i}", f"{http_server.url}/{name}", dt.datetime(2020, 1, 1 + i, tzinfo=dt.UTC), "sentinel-2-l2a")
+        for i, name in enumerate(["1985.tif", "1990.tif", "cogeo.tif"])
+    ]
+    with StacApi([item.to_dict() for item in items]) as api:
+        bbox = (-75, -9, -74, -8)
+        scenes = stac_scenes(
+            f"{api.url}/search", "visual", ["sentinel-2-l2a"], bbox, dt.date(2020, 1, 1), dt.date(2020, 1, 31)
+        )
+        assert [s.item_id for s in scenes] == ["S2-0", "S2-1", "S2-2"]  # two pages
+        assert [s.date for s in scenes] == [dt.date(2020, 1, 1), dt.date(2020, 1, 2), dt.date(2020, 1, 3)]
+        assert [s.collection for s in scenes] == ["sentinel-2-l2a"] * 3
+        method, first = api.queries[0]
+        assert first["collections"] in (["sentinel-2-l2a"], "sentinel-2-l2a")
+        assert first["datetime"].startswith("2020-01-01") and "2020-01-31" in first["datetime"]
+        sent = first["bbox"] if method == "POST" else first["bbox"].split(",")
+        assert [float(v) for v in sent] == [-75, -9, -74, -8]
+        assert len(api.queries) == 2
+        through_landing = stac_scenes(f"{api.url}/", "visual", max_items=2)
+        assert [s.item_id for s in through_landing] == ["S2-0", "S2-1"]
+
+
+# --- an index written before item_id / collection existed ------------------------------------------------------
+
+
+def make_old_schema(db: Path) -> None:
+    """Drop the item_id and collection columns from an index (table and records files), as an older rsretrieve
+    wrote it."""
+    import lancedb
+
+    table = lancedb.connect(db).open_table("chips")
+    table.drop_columns(["item_id", "collection"])
+    manifest = json.loads((db / "manifest.json").read_text())
+    (db / "manifest.json").write_text(json.dumps({**manifest, "lance_version": table.version}))
+    for path in (db / "records").glob("*.arrow"):
+        with pa.memory_map(str(path)) as source:
+            old = pa.ipc.open_file(source).read_all().drop_columns(["item_id", "collection"])
+        tmp = path.with_suffix(".tmp")  # not over the mapped file
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, old.schema) as writer:
+            writer.write_table(old)
+        tmp.replace(path)
+
+
+def test_stac_chips_append_to_an_index_without_the_new_columns(
+    tmp_path: Path, tiny_model, cog_folder: Path, s3_env, http_server
+) -> None:
+    db = tmp_path / "old.lance"
+    options, run = ChipOptions(chip_size=64), RunOptions(workers=0)
+    index_archive([cog_folder / "1985.tif"], db, tiny_model, options, run, show_progress=False)
+    make_old_schema(db)
+    old = ChipStore(db)
+    assert "item_id" not in old.table.schema.names
+    assert {c.item_id for c in old.chips(np.arange(len(old)))} == {None}  # older indexes still open
+    catalog = write_catalog(tmp_path, http_server.url)
+    scenes = [s for s in stac_scenes(str(catalog), "visual") if s.item_id == "LC-2001"]
+    summary = index_archive(scenes, db, tiny_model, options, run, show_progress=False)
+    assert summary.new_chips == 66 and summary.already_indexed == 0
+    store = ChipStore(db)
+    assert "item_id" in store.table.schema.names  # added by the append
+    chips = store.chips(np.arange(len(store)))
+    assert [c.item_id for c in chips] == [None] * 66 + ["LC-2001"] * 66
+    assert {c.collection for c in chips[66:]} == {"landsat-peru"}
+    table_chips = chips_from_table(store.rows(np.arange(len(store))))  # straight from LanceDB
+    assert [c.item_id for c in table_chips] == [c.item_id for c in chips]
+    again = index_archive(scenes, db, tiny_model, options, run, show_progress=False)  # resumable as ever
+    assert again.new_chips == 0 and again.files_skipped == 1
