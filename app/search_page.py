@@ -268,6 +268,9 @@ def details(hit: Hit) -> None:
     ]
     if chip.bbox:
         lines.append(f":material/location_on: {centre(list(chip.bbox))}")
+    if chip.item_id:  # from a STAC catalogue
+        lines.append(f":material/dataset: {chip.collection or '-'} / {chip.item_id}")
+    lines.append(f":material/folder_open: {chip.path}")  # the full path or URI
     st.caption("  \n".join(lines))
 
 

@@ -12,7 +12,8 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -25,7 +26,7 @@ from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import Chip
 from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel
-from rsretrieve.raster import ScenePlan, SourceError, count_chips, plan_scene
+from rsretrieve.raster import Scene, ScenePlan, Source, SourceError, count_chips, is_remote, plan_scene
 from rsretrieve.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,18 @@ class NothingIndexedError(UserError):
     """Every given file was bad and the index holds nothing."""
 
 
-def estimate_chips(paths: list[Path], chip_size: int, overlap: int) -> int:
-    """Chip count from the raster headers, for the progress bar's total and ETA."""
+def source_key(source: Source | Scene) -> str:
+    """What the index stores as a chip's ``path`` for a source: the local path or the URI as given."""
+    return str(source.path if isinstance(source, Scene) else source)
+
+
+def estimate_chips(paths: Sequence[Source | Scene], chip_size: int, overlap: int) -> int:
+    """Chip count from the raster headers of local sources, for the progress bar's total and ETA (a remote one is
+    counted when it is planned: reading every header first would cost a round trip each)."""
     total = 0
     for path in paths:
+        if is_remote(source_key(path)):
+            continue
         try:
             total += count_chips(path, chip_size, overlap)
         except SourceError:  # bad files are reported when they are planned
@@ -136,20 +145,69 @@ def group_by_chips(items: Iterable[T], commit_chips: int, chips_of: Callable[[T]
         yield group
 
 
-def plan_each(paths: list[Path], options: ChipOptions, on_bad: Callable[[Path, str], None]) -> Iterator[ScenePlan]:
-    """Plans of the sources in order; a file that cannot be planned is reported to ``on_bad``."""
-    for path in paths:
-        try:
-            yield plan_scene(path, options.chip_size, options.overlap, options.bands)
-        except SourceError as error:
-            on_bad(path, str(error))
+PLAN_THREADS = 8  # remote scenes planned ahead at once: their headers cost round trips, not CPU
+
+
+def _plan_or_error(path: Source | Scene, options: ChipOptions) -> ScenePlan | SourceError:
+    try:
+        return plan_scene(path, options.chip_size, options.overlap, options.bands)
+    except SourceError as error:
+        return error
+
+
+def _plans(paths: Sequence[Source | Scene], options: ChipOptions) -> Iterator[tuple[Source | Scene, object]]:
+    """(source, ScenePlan or SourceError) in order; with remote sources, a few threads plan a batch at a time.
+
+    A batch is finished before its plans are handed on: no planning thread is inside GDAL when the DataLoader
+    forks its workers for the group those plans make.
+    """
+    if not any(is_remote(source_key(path)) for path in paths):
+        for path in paths:
+            yield path, _plan_or_error(path, options)
+        return
+    with ThreadPoolExecutor(PLAN_THREADS, thread_name_prefix="plan") as pool:
+        for start in range(0, len(paths), 2 * PLAN_THREADS):
+            batch = paths[start : start + 2 * PLAN_THREADS]
+            results = list(pool.map(lambda path: _plan_or_error(path, options), batch))
+            yield from zip(batch, results, strict=True)
+
+
+def plan_each(
+    paths: Sequence[Source | Scene],
+    options: ChipOptions,
+    on_bad: Callable[[str, str], None],
+    on_plan: Callable[[Source | Scene, ScenePlan], None] = lambda path, plan: None,
+) -> Iterator[ScenePlan]:
+    """Plans of the sources in order (remote ones planned ahead by a few threads); a source that cannot be planned
+    is reported to ``on_bad``, each plan to ``on_plan``."""
+    for path, plan in _plans(paths, options):
+        if isinstance(plan, SourceError):
+            on_bad(source_key(path), str(plan))
+            continue
+        on_plan(path, plan)
+        yield plan
 
 
 def plan_groups(
-    paths: list[Path], options: ChipOptions, commit_chips: int, on_bad: Callable[[Path, str], None]
+    paths: Sequence[Source | Scene],
+    options: ChipOptions,
+    commit_chips: int,
+    on_bad: Callable[[str, str], None],
+    on_plan: Callable[[Source | Scene, ScenePlan], None] = lambda path, plan: None,
 ) -> Iterator[list[ScenePlan]]:
     """Plans of the sources, grouped into whole files of about ``commit_chips`` chips."""
-    return group_by_chips(plan_each(paths, options, on_bad), commit_chips, lambda plan: len(plan.chips))
+    return group_by_chips(plan_each(paths, options, on_bad, on_plan), commit_chips, lambda plan: len(plan.chips))
+
+
+def counting_remote(progress: tqdm) -> Callable[[Source | Scene, ScenePlan], None]:
+    """Grow the progress bar's total by a remote scene's chips when it is planned (its header was not read ahead)."""
+
+    def count(path: Source | Scene, plan: ScenePlan) -> None:
+        if is_remote(source_key(path)):
+            progress.total = (progress.total or 0) + len(plan.chips)
+            progress.refresh()
+
+    return count
 
 
 class ArchiveIndexer:
@@ -211,19 +269,19 @@ class ArchiveIndexer:
 
 
 # A source of committed groups: (indexer, files to index, chips per commit, progress bar) → (chips, vectors, files)
-GroupSource = Callable[[ArchiveIndexer, list[Path], int, tqdm], Iterator[tuple[list[Chip], np.ndarray, int]]]
+GroupSource = Callable[[ArchiveIndexer, list[Source | Scene], int, tqdm], Iterator[tuple[list[Chip], np.ndarray, int]]]
 
 
 def local_groups(
-    indexer: ArchiveIndexer, todo: list[Path], commit_chips: int, progress: tqdm
+    indexer: ArchiveIndexer, todo: list[Source | Scene], commit_chips: int, progress: tqdm
 ) -> Iterator[tuple[list[Chip], np.ndarray, int]]:
     """Plan and embed in this process (DataLoader workers read the chips), group by group."""
-    for plans in plan_groups(todo, indexer.chips, commit_chips, indexer.bad_file):
+    for plans in plan_groups(todo, indexer.chips, commit_chips, indexer.bad_file, counting_remote(progress)):
         yield indexer.embed_group(plans, progress)
 
 
 def index_archive(
-    paths: list[Path],
+    paths: Sequence[Source | Scene],
     db: str | Path,
     model: EmbeddingModel,
     chips: ChipOptions | None = None,
@@ -232,10 +290,12 @@ def index_archive(
     show_progress: bool = True,
     groups: GroupSource = local_groups,
 ) -> IndexSummary:
-    """Index source files (see ``find_sources``) into ``db``; resumable, committed file group by file group.
+    """Index sources into ``db``; resumable, committed file group by file group.
 
-    ``groups`` plans and embeds the files not yet indexed (in this process, or on Ray: ``indexer.distributed``);
-    this function, in the calling process, owns the single writer and commits each group it yields.
+    ``paths`` are local paths and URIs (see ``find_sources``) or ``Scene``s from a STAC catalogue (``stac_scenes``);
+    a source whose path or URI has chips in the index already is skipped. ``groups`` plans and embeds the sources
+    not yet indexed (in this process, or on Ray: ``indexer.distributed``); this function, in the calling process,
+    owns the single writer and commits each group it yields.
     """
     chips = chips or ChipOptions()
     run = run or RunOptions()
@@ -246,9 +306,9 @@ def index_archive(
     summary = IndexSummary(db=str(db))
     try:
         counts = Counter(writer.column("path").to_pylist()) if len(writer) else Counter()
-        todo = [path for path in paths if str(path) not in counts]
+        todo = [path for path in paths if source_key(path) not in counts]
         summary.files_skipped = len(paths) - len(todo)
-        summary.already_indexed = sum(counts[str(path)] for path in paths if str(path) in counts)
+        summary.already_indexed = sum(counts[source_key(path)] for path in paths if source_key(path) in counts)
         if run.retrain:
             writer.retrain()
         indexer = ArchiveIndexer(model, chips, run, summary)

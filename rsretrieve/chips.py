@@ -8,7 +8,7 @@ objects, the store keeps them as rows of the ``chips`` table (``table_schema``, 
 Adding a field means: a field of ``Chip``, its column in ``RECORD_COLUMNS`` (Arrow type), one line in
 ``chips_table`` and in ``chips_from_table``, and ``record()`` if machines should see it — nothing elsewhere.
 Index folders written before the field existed read it as null (``chips_from_table`` tolerates a missing
-column).
+column); list it in ``LATER_COLUMNS`` too, so that appending to such an index adds the column to its table.
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ RECORD_COLUMNS: dict[str, pa.DataType] = {
     "maxy": pa.float64(),
     "footprint": pa.string(),  # GeoJSON geometry text (EPSG:4326)
     "date": pa.date32(),
+    "item_id": pa.string(),  # STAC item the chip's source came from (null for files named directly)
+    "collection": pa.string(),  # and its STAC collection
 }
+# Columns added after the first index format: an older table lacks them (``missing_columns``).
+LATER_COLUMNS = ("item_id", "collection")
 WINDOW_FIELDS = ("col_off", "row_off", "width", "height")
 BBOX_FIELDS = ("minx", "miny", "maxx", "maxy")
 FILTER_FIELDS = (*BBOX_FIELDS, "day")  # the in-memory filter matrix: bbox and acquisition day
@@ -63,7 +67,8 @@ class Window:
 
 @dataclass(frozen=True)
 class Chip:
-    """Where and when one chip is: source path, pixel window, native CRS, WGS84 bbox and footprint, date."""
+    """Where and when one chip is: source path or URI, pixel window, native CRS, WGS84 bbox and footprint, date,
+    and the STAC item and collection of its source when it came from a catalogue."""
 
     id: str
     path: str
@@ -72,6 +77,8 @@ class Chip:
     bbox: tuple[float, float, float, float] | None = None
     footprint: dict[str, Any] | None = None
     date: dt.date | None = None
+    item_id: str | None = None
+    collection: str | None = None
 
     def record(self) -> dict[str, Any]:
         """The machine-readable record (``--json``, CSV, HTTP); the footprint goes to GeoJSON geometry."""
@@ -82,6 +89,8 @@ class Chip:
             "bbox": list(self.bbox) if self.bbox is not None else None,
             "date": self.date.isoformat() if self.date is not None else None,
             "crs": self.crs,
+            "item_id": self.item_id,
+            "collection": self.collection,
         }
 
     def feature(self, **properties: Any) -> dict[str, Any]:
@@ -112,6 +121,8 @@ def chips_table(chips: Sequence[Chip], fids: np.ndarray, vectors: np.ndarray) ->
         **{name: [bbox[i] for bbox in bboxes] for i, name in enumerate(BBOX_FIELDS)},
         "footprint": [json.dumps(chip.footprint) if chip.footprint else None for chip in chips],
         "date": [chip.date for chip in chips],
+        "item_id": [chip.item_id for chip in chips],
+        "collection": [chip.collection for chip in chips],
     }
     flat = pa.array(np.ascontiguousarray(vectors, np.float32).ravel())
     columns["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
@@ -128,6 +139,11 @@ def record_columns(table: pa.Table) -> pa.Table:
         for name, kind in RECORD_COLUMNS.items()
     ]
     return pa.Table.from_arrays(columns, schema=pa.schema(list(RECORD_COLUMNS.items())))
+
+
+def missing_columns(schema: pa.Schema) -> list[pa.Field]:
+    """Record columns an older table lacks (``LATER_COLUMNS``), as fields to add to it."""
+    return [pa.field(name, RECORD_COLUMNS[name]) for name in LATER_COLUMNS if name not in schema.names]
 
 
 def chips_from_table(table: pa.Table) -> list[Chip]:
@@ -147,6 +163,8 @@ def chips_from_table(table: pa.Table) -> list[Chip]:
                 bbox=bbox if bbox[0] is not None else None,  # type: ignore[arg-type]
                 footprint=json.loads(footprint) if footprint else None,
                 date=columns["date"][row],
+                item_id=columns["item_id"][row],
+                collection=columns["collection"][row],
             )
         )
     return chips

@@ -82,8 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     index = commands.add_parser("index", help="index GeoTIFFs and images (resumable)")
-    index.add_argument("sources", nargs="+", help="files, folders or glob patterns")
+    index.add_argument(
+        "sources", nargs="*", help="files, folders, glob patterns, s3:// prefixes or patterns, object URLs"
+    )
     index.add_argument("--db", required=True, type=Path, help="index folder (created if missing)")
+    stac = index.add_argument_group("STAC (docs/remote.md)")
+    stac.add_argument("--stac", metavar="CATALOG_OR_API", help="static catalogue (.json) or STAC API to index")
+    stac.add_argument("--asset", help="asset key or role to read from each item (default: visual, then data)")
+    stac.add_argument("--collection", action="append", help="STAC collection (repeatable)")
+    stac.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy in WGS84 degrees (items intersecting)")
+    stac.add_argument("--start", type=_date, help="earliest acquisition date YYYY-MM-DD")
+    stac.add_argument("--end", type=_date, help="latest acquisition date YYYY-MM-DD")
+    stac.add_argument("--max-items", type=_positive_int, help="at most this many items")
     _add_model_options(index, default=None)
     index.add_argument("--chip-size", type=_positive_int, default=224, help="chip size in pixels (224)")
     index.add_argument("--overlap", type=int, default=0, help="overlap between chips in pixels (0)")
@@ -108,11 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     query = commands.add_parser("query", help="search an index by text, images or chip ids (mixed, weighted)")
     query.add_argument("text", nargs="?", help="text description, e.g. 'a river crossing farmland'")
-    query.add_argument("--image", type=Path, action="append", default=[], help="query image (JPEG, PNG, GeoTIFF)")
+    query.add_argument(
+        "--image", action="append", default=[], help="query image (JPEG, PNG, GeoTIFF; a path, s3:// or https:// URI)"
+    )
     query.add_argument("--like", metavar="CHIP_ID", action="append", default=[], help="more like this indexed chip")
     query.add_argument("--not-text", metavar="TEXT", action="append", default=[], help="less like this description")
     query.add_argument(
-        "--not-image", metavar="PATH", type=Path, action="append", default=[], help="less like this image"
+        "--not-image", metavar="PATH", action="append", default=[], help="less like this image (path or URI)"
     )
     query.add_argument(
         "--not", dest="not_like", metavar="CHIP_ID", action="append", default=[], help="less like this chip"
@@ -304,17 +316,38 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
     return bands
 
 
+REMOTE_DB_PREFIXES = ("s3:/", "gs:/", "az:/", "http:/", "https:/")  # what type=Path leaves of s3://...
+
+
+def _index_sources(args: argparse.Namespace) -> list:
+    """The sources of the index command: named files, folders, patterns and URIs, then STAC scenes."""
+    from rsretrieve.raster import find_sources
+
+    if str(args.db).startswith(REMOTE_DB_PREFIXES):
+        raise CliError("--db on object storage is not supported yet: give a local folder (sources may be remote)")
+    stac_only = [name for name in ("asset", "collection", "bbox", "start", "end", "max_items") if getattr(args, name)]
+    if stac_only and not args.stac:
+        raise CliError(f"--{stac_only[0].replace('_', '-')} applies to --stac sources only")
+    if not args.sources and not args.stac:
+        raise CliError("give sources to index (files, folders, URIs) or --stac CATALOG_OR_API")
+    sources = list(find_sources(args.sources)) if args.sources else []
+    if args.stac:
+        from rsretrieve.raster.stac import stac_scenes
+
+        sources += stac_scenes(args.stac, args.asset, args.collection, args.bbox, args.start, args.end, args.max_items)
+    return sources
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     """Index sources into --db."""
     from rsretrieve.ann import AnnSettings
-    from rsretrieve.raster import find_sources
     from rsretrieve.store import Manifest, WriteLock, check_same_model
 
     if not 0 <= args.overlap < args.chip_size:
         raise CliError(f"--overlap must be between 0 and chip size - 1 (got {args.overlap})")
     if not 0 <= args.max_nodata <= 1:
         raise CliError("--max-nodata is a fraction between 0 and 1")
-    paths = find_sources(args.sources)
+    paths = _index_sources(args)
     WriteLock(args.db).check_free()  # refuse a second indexer before loading a model
     name = args.model
     if (args.db / "manifest.json").is_file() and not args.rebuild:
@@ -369,8 +402,10 @@ def _check_query_args(args: argparse.Namespace) -> None:
     """The query command's argument checks (local and --server)."""
     if args.k < 1:
         raise CliError(f"-k must be at least 1 (got {args.k})")
+    from rsretrieve.raster.remote import is_remote
+
     for path in [*args.image, *args.not_image]:
-        if not path.is_file():
+        if not is_remote(path) and not Path(path).is_file():
             raise CliError(f"query image not found: {path}")
     if args.text is None and not args.image and not args.like and not args.labels:
         raise CliError("give something to search for: TEXT, --image PATH, --like CHIP_ID or --labels CLASS")

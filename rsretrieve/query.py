@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -127,7 +128,10 @@ class Part:
         if self.kind == "like":
             return f"chips like {self.label or self.value}"
         if self.kind == "image":
-            name = Path(self.value).name if isinstance(self.value, str | Path) else "an image"
+            name = "an image"
+            if isinstance(self.value, str | Path):
+                text = str(self.value)
+                name = Path(urlsplit(text).path if "://" in text else text).name  # a URI's name, without its query
             return f"images like {self.label or name}"
         return self.label or "a vector"
 

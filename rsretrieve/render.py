@@ -16,7 +16,7 @@ from typing import Any
 from rsretrieve.chips import BBOX_FIELDS, WINDOW_FIELDS
 from rsretrieve.search import Hit
 
-CSV_COLUMNS = ["rank", "score", "id", "path", "date", "crs", *WINDOW_FIELDS, *BBOX_FIELDS]
+CSV_COLUMNS = ["rank", "score", "id", "path", "date", "crs", *WINDOW_FIELDS, *BBOX_FIELDS, "item_id", "collection"]
 
 
 def records(hits: Sequence[Hit]) -> list[dict[str, Any]]:
@@ -62,6 +62,8 @@ def as_table(hits: Sequence[Hit]) -> str:
         window = chip.window
         where = f"{chip.path} [{window.col_off},{window.row_off},{window.width},{window.height}]"
         date = chip.date.isoformat() if chip.date else "-"
+        if chip.item_id:  # from a STAC catalogue: its collection and item first
+            where = f"{chip.collection or '-'}/{chip.item_id}: {where}"
         lines.append(f"{rank:>3}  {hit.score:6.3f}  {chip.id:16}  {date:10}  {bbox:38}  {where}")
     return "\n".join(lines) + "\n"
 

@@ -275,7 +275,7 @@ def exact_top(query: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -
 def query_pixels(part: Part) -> np.ndarray:
     """(H, W, 3) uint8 pixels of an image part: a file or encoded bytes, read decimated (``raster.read_preview``)
     exactly as the indexer reads chips, or pixels as they are."""
-    from rsretrieve.raster import SourceError, read_preview
+    from rsretrieve.raster import SourceError, is_remote, read_preview
 
     value = part.value
     if isinstance(value, np.ndarray):
@@ -284,7 +284,7 @@ def query_pixels(part: Part) -> np.ndarray:
         return value
     name = part.label or (str(value) if isinstance(value, str | Path) else "the query image")
     if isinstance(value, str | Path):
-        if not Path(value).is_file():
+        if not is_remote(value) and not Path(value).is_file():  # a URI is read (or refused) remotely
             raise QueryError(f"query image not found: {value}")
         return _preview(value, name, read_preview, SourceError)
     with tempfile.NamedTemporaryFile(suffix=".img") as handle:  # GDAL reads encoded bytes from a file

@@ -197,3 +197,57 @@ def result() -> Callable[..., object]:
         return Hit(score, chip)
 
     return make
+
+
+# --- remote archives (tests/servers.py): COGs on a loopback S3 server and a Range-capable HTTP server ----------
+
+REMOTE_SCENES = ("landsat_peru/1985.tif", "landsat_peru/1990.tif", "misc/cogeo.tif")
+
+
+def write_cog(source: Path, target: Path) -> Path:
+    """A Cloud-Optimised GeoTIFF copy of ``source`` (256² tiles, deflate, overviews made by GDAL's COG driver)."""
+    with rasterio.open(source) as src:
+        profile = {k: v for k, v in src.profile.items() if k not in ("tiled", "blockxsize", "blockysize", "interleave")}
+        profile.update(driver="COG", blocksize=256, compress="deflate")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(target, "w", **profile) as dst:
+                dst.write(src.read())
+                dst.colorinterp = src.colorinterp
+    return target
+
+
+@pytest.fixture(scope="session")
+def cog_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """COG copies of two Landsat scenes (dated by name) and the shared cogeo.tif: 66 + 66 + 256 chips at 64 px."""
+    folder = tmp_path_factory.mktemp("cogs")
+    for name in REMOTE_SCENES:
+        write_cog(shared_data / "geotiff" / name, folder / Path(name).name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def s3_server(cog_folder: Path):
+    """A moto S3 server on 127.0.0.1 with the COGs under s3://archive/scenes/ (stopped after the session)."""
+    from tests.servers import S3Server, upload
+
+    with S3Server() as server:
+        server.uris = upload(cog_folder, "archive", server.env(), prefix="scenes/")
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """The S3 server, with AWS_ENDPOINT_URL and test credentials in this process's environment."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture(scope="session")
+def http_server(cog_folder: Path):
+    """The COG folder served with byte ranges on 127.0.0.1 (stopped after the session)."""
+    from tests.servers import RangeServer
+
+    with RangeServer(cog_folder) as server:
+        yield server

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from pathlib import Path
+from pathlib import PurePath, PurePosixPath
 
 from rasterio.io import DatasetReader
 
@@ -55,8 +55,10 @@ def _tags(src: DatasetReader) -> dict[str, str]:
     return tags
 
 
-def scene_date(src: DatasetReader, path: Path) -> dt.date | None:
+def scene_date(src: DatasetReader, path: str | PurePath) -> dt.date | None:
     """Acquisition date from acquisition tags, else the file name, else TIFF's DateTime tag, else None.
+
+    ``path`` is a local path or a URI (its last segment is the file name).
 
     TIFFTAG_DATETIME is the time a file was written (UC Merced's images carry Photoshop's save time),
     so a date in the file name wins over it.
@@ -65,7 +67,9 @@ def scene_date(src: DatasetReader, path: Path) -> dt.date | None:
     for key in DATE_TAGS:
         if key in tags and (date := parse_date(tags[key])):
             return date
-    if date := parse_date(path.stem):
+    from rsretrieve.raster.remote import source_name
+
+    if date := parse_date(PurePosixPath(source_name(path)).stem):
         return date
     for key in SAVE_TIME_TAGS:
         if key in tags and (date := parse_date(tags[key])):

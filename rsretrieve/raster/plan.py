@@ -6,15 +6,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from rasterio.io import DatasetReader
 
 from rsretrieve.chips import Chip, Window
-from rsretrieve.raster.dataset import GDAL_ERRORS, checked_path, gdal_message, open_raster, quiet, source_error
+from rsretrieve.raster.dataset import GDAL_ERRORS, checked_source, gdal_message, open_raster, quiet, source_error
 from rsretrieve.raster.dates import scene_date
 from rsretrieve.raster.georef import crs_string, georeference, is_georeferenced
 from rsretrieve.raster.pixels import select_bands, stretch_limits
+from rsretrieve.raster.sources import Scene, Source
 
 PLAIN_IMAGE_MAX_CHIPS = 4  # a plain image up to this many chips per side is one chip
 
@@ -71,17 +71,19 @@ def _chip_windows(src: DatasetReader, georeferenced: bool, chip_size: int, overl
     return plan_windows(src.width, src.height, chip_size, overlap)
 
 
-def _plan(src: DatasetReader, file: Path, chip_size: int, overlap: int, bands: Sequence[int] | None) -> ScenePlan:
-    """Build the ScenePlan of an open dataset."""
+def _plan(
+    src: DatasetReader, file: Source, chip_size: int, overlap: int, bands: Sequence[int] | None, scene: Scene
+) -> ScenePlan:
+    """Build the ScenePlan of an open dataset (a catalogue's date overrides the file's)."""
     chosen = select_bands(src, bands)
     dtypes = {src.dtypes[b - 1] for b in chosen}
     georeferenced = is_georeferenced(src)
     crs = crs_string(src.crs) if georeferenced else None
-    date = scene_date(src, file)
+    date = scene.date or scene_date(src, file)
     windows = _chip_windows(src, georeferenced, chip_size, overlap)
     places = georeference(src, windows) if georeferenced else [(None, None)] * len(windows)
     chips = [
-        Chip(chip_id(str(file), window), str(file), window, crs, bbox, footprint, date)
+        Chip(chip_id(str(file), window), str(file), window, crs, bbox, footprint, date, scene.item_id, scene.collection)
         for window, (bbox, footprint) in zip(windows, places, strict=True)
     ]
     return ScenePlan(
@@ -97,28 +99,40 @@ def _plan(src: DatasetReader, file: Path, chip_size: int, overlap: int, bands: S
     )
 
 
+def _scene(source: Source | Scene) -> Scene:
+    """A source as a Scene (a path or URI alone knows nothing from a catalogue); raises for a failed entry."""
+    scene = source if isinstance(source, Scene) else Scene(source)
+    if scene.error:
+        raise source_error(scene.path, scene.error)
+    return scene
+
+
 def plan_scene(
-    path: str | Path, chip_size: int = 224, overlap: int = 0, bands: Sequence[int] | None = None
+    path: Source | Scene, chip_size: int = 224, overlap: int = 0, bands: Sequence[int] | None = None
 ) -> ScenePlan:
-    """Open the header (and a decimated read for the stretch) and plan the chips. Raises SourceError."""
+    """Open the header (and a decimated read for the stretch) and plan the chips. Raises SourceError.
+
+    ``path`` is a local path, a URI (read remotely) or a ``Scene`` (its catalogue's date, item and collection).
+    """
     plan_windows(1, 1, chip_size, overlap)  # validate the tiling arguments early
-    file = checked_path(path)
+    scene = _scene(path)
+    file = checked_source(scene.path)
     src = open_raster(file)
     try:
-        with quiet():
-            return _plan(src, file, chip_size, overlap, bands)
+        with quiet(file):
+            return _plan(src, file, chip_size, overlap, bands, scene)
     except GDAL_ERRORS as exc:
         raise source_error(file, f"cannot read ({gdal_message(exc)})") from exc
     finally:
         src.close()
 
 
-def count_chips(path: str | Path, chip_size: int = 224, overlap: int = 0) -> int:
+def count_chips(path: Source | Scene, chip_size: int = 224, overlap: int = 0) -> int:
     """How many chips ``plan_scene`` cuts from a file, from its header alone (progress totals). Raises SourceError."""
-    file = checked_path(path)
+    file = checked_source(_scene(path).path)
     src = open_raster(file)
     try:
-        with quiet():
+        with quiet(file):
             return len(_chip_windows(src, is_georeferenced(src), chip_size, overlap))
     finally:
         src.close()
@@ -127,6 +141,6 @@ def count_chips(path: str | Path, chip_size: int = 224, overlap: int = 0) -> int
 WHOLE_SCENE = 1 << 30  # a chip size larger than any scene: planning yields one chip covering it
 
 
-def plan_whole(path: str | Path, bands: Sequence[int] | None = None) -> ScenePlan:
+def plan_whole(path: Source | Scene, bands: Sequence[int] | None = None) -> ScenePlan:
     """A plan with one chip covering the whole image (band mapping and stretch as for any chip size)."""
     return plan_scene(path, chip_size=WHOLE_SCENE, bands=bands)

@@ -16,9 +16,10 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window as RioWindow
 
 from rsretrieve.chips import Chip, Window
-from rsretrieve.raster.dataset import GDAL_ERRORS, checked_path, gdal_message, open_raster, quiet, source_error
+from rsretrieve.raster.dataset import GDAL_ERRORS, checked_source, gdal_message, open_raster, quiet, source_error
 from rsretrieve.raster.pixels import extra_alpha, read_valid, to_uint8, unique_bands
 from rsretrieve.raster.plan import ScenePlan, plan_whole
+from rsretrieve.raster.remote import is_remote
 
 GDAL_CACHE_BYTES = 64 << 20  # GDAL's block cache while reading (its default is 5 % of the RAM)
 
@@ -71,9 +72,9 @@ class ChipReader:
         if path in self._handles:
             self._handles.move_to_end(path)
             return self._handles[path]
-        src = open_raster(checked_path(path))
+        src = open_raster(checked_source(path))
         try:
-            with quiet():
+            with quiet(path):
                 handle = _Handle(src, extra_alpha(src), _palettes(src))
         except GDAL_ERRORS as exc:
             src.close()
@@ -95,12 +96,15 @@ class ChipReader:
         bands = unique_bands(plan.bands)
         resampled = {} if out_size is None else {"out_shape": (len(bands), *out_size), "resampling": Resampling.average}
         try:
-            with quiet():
+            with quiet(plan.path):
                 window = RioWindow(w.col_off, w.row_off, w.width, w.height)
                 data, valid = read_valid(handle.src, bands, handle.alpha, window=window, **resampled)
         except GDAL_ERRORS as exc:
             self._drop(plan.path)
-            raise source_error(plan.path, f"cannot read window {w.as_dict()} ({gdal_message(exc)})") from exc
+            message = gdal_message(exc)
+            if is_remote(plan.path) and "got 0 bytes" in message:  # GDAL keeps the network's own error to itself
+                message = f"nothing received from the server: network or server error? {message}"
+            raise source_error(plan.path, f"cannot read window {w.as_dict()} ({message})") from exc
         if 1.0 - valid.any(axis=0).mean() > self.max_nodata_fraction:
             return None
         return self._to_rgb(handle, plan, data, valid)

@@ -1,12 +1,36 @@
-"""Finding sources: files, folders (recursively) and glob patterns → image files."""
+"""Finding sources: files, folders (recursively), glob patterns and URIs → image files and objects.
+
+A source is a local ``Path`` or a URI string (``s3://bucket/key``, ``https://host/a.tif``, ``gs://``, ``az://``,
+see ``rsretrieve.raster.remote``); an ``s3://`` prefix or pattern is listed. A ``Scene`` is a source with what a
+catalogue (STAC) says about it: its date, item id and collection.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rsretrieve.raster.dataset import SourceError, source_error
+from rsretrieve.raster.remote import expand_remote, is_remote
+
+Source = str | Path  # a local path, or a URI string kept as given
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A source to index with what its catalogue says: acquisition date (overrides the file's), STAC item and
+    collection. ``error`` names why a catalogue entry cannot be indexed (e.g. an item without the asset): planning
+    it raises SourceError with that reason, so it is reported as any bad file is."""
+
+    path: Source
+    date: dt.date | None = None
+    item_id: str | None = None
+    collection: str | None = None
+    error: str | None = None
+
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png"})
 
@@ -43,13 +67,16 @@ def _expand(item: str | Path) -> list[Path]:
     return [f for m in matches for f in (_images_under(m) if m.is_dir() else [m]) if _is_image(f)]
 
 
-def find_sources(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files, folders (recursively) and glob patterns into sorted, unique absolute image paths.
+def find_sources(inputs: Sequence[str | Path]) -> list[Source]:
+    """Expand files, folders (recursively), glob patterns and URIs into sorted, unique sources: absolute image
+    paths, then object URIs as given (``s3://`` prefixes and patterns listed).
 
-    Raises SourceError for a missing path, a pattern matching nothing, or inputs holding no image.
+    Raises SourceError for a missing path, a pattern matching nothing, a prefix that cannot be listed, or inputs
+    holding no image.
     """
-    found = {p.resolve() for item in inputs for p in _expand(item)}
-    if not found:
+    local = {p.resolve() for item in inputs if not is_remote(item) for p in _expand(item)}
+    remote = {uri for item in inputs if is_remote(item) for uri in expand_remote(str(item))}
+    if not local and not remote:
         names = ", ".join(str(i) for i in inputs) or "(no inputs)"
         raise SourceError(f"no images found under {names}")
-    return sorted(found)
+    return [*sorted(local), *sorted(remote)]

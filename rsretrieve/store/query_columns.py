@@ -156,8 +156,8 @@ class RecordFiles:
         """The memory-mapped table of one file (opened once)."""
         table = self._opened.get(path)
         if table is None:
-            with pa.memory_map(str(path)) as source:
-                table = self._opened[path] = pa.ipc.open_file(source).read_all()
+            with pa.memory_map(str(path)) as source:  # files written before a column existed read it as null
+                table = self._opened[path] = record_columns(pa.ipc.open_file(source).read_all())
         return table
 
     def append(self, records: pa.Table, first: int) -> None:

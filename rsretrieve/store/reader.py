@@ -89,7 +89,12 @@ class ChipStore:
         if not fids or self.table is None:
             return pa.table({name: [] for name in columns})
         wanted = columns if "fid" in columns else ["fid", *columns]
-        found = self.table.take_offsets(sorted(set(fids))).select(wanted).to_arrow()
+        present = set(self.table.schema.names)  # an older table lacks later record columns: null below
+        found = self.table.take_offsets(sorted(set(fids))).select([c for c in wanted if c in present]).to_arrow()
+        for name in wanted:
+            if name not in present:
+                kind = RECORD_COLUMNS[name]
+                found = found.append_column(pa.field(name, kind), pa.nulls(found.num_rows, kind))
         position = {fid: row for row, fid in enumerate(found.column("fid").to_pylist())}
         return found.take([position[fid] for fid in fids]).select(columns)
 
@@ -199,6 +204,8 @@ class ChipStore:
         """One column of the whole table."""
         if self.table is None:
             return pa.chunked_array([], pa.string())
+        if name not in self.table.schema.names:  # a record column added after this index was written
+            return pa.chunked_array([pa.nulls(len(self), RECORD_COLUMNS.get(name, pa.string()))])
         return self.table.search().select([name]).limit(None).to_arrow().column(name)
 
     def indexed_paths(self) -> set[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rsretrieve import ann
-from rsretrieve.chips import INDEXED_COLUMNS, Chip, chips_table
+from rsretrieve.chips import INDEXED_COLUMNS, Chip, chips_table, missing_columns
 from rsretrieve.files import TEMPORARY_PATTERN
 from rsretrieve.store.errors import StoreError, reason, writing
 from rsretrieve.store.lock import LOCK, WriteLock
@@ -150,6 +150,8 @@ class StoreWriter:
             if self.table is None:
                 self.store.table = connect(self.db).create_table(TABLE, batch, mode="overwrite")
             else:
+                if missing := missing_columns(self.table.schema):  # an index written before these columns
+                    self.table.add_columns(missing)  # null for the old rows; committed with this batch
                 self.table.add(batch)
             self.columns.append(batch, start)
         self.manifest.count += len(chips)

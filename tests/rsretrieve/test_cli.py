@@ -42,7 +42,7 @@ def test_text_query_as_json(cli_index: Path) -> None:
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
     assert len(records) == 4
-    assert set(records[0]) == {"score", "id", "path", "window", "bbox", "date", "crs"}
+    assert set(records[0]) == {"score", "id", "path", "window", "bbox", "date", "crs", "item_id", "collection"}
     assert [r["score"] for r in records] == sorted((r["score"] for r in records), reverse=True)
 
 

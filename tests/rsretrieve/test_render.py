@@ -38,6 +38,8 @@ def test_json_records_have_the_documented_fields(result) -> None:
             "bbox": [10.0, 50.0, 11.0, 51.0],
             "date": "2020-01-01",
             "crs": "EPSG:4326",
+            "item_id": None,
+            "collection": None,
         }
     ]
 

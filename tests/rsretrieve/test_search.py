@@ -199,7 +199,7 @@ def test_results_serialise_to_json_records_and_geojson(searcher) -> None:
 
     results = searcher.search(Query.build(text="a river", k=2))
     record = results.hits[0].record()
-    assert set(record) == {"score", "id", "path", "window", "bbox", "date", "crs"}
+    assert set(record) == {"score", "id", "path", "window", "bbox", "date", "crs", "item_id", "collection"}
     assert set(record["window"]) == {"col_off", "row_off", "width", "height"}
     assert len(record["bbox"]) == 4 and date.fromisoformat(record["date"])
     collection = feature_collection(results.hits)

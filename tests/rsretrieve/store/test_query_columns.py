@@ -147,6 +147,8 @@ def test_records_are_what_a_result_shows() -> None:
         "bbox": [1.0, 2.0, 1.5, 2.5],
         "date": "1970-01-01",
         "crs": "EPSG:32633",
+        "item_id": None,
+        "collection": None,
     }
     assert placed.footprint == FOOTPRINT
     record = bare.record()
