@@ -4,11 +4,16 @@ The registry maps short names to the open_clip architecture the authors evaluate
 variants for RemoteCLIP and GeoRSCLIP B/L, docs/architecture.md §3) and to the Hugging Face file holding the weights.
 Any other open_clip architecture works with ``--checkpoint PATH`` or ``--random-weights``.
 torch and open_clip are imported lazily so that light CLI paths stay fast.
+
+Text is embedded on tokens trimmed to the batch's longest real sequence where the text tower provably gives
+the same result (``text_trimmable``, ``encode_text_trimmed``): under a causal mask with EOT pooling no position
+after the pooled one can change the embedding (``benchmarks/text_speed.py`` measures what it saves).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -258,14 +263,33 @@ class EmbeddingModel:
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
-    def encode_text(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised float32 text embeddings (n, dim); long texts are truncated by the tokenizer."""
+    @functools.cached_property
+    def trims_text(self) -> bool:
+        """Whether ``encode_text`` runs the text tower on trimmed tokens (decided once per model)."""
+        return text_trimmable(self.model)
+
+    def encode_text(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """L2-normalised float32 text embeddings (n, dim) in the order given; long texts are truncated.
+
+        With a trimmable text tower, texts are batched by token count so that short ones are not padded
+        to long ones, and each batch runs on its longest real sequence.
+        """
         import torch
 
-        tokens = self.tokenizer(texts).to(self.device)
-        with torch.inference_mode(), self._autocast():
-            features = encode_tokens(self.model, tokens)
-        return _normalised(features)
+        tokens = self.tokenizer(texts)
+        if self.trims_text:
+            order = torch.argsort(pooled_positions(self.model, tokens), stable=True)
+            encode = functools.partial(encode_text_trimmed, self.model)
+        else:
+            order = torch.arange(len(tokens))
+            encode = self.model.encode_text
+        out = np.empty((len(tokens), self.dim), np.float32)
+        for start in range(0, len(tokens), batch_size):
+            rows = order[start : start + batch_size]
+            with torch.inference_mode(), self._autocast():
+                features = encode(tokens[rows].to(self.device))
+            out[rows.numpy()] = _normalised(features)
+        return out
 
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """Embed a uint8 batch (n, 3, S, S) already at the model's input size; normalised on the device."""
@@ -303,35 +327,56 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def encode_tokens(model: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """The text tower's features of ``tokens``, computed only up to the longest text's end token.
+def text_trimmable(model: torch.nn.Module) -> bool:
+    """Whether ``encode_text_trimmed(model, tokens)`` provably equals ``model.encode_text(tokens)``.
 
-    In OpenAI-style CLIP text towers (a causal mask, features pooled at the end token, the highest id) no token
-    sees the padding after it, so cutting the padding columns gives the same features (to ~1e-7,
-    tests/rsretrieve/test_models.py) for a fraction of the work: a query of 10 tokens is no longer computed as
-    77, which is also what lets the service's micro-batches of short queries pay off on a CPU. Other text towers
-    go through ``model.encode_text`` unchanged.
+    True for open_clip's ``CLIP`` text path (not a subclass that changes it, not ``CustomTextCLIP`` or CoCa)
+    with a causal mask over an absolute positional embedding of the full context and EOT pooling
+    (``argmax`` or ``eos``): then no position up to the pooled one attends to a later token, and the pooled
+    position is found the same way in the trimmed tokens.
     """
     import torch
+    from open_clip.model import CLIP
+    from open_clip.transformer import Transformer
 
-    mask = getattr(model, "attn_mask", None)
-    if (
-        getattr(model, "text_pool_type", None) != "argmax"
-        or mask is None
-        or not hasattr(model, "token_embedding")
-        or tokens.shape[1] != mask.shape[0]
-    ):
-        return model.encode_text(tokens)
-    length = int(tokens.argmax(dim=-1).max()) + 1
+    if not isinstance(model, CLIP) or type(model).encode_text is not CLIP.encode_text:
+        return False
+    if type(model.transformer) is not Transformer or model.text_pool_type not in ("argmax", "eos"):
+        return False
+    if model.text_pool_type == "eos" and model.text_eos_id is None:
+        return False
+    mask = model.attn_mask
+    context = model.context_length
+    if mask is None or tuple(mask.shape) != (context, context) or model.positional_embedding.shape[0] != context:
+        return False
+    return torch.equal(mask, torch.full_like(mask, float("-inf")).triu(1))
+
+
+def pooled_positions(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The position each row's embedding is pooled from (its EOT token) for a ``text_trimmable`` model."""
+    if model.text_pool_type == "eos":
+        return (tokens == model.text_eos_id).int().argmax(dim=-1)
+    return tokens.argmax(dim=-1)
+
+
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` run on the tokens up to the batch's last pooled position.
+
+    Only for models where ``text_trimmable(model)`` holds; the positional embedding and the causal mask are
+    sliced to the same length. Mirrors open_clip 3.3's ``CLIP.encode_text`` step for step.
+    """
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    length = int(pooled_positions(model, tokens).max()) + 1
     tokens = tokens[:, :length]
-    cast = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
-    x = model.ln_final(model.transformer(x, attn_mask=mask[:length, :length]))
-    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
-    projection = model.text_projection
-    if projection is None:
-        return x
-    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = text_global_pool(model.ln_final(x), tokens, model.text_pool_type, eos_token_id=model.text_eos_id)
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x if model.text_projection is None else x @ model.text_projection
 
 
 def _normalised(features: torch.Tensor) -> np.ndarray:

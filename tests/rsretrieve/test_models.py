@@ -1,22 +1,30 @@
-"""Tests for rsretrieve/models.py: registry, weight loading, random weights, pixel path."""
+"""Tests for rsretrieve/models.py: registry, weight loading, random weights, pixel path, trimmed text tower."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
+import open_clip
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from rsretrieve import models
 from rsretrieve.images import fit_to_model
 from rsretrieve.models import (
     MODELS,
+    EmbeddingModel,
     ModelError,
     embedding_dim,
+    encode_text_trimmed,
     load_model,
     load_weights,
+    pooled_positions,
     resolve_spec,
+    text_trimmable,
     unwrap_state_dict,
 )
 
@@ -153,3 +161,115 @@ def test_vit_b_32_quickgelu_shapes_with_random_weights() -> None:
 def test_registry_names_are_unique_and_described() -> None:
     assert all(spec.description for spec in MODELS.values())
     assert "tiny-test" in MODELS
+
+
+# Mixed token counts: empty (SOT + EOT), short, long, and over 77 tokens (open_clip truncates it to end in EOT).
+TEXTS = [
+    "a large airport with several planes parked next to the terminal building and a long runway beside it",
+    "",
+    "farmland",
+    "river " * 100,
+    "a bridge over a river",
+    "many buildings and some green trees are around a playground",
+]
+
+
+@pytest.fixture(scope="module")
+def vit_b_32() -> EmbeddingModel:
+    """ViT-B-32-quickgelu straight from open_clip with seeded random weights, wrapped like a loaded model."""
+    tiny = load_model("tiny-test", device="cpu", random_weights=True)
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32-quickgelu").eval()
+    tokenizer = open_clip.get_tokenizer("ViT-B-32-quickgelu")
+    return dataclasses.replace(
+        tiny,
+        name="vit-b-32-random",
+        architecture="ViT-B-32-quickgelu",
+        dim=512,
+        image_size=224,
+        model=model,
+        tokenizer=tokenizer,
+    )
+
+
+@pytest.fixture(params=["tiny", "vit-b-32"])
+def text_model(request, tiny_model, vit_b_32) -> EmbeddingModel:
+    return {"tiny": tiny_model, "vit-b-32": vit_b_32}[request.param]
+
+
+def _padded(model: EmbeddingModel, texts: list[str]) -> torch.Tensor:
+    """open_clip's own normalised text embeddings of the full 77-token context."""
+    with torch.inference_mode():
+        return F.normalize(model.model.encode_text(model.tokenizer(texts)), dim=-1)
+
+
+def _trimmed(model: EmbeddingModel, texts: list[str]) -> torch.Tensor:
+    with torch.inference_mode():
+        return F.normalize(encode_text_trimmed(model.model, model.tokenizer(texts)), dim=-1)
+
+
+def test_open_clip_text_towers_are_trimmable(text_model) -> None:
+    assert text_trimmable(text_model.model) and text_model.trims_text
+    lengths = pooled_positions(text_model.model, text_model.tokenizer(TEXTS)) + 1
+    assert lengths.tolist() == [20, 2, 3, 77, 7, 12]  # SOT + words + EOT; the long text is cut at 77
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_trimmed_text_tower_matches_padded_for_one_text(text_model, text: str) -> None:
+    torch.testing.assert_close(_trimmed(text_model, [text]), _padded(text_model, [text]), atol=1e-5, rtol=0)
+
+
+def test_trimmed_text_tower_matches_padded_for_a_mixed_batch(text_model) -> None:
+    short = [text for text in TEXTS if len(text) < 100]  # trimmed to the longest of these, well under 77
+    for batch in (TEXTS, short):
+        torch.testing.assert_close(_trimmed(text_model, batch), _padded(text_model, batch), atol=1e-5, rtol=0)
+
+
+def test_encode_text_batches_by_length_and_keeps_the_order(text_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    widths: list[int] = []
+
+    def spy(model, tokens):
+        widths.append(int(pooled_positions(model, tokens).max()) + 1)
+        return encode_text_trimmed(model, tokens)
+
+    monkeypatch.setattr(models, "encode_text_trimmed", spy)
+    vectors = text_model.encode_text(TEXTS, batch_size=2)
+    expected = torch.cat([_padded(text_model, [text]) for text in TEXTS]).numpy()
+    np.testing.assert_allclose(vectors, expected, atol=1e-5, rtol=0)
+    assert widths == sorted(widths) and len(widths) == 3 and widths[-1] == 77
+    assert text_model.encode_text([]).shape == (0, text_model.dim)
+
+
+def _tiny_custom_text_clip() -> torch.nn.Module:
+    """A CustomTextCLIP (the class HF text towers use) with a causal, argmax-pooled text tower."""
+    config = open_clip.get_model_config("rsretrieve-tiny")
+    return open_clip.CustomTextCLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"]).eval()
+
+
+@pytest.mark.parametrize("change", ["no-mask", "bidirectional-mask", "last-pool", "custom-text", "not-open-clip"])
+def test_towers_that_trimming_could_change_are_not_trimmable(change: str) -> None:
+    model = load_model("tiny-test", device="cpu", random_weights=True).model
+    if change == "no-mask":
+        model.attn_mask = None
+    elif change == "bidirectional-mask":
+        model.attn_mask = torch.zeros_like(model.attn_mask)
+    elif change == "last-pool":
+        model.text_pool_type = "last"
+    elif change == "custom-text":
+        model = _tiny_custom_text_clip()
+    else:
+        model = torch.nn.Linear(2, 2)
+    assert not text_trimmable(model)
+
+
+def test_encode_text_falls_back_to_open_clip_for_other_towers(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    fallback = dataclasses.replace(tiny_model, model=_tiny_custom_text_clip())
+
+    def refuse(model, tokens):
+        raise AssertionError("trimmed path taken for a tower it does not apply to")
+
+    monkeypatch.setattr(models, "encode_text_trimmed", refuse)
+    assert not fallback.trims_text
+    expected = _padded(fallback, TEXTS).numpy()
+    np.testing.assert_allclose(fallback.encode_text(TEXTS, batch_size=4), expected, atol=1e-6, rtol=0)
