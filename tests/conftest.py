@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
+import sys
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -251,3 +253,20 @@ def http_server(cog_folder: Path):
 
     with RangeServer(cog_folder) as server:
         yield server
+
+
+CLI_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RUST_LOG": "error"}
+
+
+def run_cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``rsretrieve ARGS`` in a fresh interpreter (stdout and stderr captured as text)."""
+    command = [sys.executable, "-m", "rsretrieve.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env or CLI_ENV, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    """A failed command that said why in exactly one ``error:`` line containing ``fragment``, without a traceback."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr

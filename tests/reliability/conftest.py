@@ -29,9 +29,17 @@ class ForkedCli:
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
         assert json.loads(self.process.stdout.readline()) == {"ready": True}
 
-    def run(self, *argv: str | Path, log: Path, kill_after: float | None = None, fault: tuple | None = None) -> dict:
-        """Run one command; its stdout and stderr are appended to ``log``. See forked_cli.py for the answer."""
+    def run(
+        self,
+        *argv: str | Path,
+        log: Path,
+        kill_after: float | None = None,
+        fault: tuple | None = None,
+        out: Path | None = None,
+    ) -> dict:
+        """Run one command; its stderr (and its stdout, unless ``out``) goes to ``log``. See forked_cli.py."""
         job = {"argv": [str(arg) for arg in argv], "log": str(log), "kill_after": kill_after, "fault": fault}
+        job["out"] = str(out) if out else None
         self.process.stdin.write(json.dumps(job) + "\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())

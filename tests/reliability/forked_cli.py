@@ -2,9 +2,11 @@
 
 Reads one JSON job per line on stdin and answers one JSON line per job on stdout::
 
-    job:    {"argv": [...], "log": "path", "kill_after": seconds | null, "fault": [point, nth, signal?] | null}
+    job:    {"argv": [...], "log": "path", "out": "path" | null, "kill_after": seconds | null,
+             "fault": [point, nth, signal?] | null}
     answer: {"rc": exit code, or -9 when killed, "seconds": wall time, "maxrss_kib": peak RSS of the child}
 
+The child's stderr (and stdout, unless ``out`` names a file of its own) is appended to ``log``.
 ``kill_after`` SIGKILLs the child from outside after that many seconds (if it is still running).
 ``fault`` makes the child send itself SIGKILL (or the signal named) at the nth time it reaches a step
 of the commit protocol (see FAULTS); both stand for ``kill -9`` at that moment, and SIGSTOP for a
@@ -97,6 +99,8 @@ def _child(job: dict) -> None:
         log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
+        if job.get("out"):
+            os.dup2(os.open(job["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1)
         if job.get("fault"):
             _install_fault(*job["fault"])
         code = cli.main(job["argv"])

@@ -6,24 +6,49 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RUST_LOG": "error"}
 RANDOM = ["--model", "tiny-test", "--random-weights"]
 
 
-def rsretrieve(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "rsretrieve.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=timeout)
+class WarmCli:
+    """``rsretrieve`` commands run in forked children of one warm interpreter (tests/reliability/forked_cli.py): the
+    real CLI, its exit code, stdout and stderr, without paying the imports (~6 s) for every command."""
+
+    def __init__(self, folder: Path) -> None:
+        from tests.reliability.conftest import ForkedCli
+
+        self.runner = ForkedCli()
+        self.folder = folder
+        self.count = 0
+
+    def __call__(self, *args: str | Path) -> subprocess.CompletedProcess:
+        self.count += 1
+        out, err = self.folder / f"{self.count}.out", self.folder / f"{self.count}.err"
+        answer = self.runner.run(*args, log=err, out=out)
+        return subprocess.CompletedProcess(args, answer["rc"], out.read_text(), err.read_text())
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and fragment in errors[0], result.stderr
+_WARM: list[WarmCli] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One warm runner for this module's commands."""
+    _WARM.append(WarmCli(tmp_path_factory.mktemp("cli-runs")))
+    yield
+    _WARM.pop().runner.close()
+
+
+def rsretrieve(*args: str | Path) -> subprocess.CompletedProcess:
+    """``rsretrieve ARGS`` through this module's warm runner."""
+    return _WARM[-1](*args)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +256,9 @@ def test_bad_input_gives_one_error_line(tmp_path: Path, cli_index: Path, small_a
 
 
 def test_offline_model_download_fails_fast_with_instructions(tmp_path: Path, small_archive: Path) -> None:
-    result = rsretrieve("index", small_archive, "--db", tmp_path / "db", "--model", "remoteclip-vit-b-32", timeout=60)
+    result = run_cli(
+        "index", small_archive, "--db", tmp_path / "db", "--model", "remoteclip-vit-b-32", env=ENV, timeout=60
+    )
     assert_one_line_error(result, "RemoteCLIP-ViT-B-32.pt")
     assert "--checkpoint" in result.stderr
     assert not (tmp_path / "db").exists()

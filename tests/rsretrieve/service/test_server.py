@@ -24,7 +24,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import write_geotiff
+from tests.conftest import assert_one_line_error, run_cli, write_geotiff
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RUST_LOG": "error", "OMP_NUM_THREADS": "1"}
 ENV.pop("RSRETRIEVE_SERVER", None)
@@ -34,15 +34,7 @@ KEY = "test-key-0123456789"
 
 
 def rsretrieve(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "rsretrieve.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=timeout)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    return run_cli(*args, env=ENV, timeout=timeout)
 
 
 def local(*args: str | Path) -> str:
