@@ -47,6 +47,8 @@ RECORD_COLUMNS: dict[str, pa.DataType] = {
 LATER_COLUMNS = ("item_id", "collection")
 WINDOW_FIELDS = ("col_off", "row_off", "width", "height")
 BBOX_FIELDS = ("minx", "miny", "maxx", "maxy")
+# the record columns as flat attributes beside a geometry (GeoParquet): all but the bbox and the footprint
+ATTRIBUTE_COLUMNS = tuple(name for name in RECORD_COLUMNS if name not in (*BBOX_FIELDS, "footprint"))
 FILTER_FIELDS = (*BBOX_FIELDS, "day")  # the in-memory filter matrix: bbox and acquisition day
 INDEXED_COLUMNS = ("fid", "id", "minx", "miny", "maxx", "maxy", "date")  # B-trees: id lookups, users' own SQL
 
@@ -108,12 +110,10 @@ def table_schema(dim: int) -> pa.Schema:
     return pa.schema([("fid", pa.int64()), *RECORD_COLUMNS.items(), ("vector", pa.list_(pa.float32(), dim))])
 
 
-def chips_table(chips: Sequence[Chip], fids: np.ndarray, vectors: np.ndarray) -> pa.Table:
-    """Rows of the ``chips`` table for ``chips`` with their fids and vectors, built column by column."""
-    dim = vectors.shape[1]
+def record_table(chips: Sequence[Chip]) -> pa.Table:
+    """The record columns of ``chips`` (``RECORD_COLUMNS``), built column by column."""
     bboxes = [chip.bbox or (None, None, None, None) for chip in chips]
     columns: dict[str, Any] = {
-        "fid": np.asarray(fids, np.int64),
         "id": [chip.id for chip in chips],
         "path": [chip.path for chip in chips],
         **{name: [getattr(chip.window, name) for chip in chips] for name in WINDOW_FIELDS},
@@ -124,9 +124,16 @@ def chips_table(chips: Sequence[Chip], fids: np.ndarray, vectors: np.ndarray) ->
         "item_id": [chip.item_id for chip in chips],
         "collection": [chip.collection for chip in chips],
     }
+    return pa.Table.from_pydict(columns, schema=pa.schema(list(RECORD_COLUMNS.items())))
+
+
+def chips_table(chips: Sequence[Chip], fids: np.ndarray, vectors: np.ndarray) -> pa.Table:
+    """Rows of the ``chips`` table for ``chips`` with their fids and vectors."""
+    dim = vectors.shape[1]
+    records = record_table(chips)
     flat = pa.array(np.ascontiguousarray(vectors, np.float32).ravel())
-    columns["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
-    return pa.Table.from_pydict(columns, schema=table_schema(dim))
+    columns = [pa.array(np.asarray(fids, np.int64)), *records.columns, pa.FixedSizeListArray.from_arrays(flat, dim)]
+    return pa.Table.from_arrays(columns, schema=table_schema(dim))
 
 
 def record_columns(table: pa.Table) -> pa.Table:

@@ -402,7 +402,7 @@ def _check_query_args(args: argparse.Namespace) -> None:
     """The query command's argument checks (local and --server)."""
     if args.k < 1:
         raise CliError(f"-k must be at least 1 (got {args.k})")
-    from rsretrieve.raster.remote import is_remote
+    from rsretrieve.uris import is_remote
 
     for path in [*args.image, *args.not_image]:
         if not is_remote(path) and not Path(path).is_file():

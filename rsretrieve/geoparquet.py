@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
-from rsretrieve.chips import WINDOW_FIELDS, Chip
+from rsretrieve.chips import ATTRIBUTE_COLUMNS, Chip, chips_from_table, record_columns, record_table
 from rsretrieve.errors import UserError
 from rsretrieve.files import atomic_write
 
@@ -44,13 +44,8 @@ class GeoParquetError(UserError):
 
 def chip_columns(chips: Sequence[Chip]) -> dict[str, Any]:
     """The record columns of chips (no footprint: that is the geometry)."""
-    return {
-        "id": pa.array([chip.id for chip in chips], pa.string()),
-        "path": pa.array([chip.path for chip in chips], pa.string()),
-        **{name: pa.array([getattr(chip.window, name) for chip in chips], pa.int32()) for name in WINDOW_FIELDS},
-        "date": pa.array([chip.date for chip in chips], pa.date32()),
-        "crs": pa.array([chip.crs for chip in chips], pa.string()),
-    }
+    records = record_table(chips)
+    return {name: records.column(name) for name in ATTRIBUTE_COLUMNS}
 
 
 def chips_geotable(
@@ -72,7 +67,8 @@ def records_geotable(records: pa.Table, properties: dict[str, Any] | None = None
     """(attribute table, footprints) of a table of chip records (``ChipStore.records``), column-wise: the fast way
     for many chips. ``properties`` (name → array) become leading columns."""
     columns: dict[str, Any] = dict(properties or {})
-    for name in ("id", "path", *WINDOW_FIELDS, "date", "crs"):
+    records = record_columns(records)
+    for name in ATTRIBUTE_COLUMNS:
         columns[name] = records.column(name)
     footprints = records.column("footprint").to_numpy(zero_copy_only=False).astype(object)
     return pa.table(columns), shapely.from_geojson(footprints) if len(footprints) else np.empty(0, object)
@@ -82,24 +78,15 @@ def records_geojson(records: pa.Table, properties: dict[str, Any] | None = None)
     """A GeoJSON FeatureCollection of a table of chip records, as ``Chip.feature`` writes each feature (the stored
     footprint text goes in as it is: no parsing)."""
     extra = {name: list(values) for name, values in (properties or {}).items()}
-    data = records.to_pydict()
+    footprints = records.column("footprint").to_pylist()
+    chips = chips_from_table(records.drop_columns(["footprint"]))  # the records; footprints stay text
     parts = []
-    for row in range(records.num_rows):
-        bbox = [data[name][row] for name in ("minx", "miny", "maxx", "maxy")]
-        day = data["date"][row]
-        props = {name: values[row] for name, values in extra.items()}
-        props.update(
-            id=data["id"][row],
-            path=data["path"][row],
-            window={name: data[name][row] for name in WINDOW_FIELDS},
-            bbox=bbox if bbox[0] is not None else None,
-            date=day.isoformat() if day is not None else None,
-            crs=data["crs"][row],
-        )
-        geometry = data["footprint"][row] or "null"
-        chip_id = json.dumps(data["id"][row])
+    for row, chip in enumerate(chips):
+        props = {**{name: values[row] for name, values in extra.items()}, **chip.record()}
+        geometry = footprints[row] or "null"
         parts.append(
-            f'{{"type": "Feature", "id": {chip_id}, "geometry": {geometry}, "properties": {json.dumps(props)}}}'
+            f'{{"type": "Feature", "id": {json.dumps(chip.id)}, "geometry": {geometry}, '
+            f'"properties": {json.dumps(props)}}}'
         )
     return '{"type": "FeatureCollection", "features": [' + ", ".join(parts) + "]}\n"
 

@@ -5,8 +5,8 @@ per chip when reading (``read``), so a scene is never loaded whole. No torch her
 DataLoader workers and in light CLI paths.
 """
 
-from rsretrieve.raster.dataset import SourceError
 from rsretrieve.raster.dates import parse_date, scene_date
+from rsretrieve.raster.errors import SourceError
 from rsretrieve.raster.plan import ScenePlan, chip_id, count_chips, plan_scene, plan_whole, plan_windows
 from rsretrieve.raster.read import ChipReader, read_preview, read_window
 from rsretrieve.raster.remote import is_remote, remote_options

@@ -20,18 +20,9 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.session import DummySession
 
-from rsretrieve.errors import UserError
+from rsretrieve.raster.errors import source_error
 
 GDAL_ERRORS: tuple[type[Exception], ...] = (RasterioError, CPLE_BaseError, OSError, ValueError)
-
-
-class SourceError(UserError):
-    """A source that cannot be indexed; str(e) is ONE line naming the file and the reason."""
-
-
-def source_error(path: str | Path, reason: object) -> SourceError:
-    """A SourceError whose message is one line: "<path>: <reason>"."""
-    return SourceError(f"{path}: {' '.join(str(reason).split())}")
 
 
 def gdal_message(exc: BaseException) -> str:

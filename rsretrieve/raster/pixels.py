@@ -9,7 +9,7 @@ import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.io import DatasetReader
 
-from rsretrieve.raster.dataset import source_error
+from rsretrieve.raster.errors import source_error
 
 STRETCH_PERCENTILES = (2.0, 98.0)
 STATS_MAX_SIDE = 1024  # long side of the decimated read used for stretch statistics

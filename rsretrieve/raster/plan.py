@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from rasterio.io import DatasetReader
 
 from rsretrieve.chips import Chip, Window
-from rsretrieve.raster.dataset import GDAL_ERRORS, checked_source, gdal_message, open_raster, quiet, source_error
+from rsretrieve.raster.dataset import GDAL_ERRORS, checked_source, gdal_message, open_raster, quiet
 from rsretrieve.raster.dates import scene_date
+from rsretrieve.raster.errors import source_error
 from rsretrieve.raster.georef import crs_string, georeference, is_georeferenced
 from rsretrieve.raster.pixels import select_bands, stretch_limits
 from rsretrieve.raster.sources import Scene, Source

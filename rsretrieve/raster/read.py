@@ -16,7 +16,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window as RioWindow
 
 from rsretrieve.chips import Chip, Window
-from rsretrieve.raster.dataset import GDAL_ERRORS, checked_source, gdal_message, open_raster, quiet, source_error
+from rsretrieve.raster.dataset import GDAL_ERRORS, checked_source, gdal_message, open_raster, quiet
+from rsretrieve.raster.errors import source_error
 from rsretrieve.raster.pixels import extra_alpha, read_valid, to_uint8, unique_bands
 from rsretrieve.raster.plan import ScenePlan, plan_whole
 from rsretrieve.raster.remote import is_remote

@@ -19,10 +19,10 @@ import re
 from pathlib import PurePath, PurePosixPath
 from urllib.parse import urlsplit
 
-from rsretrieve.raster.dataset import SourceError, source_error
+from rsretrieve.raster.errors import SourceError, source_error
+from rsretrieve.uris import VSI_PREFIXES, is_remote
 
 # URI scheme -> GDAL virtual file system prefix
-VSI_PREFIXES = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/", "http": "/vsicurl/", "https": "/vsicurl/"}
 LISTABLE_SCHEMES = ("s3",)  # prefixes listed with boto3 (gs://, az:// objects must be named)
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
 LIST_PAGE_SIZE = 1000  # keys per list_objects_v2 page (S3's maximum); every page is followed
@@ -42,14 +42,6 @@ REMOTE_DEFAULTS: dict[str, str] = {
     "GDAL_HTTP_TIMEOUT": "60",
     "GDAL_HTTP_CONNECTTIMEOUT": "15",
 }
-
-
-def is_remote(source: str | PurePath) -> bool:
-    """Whether a source is a URI GDAL reads over the network (s3://, gs://, az://, http(s)://)."""
-    if not isinstance(source, str):
-        return False
-    scheme, sep, _ = source.partition("://")
-    return bool(sep) and scheme.lower() in VSI_PREFIXES
 
 
 def vsi_path(source: str | PurePath) -> str | PurePath:

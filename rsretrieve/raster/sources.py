@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsretrieve.raster.dataset import SourceError, source_error
+from rsretrieve.raster.errors import SourceError, source_error
 from rsretrieve.raster.remote import expand_remote, is_remote
 
 Source = str | Path  # a local path, or a URI string kept as given

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rsretrieve.errors import UserError
+from rsretrieve.uris import is_remote
 
 SERVER_ENV = "RSRETRIEVE_SERVER"
 KEY_ENV = "RSRETRIEVE_API_KEY"
@@ -28,9 +29,11 @@ class RemoteError(UserError):
     """The service cannot be reached or refused the request; one line."""
 
 
-def _b64(path: Path) -> str:
+def _b64(path: str | Path) -> str:
+    if is_remote(path):
+        raise RemoteError(f"--server takes query images as local files (the service fetches nothing): {path}")
     try:
-        return base64.b64encode(path.read_bytes()).decode("ascii")
+        return base64.b64encode(Path(path).read_bytes()).decode("ascii")
     except OSError as error:
         raise RemoteError(f"cannot read query image {path} ({error.strerror or error})") from None
 

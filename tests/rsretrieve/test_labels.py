@@ -10,8 +10,9 @@ import pytest
 
 from rsretrieve.labels import LabelError, LabelStore, check_ids, import_features, resolve
 from rsretrieve.store import ChipStore, StoreWriter
+from tests.conftest import assert_one_line_error
+from tests.conftest import run_cli as rsretrieve
 from tests.rsretrieve.analyst_fixtures import MODEL, grid_chips, run_cli, square, write_grid
-from tests.rsretrieve.test_cli import assert_one_line_error, rsretrieve
 
 
 @pytest.fixture(scope="module")

@@ -149,6 +149,6 @@ def test_query_images_may_be_uris(s3_env, http_server, cog_folder: Path) -> None
     local = query_pixels(Part("image", str(cog_folder / "cogeo.tif")))
     for uri in ("s3://archive/scenes/cogeo.tif", f"{http_server.url}/cogeo.tif?x=1"):
         np.testing.assert_array_equal(query_pixels(Part("image", uri)), local)
-    assert Part("image", f"{http_server.url}/cogeo.tif?x=1").describe() == "cogeo.tif"
+    assert Part("image", f"{http_server.url}/cogeo.tif?x=1").describe() == "images like cogeo.tif"
     with pytest.raises(QueryError, match=r"cannot read query image s3://archive/scenes/none\.tif: no such object"):
         query_pixels(Part("image", "s3://archive/scenes/none.tif"))

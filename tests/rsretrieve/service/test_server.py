@@ -185,7 +185,9 @@ def test_search_response_shape_geojson_and_timings(client: httpx.Client) -> None
     body = response.json()
     assert body["index"] == "main" and body["version"] > 0 and body["path"] == "flat"
     assert len(body["results"]) == 5
-    assert set(body["results"][0]) == {"score", "id", "path", "window", "bbox", "date", "crs", "footprint"}
+    assert set(body["results"][0]) == {
+        "score", "id", "path", "window", "bbox", "date", "crs", "item_id", "collection", "footprint"
+    }  # fmt: skip
     assert {"encode", "ann", "records", "total"} <= set(body["timings_ms"])
     assert "encode;dur=" in response.headers["server-timing"]
     collection = client.post(
