@@ -102,7 +102,7 @@ PAGE_K = 12  # the page's default number of results
 CLEAR_PX = 20  # a footprint to click has no other result's centre nearer than this
 
 
-def footprint_to_click(db: Path, query: str) -> tuple[int, tuple[float, float]]:
+def footprint_to_click(db: Path, query: str) -> tuple[int, tuple[float, float]] | None:
     """The best-ranked result after the first (highlighted already) whose footprint centre lies clear of every
     other result's on the map, and the pixels from the map's centre to it, as the page draws the map: the same
     search, the same fitted view; deck.gl's Web Mercator world is 512 px wide at zoom 0."""
@@ -124,7 +124,7 @@ def footprint_to_click(db: Path, query: str) -> tuple[int, tuple[float, float]]:
         others = centres[: rank - 1] + centres[rank:]
         if all(math.dist((x, y), other) > CLEAR_PX for other in others):
             return rank, (x - cx, y - cy)
-    raise RuntimeError("every result's footprint overlaps another on the map: nothing to click unambiguously")
+    return None  # every result's footprint overlaps another (scenes of several dates): nothing to click for sure
 
 
 def click_footprint(page, offset: tuple[float, float], rank: int, attempts: int = 5) -> str:
@@ -154,7 +154,12 @@ def click_footprint(page, offset: tuple[float, float], rank: int, attempts: int 
 
 
 def query_and_screenshot(
-    url: str, query: str, out: Path, chromium: str, click: tuple[int, tuple[float, float]], timeout: float = 90
+    url: str,
+    query: str,
+    out: Path,
+    chromium: str,
+    click: tuple[int, tuple[float, float]] | None,
+    timeout: float = 90,
 ) -> dict:
     """Open the page, run a text query, wait for the thumbnails, click a footprint and save a screenshot."""
     from playwright.sync_api import sync_playwright
@@ -180,7 +185,7 @@ def query_and_screenshot(
             errors = page.locator("[data-testid='stAlertContentError']")
             if errors.count():
                 raise RuntimeError(f"the page shows an error: {errors.first.inner_text()}")
-            highlighted = click_footprint(page, click[1], click[0])
+            highlighted = click_footprint(page, click[1], click[0]) if click else None
             out.parent.mkdir(parents=True, exist_ok=True)
             page.set_viewport_size({**VIEWPORT, "height": max(VIEWPORT["height"], page.evaluate(CONTENT_HEIGHT))})
             page.wait_for_timeout(500)  # let the map and images settle at the new size
@@ -191,7 +196,7 @@ def query_and_screenshot(
         "page_seconds": round(loaded - started, 2),
         "query_seconds": round(answered - loaded, 2),
         "outside_requests": outside,
-        "clicked_rank": click[0],
+        "clicked_rank": click[0] if click else None,
         "highlighted": highlighted,
     }
 
