@@ -275,7 +275,7 @@ def exact_top(query: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -
 def query_pixels(part: Part) -> np.ndarray:
     """(H, W, 3) uint8 pixels of an image part: a file or encoded bytes, read decimated (``raster.read_preview``)
     exactly as the indexer reads chips, or pixels as they are."""
-    from rsretrieve.raster import SourceError, is_remote, read_preview
+    from rsretrieve.uris import is_remote
 
     value = part.value
     if isinstance(value, np.ndarray):
@@ -286,17 +286,19 @@ def query_pixels(part: Part) -> np.ndarray:
     if isinstance(value, str | Path):
         if not is_remote(value) and not Path(value).is_file():  # a URI is read (or refused) remotely
             raise QueryError(f"query image not found: {value}")
-        return _preview(value, name, read_preview, SourceError)
+        return _preview(value, name)
     with tempfile.NamedTemporaryFile(suffix=".img") as handle:  # GDAL reads encoded bytes from a file
         handle.write(bytes(value))
         handle.flush()
-        return _preview(handle.name, name, read_preview, SourceError)
+        return _preview(handle.name, name)
 
 
-def _preview(path: str | Path, name: str, read_preview: Any, source_error: type[Exception]) -> np.ndarray:
+def _preview(path: str | Path, name: str) -> np.ndarray:
     """``read_preview(path)``, its errors told as about ``name`` (an upload's name, not its temporary file)."""
+    from rsretrieve.raster import SourceError, read_preview  # GDAL: only when a query has an image
+
     try:
         return read_preview(path)
-    except source_error as error:
+    except SourceError as error:
         detail = str(error).split(": ", 1)[-1].replace(str(path), name)
         raise QueryError(f"cannot read query image {name}: {detail}") from error

@@ -21,6 +21,7 @@ from rasterio.io import DatasetReader
 from rasterio.session import DummySession
 
 from rsretrieve.raster.errors import source_error
+from rsretrieve.raster.remote import is_remote, remote_options, vsi_path
 
 GDAL_ERRORS: tuple[type[Exception], ...] = (RasterioError, CPLE_BaseError, OSError, ValueError)
 
@@ -61,8 +62,6 @@ def quiet(source: str | Path | None = None) -> Iterator[None]:
     For a remote ``source`` the Env also holds the GDAL settings of remote reads (``remote.remote_options``).
     Safe in threads (the warning filter, which Python keeps per process, is only changed in the main thread).
     """
-    from rsretrieve.raster.remote import is_remote, remote_options
-
     options = remote_options(str(source)) if source is not None and is_remote(source) else {}
     main = threading.current_thread() is threading.main_thread()
     _quiet_logger(enter=True)
@@ -91,8 +90,6 @@ def checked_path(path: str | Path) -> Path:
 
 def checked_source(source: str | Path) -> str | Path:
     """A remote URI as given (opening it tells whether it exists), else ``checked_path``."""
-    from rsretrieve.raster.remote import is_remote
-
     return source if is_remote(source) else checked_path(source)
 
 
@@ -116,8 +113,6 @@ def _remote_reason(message: str) -> str:
 
 def open_raster(file: str | Path) -> DatasetReader:
     """Open a raster (local path or remote URI) read-only, turning GDAL errors into SourceError."""
-    from rsretrieve.raster.remote import is_remote, vsi_path
-
     try:
         with quiet(file):
             src = rasterio.open(vsi_path(file))
