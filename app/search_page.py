@@ -263,7 +263,9 @@ def details(hit: Hit) -> None:
     st.markdown(f"**{Path(chip.path).name}**")
     lines = [
         f":material/calendar_today: {date_text(hit)}",
-        f":material/crop_free: {window.width}×{window.height} px at {window.col_off}, {window.row_off}",
+        f":material/crop_free: {window.width}×{window.height} px at {window.col_off}, {window.row_off}"
+        if window is not None
+        else ":material/hub: imported embedding (no image)",
         f":material/public: {chip.crs or 'not georeferenced'}",
     ]
     if chip.bbox:
@@ -279,7 +281,9 @@ def result_card(hit: Hit, rank: int) -> None:
     chip = hit.chip
     with st.container(border=True):
         png = thumbnail(hit)
-        if png is None:
+        if png is None and chip.window is None:
+            st.caption(":material/hub: imported embedding: no image")
+        elif png is None:
             st.warning("source file unavailable", icon=":material/broken_image:")
         else:
             st.image(png, width="stretch")

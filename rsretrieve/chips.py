@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -51,6 +52,14 @@ BBOX_FIELDS = ("minx", "miny", "maxx", "maxy")
 ATTRIBUTE_COLUMNS = tuple(name for name in RECORD_COLUMNS if name not in (*BBOX_FIELDS, "footprint"))
 FILTER_FIELDS = (*BBOX_FIELDS, "day")  # the in-memory filter matrix: bbox and acquisition day
 INDEXED_COLUMNS = ("fid", "id", "minx", "miny", "maxx", "maxy", "date")  # B-trees: id lookups, users' own SQL
+# what a chip id may hold: the indexer's hex hashes and the ids of imported embeddings (Major TOM's hex unique_id,
+# Clay's numbers, ``name_row``); nothing that needs quoting in the id lookups' SQL
+CHIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}$")
+
+
+def is_chip_id(value: object) -> bool:
+    """Whether ``value`` is a string a chip id can be (``CHIP_ID``)."""
+    return isinstance(value, str) and CHIP_ID.match(value) is not None
 
 
 @dataclass(frozen=True)
@@ -70,11 +79,14 @@ class Window:
 @dataclass(frozen=True)
 class Chip:
     """Where and when one chip is: source path or URI, pixel window, native CRS, WGS84 bbox and footprint, date,
-    and the STAC item and collection of its source when it came from a catalogue."""
+    and the STAC item and collection of its source when it came from a catalogue.
+
+    ``window`` is None for a chip of imported embeddings (``rsretrieve import-embeddings``): its ``path`` names
+    where the embedding came from, and there is no raster to cut it from (no thumbnail)."""
 
     id: str
     path: str
-    window: Window
+    window: Window | None
     crs: str | None = None
     bbox: tuple[float, float, float, float] | None = None
     footprint: dict[str, Any] | None = None
@@ -87,7 +99,7 @@ class Chip:
         return {
             "id": self.id,
             "path": self.path,
-            "window": self.window.as_dict(),
+            "window": self.window.as_dict() if self.window is not None else None,
             "bbox": list(self.bbox) if self.bbox is not None else None,
             "date": self.date.isoformat() if self.date is not None else None,
             "crs": self.crs,
@@ -116,7 +128,7 @@ def record_table(chips: Sequence[Chip]) -> pa.Table:
     columns: dict[str, Any] = {
         "id": [chip.id for chip in chips],
         "path": [chip.path for chip in chips],
-        **{name: [getattr(chip.window, name) for chip in chips] for name in WINDOW_FIELDS},
+        **{name: [getattr(chip.window, name, None) for chip in chips] for name in WINDOW_FIELDS},
         "crs": [chip.crs for chip in chips],
         **{name: [bbox[i] for bbox in bboxes] for i, name in enumerate(BBOX_FIELDS)},
         "footprint": [json.dumps(chip.footprint) if chip.footprint else None for chip in chips],
@@ -160,12 +172,13 @@ def chips_from_table(table: pa.Table) -> list[Chip]:
     chips = []
     for row in range(table.num_rows):
         bbox = tuple(columns[name][row] for name in BBOX_FIELDS)
+        window = tuple(columns[name][row] for name in WINDOW_FIELDS)
         footprint = columns["footprint"][row]
         chips.append(
             Chip(
                 id=columns["id"][row],
                 path=columns["path"][row],
-                window=Window(*(columns[name][row] for name in WINDOW_FIELDS)),
+                window=Window(*window) if window[0] is not None else None,  # type: ignore[arg-type]
                 crs=columns["crs"][row],
                 bbox=bbox if bbox[0] is not None else None,  # type: ignore[arg-type]
                 footprint=json.loads(footprint) if footprint else None,

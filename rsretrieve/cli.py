@@ -1,4 +1,5 @@
-"""The ``rsretrieve`` command: index, query, label, classify, info, upgrade, models, eval, app, serve, demo.
+"""The ``rsretrieve`` command: index, import-embeddings, query, label, classify, info, upgrade, models, eval, app,
+serve, demo.
 
 Heavy libraries (torch, open_clip, lancedb, faiss) are imported inside the commands so that ``--help``
 answers at once. Known problems end with one ``error:`` line on stderr and a non-zero exit code.
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--num-gpus-per-worker", type=float, help="GPUs per embedding actor (default: 1 if any, else 0)")
     ray.add_argument("--concurrency", type=_positive_int, help="embedding actors (default: one per GPU)")
 
+    _add_import_parser(commands)
+
     query = commands.add_parser("query", help="search an index by text, images or chip ids (mixed, weighted)")
     query.add_argument("text", nargs="?", help="text description, e.g. 'a river crossing farmland'")
     query.add_argument(
@@ -175,6 +178,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", type=Path, default=Path("demo.lance"))
     _add_model_options(demo, default="remoteclip-vit-b-32")
     return parser
+
+
+def _add_import_parser(commands: argparse._SubParsersAction) -> None:
+    imported = commands.add_parser(
+        "import-embeddings", help="import embeddings made elsewhere (Major TOM, Clay GeoParquet) into an index"
+    )
+    imported.add_argument("sources", nargs="+", help="embeddings GeoParquet files, or folders of them")
+    imported.add_argument("--db", required=True, type=Path, help="index folder (created if missing; appended to)")
+    model = imported.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        help="the model that made the embeddings: a name from `rsretrieve models` (text search works), any other "
+        "name or none (search by --like, labels, vectors); default: the index's",
+    )
+    model.add_argument("--checkpoint", type=Path, help="local weights file of --model")
+    model.add_argument("--random-weights", action="store_true", help="--model with random weights (tests)")
+    columns = imported.add_argument_group("columns (Major TOM's and Clay's are recognised)")
+    columns.add_argument("--id-column", help="unique chip ids (unique_id, chips_id, id; none: <file>-<row>)")
+    columns.add_argument("--embedding-column", help="the vectors (embedding, embeddings)")
+    columns.add_argument("--geometry-column", help="footprints, WKB or WKT (the GeoParquet primary column, geometry)")
+    columns.add_argument("--time-column", help="acquisition dates (timestamp, datetime, date)")
+    columns.add_argument("--source-column", help="the chips' source, kept as their path (source_url, product_id)")
+    imported.add_argument("--index-type", choices=["auto", "flat", "ivfpq"], default="auto")
+    imported.add_argument("--flat-threshold", type=_positive_int, help="auto: IVF-PQ from this many chips (50000)")
+    imported.add_argument("--nprobe", type=_positive_int, help="IVF lists visited per query")
+    imported.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    imported.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
@@ -341,6 +371,7 @@ def _index_sources(args: argparse.Namespace) -> list:
 def cmd_index(args: argparse.Namespace) -> int:
     """Index sources into --db."""
     from rsretrieve.ann import AnnSettings
+    from rsretrieve.imported import is_vector_only
     from rsretrieve.store import Manifest, WriteLock, check_same_model
 
     if not 0 <= args.overlap < args.chip_size:
@@ -352,6 +383,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     name = args.model
     if (args.db / "manifest.json").is_file() and not args.rebuild:
         manifest = Manifest.read(args.db)
+        if is_vector_only(manifest.checkpoint):
+            raise CliError(
+                f"{args.db} holds embeddings imported from {manifest.imported_from} with no model rsretrieve can load: "
+                f"add more with `rsretrieve import-embeddings FILES --db {args.db}`, or index into another --db"
+            )
         name = name or manifest.model
         check_same_model(manifest, name, None, args.db)  # before loading a model that would be refused
         if manifest.built_with_random_weights and args.checkpoint is None:
@@ -375,6 +411,30 @@ def cmd_index(args: argparse.Namespace) -> int:
         summary = index_archive_on_ray(paths, args.db, model, source, chips, run, settings, options, not args.quiet)
     else:
         summary = index_archive(paths, args.db, model, chips, run, settings, show_progress=not args.quiet)
+    print(summary.line(), file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+def cmd_import_embeddings(args: argparse.Namespace) -> int:
+    """Import embeddings GeoParquet files into --db."""
+    from rsretrieve.ann import AnnSettings
+    from rsretrieve.store import WriteLock
+
+    if str(args.db).startswith(REMOTE_DB_PREFIXES):
+        raise CliError("--db on object storage is not supported yet: give a local folder")
+    WriteLock(args.db).check_free()
+    from indexer.embedding_files import ColumnChoice
+    from indexer.import_embeddings import import_embeddings
+
+    columns = ColumnChoice(
+        args.id_column, args.embedding_column, args.geometry_column, args.time_column, args.source_column
+    )
+    settings = AnnSettings(args.index_type, args.flat_threshold or AnnSettings.flat_threshold, args.nprobe)
+    summary = import_embeddings(
+        args.sources, args.db, args.model, columns, args.checkpoint, args.random_weights, settings, not args.quiet
+    )
     print(summary.line(), file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
@@ -619,7 +679,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     details = ", ".join(f"{key}={index[key]}" for key in ("nlist", "m", "nprobe") if index.get(key))
     lines = [
         ("index", info["db"]),
-        ("model", f"{info['model']} ({info['architecture']}, checkpoint {info['checkpoint']}, dim {info['dim']})"),
+        ("model", f"{info['model']} ({info['architecture']}, checkpoint {info['checkpoint']}, dim {info['dim']})")
+        if info["architecture"]
+        else ("model", f"{info['model']} (imported embeddings rsretrieve cannot make, dim {info['dim']})"),
         ("chips", f"{info['rows']} rows, {info['unique_ids']} unique ids, {info['index_vectors']} in FAISS"),
         ("files", info["files"]),
         (
@@ -627,7 +689,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             " ".join(filter(None, [info["index_type"], details, f"({index.get('bytes_per_vector')} bytes/vector)"])),
         ),
         ("columns", ", ".join(f"{name} {rows} rows" for name, rows in info["column_rows"].items())),
-        ("chip size", f"{info['chip_size']} px, overlap {info['overlap']} px"),
+        ("chip size", f"{info['chip_size']} px, overlap {info['overlap']} px")
+        if info["chip_size"] is not None
+        else ("imported", f"embeddings from {info['imported_from']} (no pixels)"),
         ("created", info["created"]),
         ("updated", info["updated"]),
     ]
@@ -806,6 +870,7 @@ def show_logs() -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
+    "import-embeddings": cmd_import_embeddings,
     "query": cmd_query,
     "label": cmd_label,
     "classify": cmd_classify,

@@ -161,18 +161,30 @@ def read_geoparquet(path: str | Path) -> tuple[pa.Table, np.ndarray]:
     if column.get("encoding", "WKB").upper() != "WKB":
         raise GeoParquetError(f"{path}: only WKB geometries are read (got {column.get('encoding')})")
     geometries = shapely.from_wkb(np.asarray(table.column(name).to_pylist(), object))
-    crs = column.get("crs")
-    if crs is not None:
-        from rasterio.crs import CRS
-
+    source = other_crs(column, path)
+    if source is not None:
         from rsretrieve.reproject import to_wgs84
 
-        source = CRS.from_user_input(json.dumps(crs) if isinstance(crs, dict) else crs)
-        if source.to_epsg() != 4326:
-            geometries = to_wgs84(geometries, source.to_wkt())
+        geometries = to_wgs84(geometries, source)
     covering = column.get("covering", {}).get(BBOX, {}).get("xmin", [None])[0]
     dropped = [c for c in (name, covering) if c in table.column_names]
     return table.drop_columns(dropped), geometries
+
+
+def other_crs(column: dict[str, Any], path: str | Path) -> str | None:
+    """The WKT of a geometry column's ``crs`` (its ``geo`` metadata) when it is not WGS84; None when it is (a
+    missing ``crs`` means OGC:CRS84)."""
+    crs = column.get("crs")
+    if crs is None:
+        return None
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        source = CRS.from_user_input(json.dumps(crs) if isinstance(crs, dict) else crs)
+    except CRSError as error:
+        raise GeoParquetError(f"{path}: the geometry's crs is not understood ({error})") from None
+    return None if source.to_epsg() == 4326 else source.to_wkt()
 
 
 def write_features(path: str | Path, rows: Sequence[dict[str, Any]], geometries: np.ndarray) -> None:

@@ -47,7 +47,7 @@ def as_csv(hits: Sequence[Hit]) -> str:
     for rank, hit in enumerate(hits, 1):
         record = hit.record()
         bbox = dict(zip(BBOX_FIELDS, record["bbox"] or [None] * 4, strict=True))
-        writer.writerow({"rank": rank, **record, **record["window"], **bbox})
+        writer.writerow({"rank": rank, **record, **(record["window"] or {}), **bbox})
     return buffer.getvalue()
 
 
@@ -60,7 +60,9 @@ def as_table(hits: Sequence[Hit]) -> str:
         chip = hit.chip
         bbox = ",".join(f"{value:.4f}" for value in chip.bbox) if chip.bbox else "-"
         window = chip.window
-        where = f"{chip.path} [{window.col_off},{window.row_off},{window.width},{window.height}]"
+        where = chip.path  # an imported embedding has no pixel window
+        if window is not None:
+            where += f" [{window.col_off},{window.row_off},{window.width},{window.height}]"
         date = chip.date.isoformat() if chip.date else "-"
         if chip.item_id:  # from a STAC catalogue: its collection and item first
             where = f"{chip.collection or '-'}/{chip.item_id}: {where}"

@@ -24,6 +24,7 @@ import numpy as np
 
 from rsretrieve import ann
 from rsretrieve.chips import Chip, day_date
+from rsretrieve.imported import VectorOnlyModel, is_vector_only, refuse_encoding
 from rsretrieve.query import Part, Query, QueryError, combine
 from rsretrieve.store import ChipStore, StoreError, check_same_model
 
@@ -125,7 +126,10 @@ class Searcher:
         self.db = Path(db)
         self.store = ChipStore(self.db)
         manifest = self.store.manifest
-        if model is None:
+        if model is None and is_vector_only(manifest.checkpoint):  # imported embeddings of a model we cannot load
+            check_same_model(manifest, model_name or manifest.model, None, self.db)
+            model = VectorOnlyModel.of(manifest)
+        elif model is None:
             from rsretrieve.models import load_model
 
             check_same_model(manifest, model_name or manifest.model, None, self.db)
@@ -162,6 +166,7 @@ class Searcher:
         """The query's vector: its parts embedded (texts and images in one batch each) and combined."""
         store = store or self.current()
         parts = [*query.positives, *query.negatives]
+        refuse_encoding(self.model, parts)
         vectors: dict[int, np.ndarray] = {}
         for kind, encode in (("text", self._texts), ("image", self._images), ("like", self._likes)):
             chosen = [i for i, part in enumerate(parts) if part.kind == kind]

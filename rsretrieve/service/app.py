@@ -274,6 +274,8 @@ def _routes(app: FastAPI, indexes: Indexes, metrics: Metrics) -> None:
 
         served = indexes.get(index)
         _, found, store = await run_in_threadpool(find_chip, served, chip_id)
+        if found.window is None:
+            raise ApiError(404, f"chip '{chip_id}' has no image: it holds an embedding imported from {found.path}")
         bands = tuple(store.manifest.bands) if store.manifest.bands else None
         png = await run_in_threadpool(chip_png, found, bands, size)
         if png is None:

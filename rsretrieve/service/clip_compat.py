@@ -22,7 +22,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from rsretrieve.chips import Chip
+from rsretrieve.chips import Chip, is_chip_id
 from rsretrieve.query import Query
 from rsretrieve.service.encoding import pre_encode
 from rsretrieve.service.guard import ApiError
@@ -109,7 +109,7 @@ def _fids(served: Any, chip_ids: list[str]) -> list[int]:
     if not chip_ids:
         return []
     store = served.searcher.current()
-    quoted = ", ".join(f"'{chip_id}'" for chip_id in chip_ids if chip_id.isalnum())
+    quoted = ", ".join(f"'{chip_id}'" for chip_id in chip_ids if is_chip_id(chip_id))
     table = store.table.search().where(f"id IN ({quoted})").select(["fid", "id"]).limit(None).to_arrow()
     by_id = dict(zip(table.column("id").to_pylist(), table.column("fid").to_pylist(), strict=True))
     return [int(by_id[chip_id]) for chip_id in chip_ids]

@@ -9,6 +9,7 @@ import time
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from rsretrieve.imported import refuse_encoding
 from rsretrieve.query import Part, Query
 from rsretrieve.search import query_pixels
 from rsretrieve.service.indexes import ServedIndex
@@ -21,6 +22,7 @@ async def pre_encode(served: ServedIndex, query: Query, timings: dict[str, float
     images = [part for part in parts if part.kind == "image"]
     if not texts and not images:
         return query
+    refuse_encoding(served.model, parts)  # an index of imported embeddings: before decoding any image
     started = time.perf_counter()
     pixels: list[np.ndarray] = []
     if images:

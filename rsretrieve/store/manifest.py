@@ -51,6 +51,7 @@ class Manifest:
     overlap: int | None = None
     bands: list[int] | None = None
     pending_finish: bool = False  # appended since the last finish() (scalar indexes, IVF growth check)
+    imported_from: str | None = None  # embeddings made elsewhere: the layout they came in ("Major TOM", "Clay")
     format_version: int = FORMAT_VERSION
     created: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)

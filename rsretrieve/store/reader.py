@@ -17,6 +17,7 @@ from rsretrieve.chips import (
     FilterColumns,
     chips_from_table,
     filter_matrix,
+    is_chip_id,
     vectors_of,
 )
 from rsretrieve.store.errors import StoreError
@@ -174,7 +175,7 @@ class ChipStore:
 
     def fids_of(self, chip_ids: list[str]) -> dict[str, int]:
         """fid of each of ``chip_ids`` that is in the index (ids not found are left out)."""
-        wanted = sorted({chip_id for chip_id in chip_ids if isinstance(chip_id, str) and chip_id.isalnum()})
+        wanted = sorted({chip_id for chip_id in chip_ids if is_chip_id(chip_id)})
         found: dict[str, int] = {}
         if self.table is None:
             return found
@@ -195,7 +196,7 @@ class ChipStore:
 
     def fid_of(self, chip_id: str) -> int | None:
         """fid of a chip id, or None."""
-        if self.table is None or not chip_id.isalnum():
+        if self.table is None or not is_chip_id(chip_id):
             return None
         found = self.where_fids(f"id = '{chip_id}'")
         return int(found[0]) if len(found) else None
@@ -238,6 +239,7 @@ class ChipStore:
             "chip_size": manifest.chip_size,
             "overlap": manifest.overlap,
             "bands": manifest.bands,
+            "imported_from": manifest.imported_from,
             "lance_version": manifest.lance_version,
             "format_version": manifest.format_version,
             "created": manifest.created,
