@@ -261,13 +261,13 @@ class EmbeddingFile:
             raise EmbeddingFileError(f"{self.path}: row {offset + row} has a missing number in its embedding")
         vectors = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, self.dim)
         finite = np.isfinite(vectors).all(axis=1)
-        norms = np.linalg.norm(vectors, axis=1) if finite.all() else np.zeros(len(vectors))
-        bad = ~finite | (norms == 0) | ~np.isfinite(norms)
+        norms = np.linalg.norm(np.where(finite[:, None], vectors, 0).astype(np.float64), axis=1)
+        bad = ~finite | (norms == 0)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            problem = "NaN or infinite numbers" if not finite[row] else "an embedding of zeros (or too large)"
+            problem = "NaN or infinite numbers" if not finite[row] else "an embedding of zeros"
             raise EmbeddingFileError(f"{self.path}: row {offset + row} has {problem}; nothing was imported")
-        return vectors / norms[:, None].astype(np.float32)
+        return (vectors / norms[:, None]).astype(np.float32)
 
     def _geometries(self, column: pa.Array, offset: int) -> np.ndarray:
         """WGS84 shapely geometries (coordinates rounded as indexed footprints are); missing or empty ones are

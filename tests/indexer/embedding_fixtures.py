@@ -81,7 +81,9 @@ def write_clay(path: Path, rows: slice = slice(None), seed: int = 0, crs: str = 
     frame = gpd.GeoDataFrame(
         {
             "index": index,
-            "source_url": [f"s3://clay-tiles-02/02/32UNA/claytile_32UNA_20200601_v02_{i // 100:04d}.tif" for i in index],
+            "source_url": [
+                f"s3://clay-tiles-02/02/32UNA/claytile_32UNA_20200601_v02_{i // 100:04d}.tif" for i in index
+            ],
             "date": pd.to_datetime(["2020-06-01"] * len(index)).date,
             "embeddings": list(vectors[index].astype(np.float64)),
         },
