@@ -45,6 +45,7 @@ GEOMETRY_COLUMN = "geometry"  # without ``geo`` metadata
 WGS84 = "EPSG:4326"  # the CRS of the stored footprints (an imported chip has no raster of its own)
 ROW_IDS = "none"  # ``--id-column none``: chips are named <file name>-<row>
 SUFFIXES = (".parquet", ".geoparquet", ".gpq")
+BATCH_BYTES = 64 << 20  # float32 vectors per record batch: 16,384 rows of 1,024-d (65,536 of 256-d)
 DATE_PREFIX = r"^(?P<y>\d{4})-?(?P<m>\d{2})-?(?P<d>\d{2})"  # 2023-01-19..., 20230119T161811
 
 
@@ -125,6 +126,9 @@ class EmbeddingFile:
         self.time = self._column(choice.time, TIME_COLUMNS, "time", required=False)
         self.source = self._column(choice.source, SOURCE_COLUMNS, "source", required=False)
         self.dim: int | None = _fixed_size(schema.field(self.embedding).type, self.where(self.embedding))
+        if self.dim is None and self.rows:  # a plain list: its first row's length (every row is checked later)
+            first = next(parquet.iter_batches(batch_size=1, columns=[self.embedding])).column(0)
+            self.dim = int(pc.list_value_length(first)[0].as_py() or 0) or None
 
     @classmethod
     def open(cls, path: Path, choice: ColumnChoice) -> EmbeddingFile:
@@ -189,8 +193,10 @@ class EmbeddingFile:
             raise EmbeddingFileError(str(error)) from None
 
     def batches(self, rows: int) -> Iterator[EmbeddingRows]:
-        """The file's rows, ``rows`` at a time, checked and converted (see ``convert``)."""
+        """The file's rows, up to ``rows`` at a time (fewer for long vectors: ``BATCH_BYTES``), checked and
+        converted (see ``convert``)."""
         columns = [name for name in (self.id, self.embedding, self.geometry, self.time, self.source) if name]
+        rows = max(1, min(rows, BATCH_BYTES // (4 * (self.dim or 1))))
         batches = self.parquet.iter_batches(batch_size=rows, columns=list(dict.fromkeys(columns)))
         offset = 0
         while True:
@@ -259,15 +265,18 @@ class EmbeddingFile:
         if values.null_count:
             row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0]) // self.dim
             raise EmbeddingFileError(f"{self.path}: row {offset + row} has a missing number in its embedding")
-        vectors = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, self.dim)
+        vectors = np.asarray(values.to_numpy(zero_copy_only=False), np.float32).reshape(-1, self.dim)
         finite = np.isfinite(vectors).all(axis=1)
-        norms = np.linalg.norm(np.where(finite[:, None], vectors, 0).astype(np.float64), axis=1)
-        bad = ~finite | (norms == 0)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            raise EmbeddingFileError(f"{self.path}: row {offset + row} has NaN or infinite numbers in its embedding")
+        norms = np.linalg.norm(vectors, axis=1)
+        bad = ~(norms > 0) | ~np.isfinite(norms)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            problem = "NaN or infinite numbers" if not finite[row] else "an embedding of zeros"
-            raise EmbeddingFileError(f"{self.path}: row {offset + row} has {problem}; nothing was imported")
-        return (vectors / norms[:, None]).astype(np.float32)
+            problem = "an embedding of zeros" if norms[row] == 0 else "an embedding too large for float32"
+            raise EmbeddingFileError(f"{self.path}: row {offset + row} has {problem}")
+        return vectors / norms[:, None]
 
     def _geometries(self, column: pa.Array, offset: int) -> np.ndarray:
         """WGS84 shapely geometries (coordinates rounded as indexed footprints are); missing or empty ones are

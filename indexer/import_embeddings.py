@@ -41,7 +41,7 @@ from rsretrieve.store import MANIFEST, Manifest, StoreWriter
 from rsretrieve.store.manifest import ModelIdentity
 
 log = logging.getLogger(__name__)
-BATCH_ROWS = 65536  # rows read, checked and committed at a time (~16 MB of 64-d vectors; one FAISS write each)
+BATCH_ROWS = 65536  # rows read, checked and committed at a time at most (see ``embedding_files.BATCH_BYTES``)
 
 
 class EmbeddingImportError(UserError):
@@ -62,6 +62,7 @@ class ImportSummary:
     already_indexed: int = 0
     total_chips: int = 0
     seconds: float = 0.0
+    check_seconds: float = 0.0  # the first pass (reading and checking every file)
     text_search: bool = False
     file_names: list[str] = field(default_factory=list)
 
@@ -111,25 +112,27 @@ def embedding_model(
 def check_files(files: Sequence[EmbeddingFile], rows: int, progress: tqdm) -> int:
     """Read every file once and raise on the first problem (see the module); the embeddings' dimension."""
     first: dict[str, tuple[Path, int]] = {}  # where each id was seen first
-    dim, dim_file = None, None
+    known = [file for file in files if file.dim is not None]  # dimensions from each file's first row: said early
+    for file in known[1:]:
+        _check_same_dim(known[0], file)
     for file in files:
         offset = 0
         for batch in file.batches(rows):
             _check_unique(batch.ids, file.path, offset, first)
             offset += len(batch.ids)
             progress.update(len(batch.ids))
-        if file.dim is None:
-            log.warning("%s holds no rows", file.path)
-            continue
-        if dim is None:
-            dim, dim_file = file.dim, file.path
-        elif file.dim != dim:
-            raise EmbeddingImportError(
-                f"mixed embedding dimensions: {dim_file} holds {dim}-d embeddings, {file.path} {file.dim}-d"
-            )
-    if dim is None:
+        if known and file.dim is not None:
+            _check_same_dim(known[0], file)
+    if not known or not sum(file.rows for file in files):
         raise EmbeddingImportError("the files hold no rows: nothing to import")
-    return dim
+    return int(known[0].dim)  # type: ignore[arg-type]
+
+
+def _check_same_dim(reference: EmbeddingFile, file: EmbeddingFile) -> None:
+    if file.dim != reference.dim:
+        raise EmbeddingImportError(
+            f"mixed embedding dimensions: {reference.path} holds {reference.dim}-d embeddings, {file.path} {file.dim}-d"
+        )
 
 
 def _check_unique(ids: list[str], path: Path, offset: int, first: dict[str, tuple[Path, int]]) -> None:
@@ -166,6 +169,7 @@ def import_embeddings(
     total = sum(file.rows for file in files)
     with _bar(total, "checking", show_progress) as progress:
         dim = check_files(files, batch_rows, progress)
+    checked = time.perf_counter() - started
     if existing is not None and existing.dim != dim:
         raise EmbeddingImportError(f"the files hold {dim}-d embeddings; {db} holds {existing.dim}-d ones")
     if existing is not None:
@@ -174,6 +178,7 @@ def import_embeddings(
     identity = embedding_model(model, dim, checkpoint, random_weights)
     summary = ImportSummary(str(db), _layouts(files), identity.name, dim, len(files), total)
     summary.file_names = [str(file.path) for file in files]
+    summary.check_seconds = checked
     summary.text_search = identity.checkpoint != IMPORTED_CHECKPOINT
     writer = StoreWriter.open(db, identity, ann_settings)
     try:
