@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from rsretrieve.errors import UserError
+from rsretrieve.imported import is_vector_only
 from rsretrieve.search import DEFAULT_RERANK_FACTOR, Searcher
 from rsretrieve.service.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT, MicroBatcher
 from rsretrieve.service.guard import ApiError
@@ -109,12 +110,14 @@ class Indexes:
             raise ServeError(f"two indexes are named '{duplicate}': use --db NAME=PATH")
         self.metrics = metrics
         self.by_name: dict[str, ServedIndex] = {}
-        models: dict[tuple[str, str], Encoders] = {}
+        models: dict[tuple[str, ...], Encoders] = {}
         for name, db in dbs:
             if not (db / "manifest.json").is_file():
                 raise ServeError(f"no index at {db} (index some files first: rsretrieve index ... --db {db})")
             manifest = Manifest.read(db)
             key = (manifest.model, str(options.checkpoint) if options.checkpoint else manifest.checkpoint)
+            if is_vector_only(manifest.checkpoint):  # no model to share: each index has its own stand-in (its dim)
+                key = (*key, str(db))
             shared = models.get(key)
             searcher = Searcher(
                 db,
