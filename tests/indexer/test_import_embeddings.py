@@ -251,3 +251,26 @@ def test_bad_files_leave_an_existing_index_as_it_was(small_file: Path, tmp_path:
 def test_ids_may_come_from_rows_when_a_file_has_no_id_column(small_file: Path, tmp_path: Path) -> None:
     summary = import_embeddings([small_file], tmp_path / "db", "none", ColumnChoice(id="none"), show_progress=False)
     assert summary.new_chips == 1200 and ChipStore(tmp_path / "db").fid_of("good-1199") == 1199
+
+
+def test_an_interrupted_import_resumes_with_every_chip_once(small_file: Path, tmp_path: Path, monkeypatch) -> None:
+    from rsretrieve.store import StoreWriter
+
+    append = StoreWriter.append
+    calls = []
+
+    def crash_on_the_third(self, chips, vectors, new_files):
+        calls.append(len(chips))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        append(self, chips, vectors, new_files)
+
+    monkeypatch.setattr(StoreWriter, "append", crash_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        import_embeddings([small_file], tmp_path / "db", "none", show_progress=False, batch_rows=300)
+    assert len(ChipStore(tmp_path / "db")) == 600  # two batches committed
+    monkeypatch.setattr(StoreWriter, "append", append)
+    summary = import_embeddings([small_file], tmp_path / "db", show_progress=False, batch_rows=300)
+    assert (summary.already_indexed, summary.new_chips, summary.total_chips) == (600, 600, 1200)
+    ids = ChipStore(tmp_path / "db").column("id").to_pylist()
+    assert len(set(ids)) == len(ids) == 1200
