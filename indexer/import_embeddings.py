@@ -109,30 +109,29 @@ def embedding_model(
     return ModelIdentity(spec.name, spec.architecture, weights, dim)
 
 
-def check_files(files: Sequence[EmbeddingFile], rows: int, progress: tqdm) -> int:
-    """Read every file once and raise on the first problem (see the module); the embeddings' dimension."""
-    first: dict[str, tuple[Path, int]] = {}  # where each id was seen first
-    known = [file for file in files if file.dim is not None]  # dimensions from each file's first row: said early
+def files_dim(files: Sequence[EmbeddingFile]) -> int:
+    """The embeddings' dimension, one for every file (each file's from its first row; every row is checked later)."""
+    known = [file for file in files if file.dim is not None]
+    if not known:
+        raise EmbeddingImportError("the files hold no rows: nothing to import")
     for file in known[1:]:
-        _check_same_dim(known[0], file)
+        if file.dim != known[0].dim:
+            raise EmbeddingImportError(
+                f"mixed embedding dimensions: {known[0].path} holds {known[0].dim}-d embeddings, "
+                f"{file.path} {file.dim}-d"
+            )
+    return int(known[0].dim)  # type: ignore[arg-type]
+
+
+def check_files(files: Sequence[EmbeddingFile], rows: int, progress: tqdm) -> None:
+    """Read every row of every file once and raise on the first problem (see the module)."""
+    first: dict[str, tuple[Path, int]] = {}  # where each id was seen first
     for file in files:
         offset = 0
         for batch in file.batches(rows):
             _check_unique(batch.ids, file.path, offset, first)
             offset += len(batch.ids)
             progress.update(len(batch.ids))
-        if known and file.dim is not None:
-            _check_same_dim(known[0], file)
-    if not known or not sum(file.rows for file in files):
-        raise EmbeddingImportError("the files hold no rows: nothing to import")
-    return int(known[0].dim)  # type: ignore[arg-type]
-
-
-def _check_same_dim(reference: EmbeddingFile, file: EmbeddingFile) -> None:
-    if file.dim != reference.dim:
-        raise EmbeddingImportError(
-            f"mixed embedding dimensions: {reference.path} holds {reference.dim}-d embeddings, {file.path} {file.dim}-d"
-        )
 
 
 def _check_unique(ids: list[str], path: Path, offset: int, first: dict[str, tuple[Path, int]]) -> None:
@@ -166,16 +165,17 @@ def import_embeddings(
     db = Path(db)
     existing = Manifest.read(db) if (db / MANIFEST).is_file() else None
     files = [EmbeddingFile.open(path, columns or ColumnChoice()) for path in find_embedding_files(list(sources))]
-    total = sum(file.rows for file in files)
-    with _bar(total, "checking", show_progress) as progress:
-        dim = check_files(files, batch_rows, progress)
-    checked = time.perf_counter() - started
+    dim = files_dim(files)
     if existing is not None and existing.dim != dim:
         raise EmbeddingImportError(f"the files hold {dim}-d embeddings; {db} holds {existing.dim}-d ones")
     if existing is not None:
         model = model or existing.model
         random_weights = random_weights or (checkpoint is None and existing.built_with_random_weights)
     identity = embedding_model(model, dim, checkpoint, random_weights)
+    total = sum(file.rows for file in files)
+    with _bar(total, "checking", show_progress) as progress:
+        check_files(files, batch_rows, progress)
+    checked = time.perf_counter() - started
     summary = ImportSummary(str(db), _layouts(files), identity.name, dim, len(files), total)
     summary.file_names = [str(file.path) for file in files]
     summary.check_seconds = checked
