@@ -34,14 +34,15 @@ DEFAULT_NUM_IMAGES = 40  # ClipClient's default
 
 
 def clip_metadata(chip: Chip, base_url: str) -> dict[str, Any]:
-    """A chip's record in clip-retrieval's result shape (``chip_id`` for the string id, ``url``, ``caption``)."""
+    """A chip's record in clip-retrieval's result shape (``chip_id`` for the string id, ``url`` — None for an
+    imported embedding, which has no image —, ``caption``)."""
     record = chip.record()
     record["chip_id"] = record.pop("id")
     caption = PurePath(chip.path).name + (f" {chip.date.isoformat()}" if chip.date else "")
     return {
         **record,
         "footprint": chip.footprint,
-        "url": f"{base_url.rstrip('/')}/v1/chips/{chip.id}/image",
+        "url": f"{base_url.rstrip('/')}/v1/chips/{chip.id}/image" if chip.window is not None else None,
         "caption": caption,
     }
 

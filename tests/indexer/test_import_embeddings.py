@@ -126,6 +126,8 @@ def test_service_refuses_text_and_has_no_chip_images(major_tom) -> None:
         assert text.status_code == 400 and "text and image search need a model" in text.json()["error"]
         like = client.post("/v1/search", json={"like": [planted.ids[0]], "k": 3})
         assert like.status_code == 200 and like.json()["results"][0]["id"] == planted.ids[0]
+        knn = client.post("/knn-service", json={"embedding_input": [1.0] * DIM, "num_images": 2})
+        assert knn.status_code == 200 and [row["url"] for row in knn.json()] == [None, None]
         embed = client.post("/v1/embed", json={"text": ["a solar farm"]})
         assert embed.status_code == 400 and "imported from Major TOM" in embed.json()["error"]
         image = client.get(f"/v1/chips/{planted.ids[0]}/image")
