@@ -276,3 +276,13 @@ def test_an_interrupted_import_resumes_with_every_chip_once(small_file: Path, tm
     assert (summary.already_indexed, summary.new_chips, summary.total_chips) == (600, 600, 1200)
     ids = ChipStore(tmp_path / "db").column("id").to_pylist()
     assert len(set(ids)) == len(ids) == 1200
+
+
+def test_info_says_where_the_embeddings_came_from_and_index_refuses_them(major_tom, tmp_path: Path, capsys) -> None:
+    db, _ = major_tom
+    info = run_here(capsys, "info", "--db", db)
+    assert "none (imported embeddings rsretrieve cannot make, dim 64)" in info.stdout
+    assert "imported: embeddings from Major TOM (no pixels)" in info.stdout
+    (tmp_path / "scene.tif").write_bytes(b"")
+    refused = run_here(capsys, "index", tmp_path / "scene.tif", "--db", db)
+    assert refused.returncode == 1 and "add more with `rsretrieve import-embeddings" in refused.stderr
