@@ -152,7 +152,7 @@ def test_clay_in_utm_is_reprojected_and_appending_skips_present_ids(tmp_path: Pa
     assert (more.new_chips, more.total_chips, Manifest.read(db).imported_from) == (1000, 2200, "Clay and Major TOM")
 
 
-def test_a_loadable_model_makes_text_search_work(tmp_path: Path, capsys) -> None:
+def test_a_loadable_model_makes_text_search_work(tmp_path: Path, capsys, tiny_model) -> None:
     path = tmp_path / "tiny.parquet"
     write_major_tom(tmp_path / "64.parquet")
     table = pq.read_table(tmp_path / "64.parquet")
@@ -164,7 +164,7 @@ def test_a_loadable_model_makes_text_search_work(tmp_path: Path, capsys) -> None
     assert ran.returncode == 0 and "text search works" in ran.stderr, ran.stderr
     manifest = Manifest.read(tmp_path / "db")
     assert (manifest.checkpoint, manifest.index["index_type"]) == ("random-seed0", "ivfpq")  # IVF-PQ above 1,000
-    assert len(Searcher(tmp_path / "db").search(Query.build(text="a solar farm", k=5))) == 5
+    assert len(Searcher(tmp_path / "db", tiny_model).search(Query.build(text="a solar farm", k=5))) == 5
     wrong = run_here(capsys, "import-embeddings", tmp_path / "64.parquet", "--db", tmp_path / "db2", "--model",
                      "tiny-test", "--random-weights", "--quiet")  # fmt: skip
     assert wrong.returncode == 1 and "64-d embeddings but 'tiny-test' makes 32-d ones" in wrong.stderr
