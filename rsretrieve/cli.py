@@ -690,7 +690,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ),
         ("columns", ", ".join(f"{name} {rows} rows" for name, rows in info["column_rows"].items())),
         ("chip size", f"{info['chip_size']} px, overlap {info['overlap']} px")
-        if info["chip_size"] is not None
+        if info["chip_size"] is not None or not info["imported_from"]
         else ("imported", f"embeddings from {info['imported_from']} (no pixels)"),
         ("created", info["created"]),
         ("updated", info["updated"]),
