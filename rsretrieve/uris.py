@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePath
+from typing import Any
 
 # URI scheme → GDAL virtual file system that reads it window by window (range requests)
 VSI_PREFIXES = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/", "http": "/vsicurl/", "https": "/vsicurl/"}
@@ -14,3 +16,16 @@ def is_remote(source: str | PurePath) -> bool:
         return False
     scheme, sep, _ = source.partition("://")
     return bool(sep) and scheme.lower() in VSI_PREFIXES
+
+
+def s3_client(max_attempts: int = 4) -> Any:
+    """A boto3 S3 client from the usual AWS variables (AWS_ENDPOINT_URL included), retrying throttling, 5xx and
+    dropped connections ``max_attempts`` times; unsigned when AWS_NO_SIGN_REQUEST is YES, as GDAL."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    retries = {"max_attempts": max_attempts, "mode": "standard"}
+    unsigned = os.environ.get("AWS_NO_SIGN_REQUEST", "").upper() in ("YES", "TRUE", "ON", "1")
+    config = Config(signature_version=UNSIGNED, retries=retries) if unsigned else Config(retries=retries)
+    return boto3.client("s3", config=config)
