@@ -19,13 +19,14 @@ def is_remote(source: str | PurePath) -> bool:
 
 
 def s3_client(max_attempts: int = 4) -> Any:
-    """A boto3 S3 client from the usual AWS variables (AWS_ENDPOINT_URL included), retrying throttling, 5xx and
-    dropped connections ``max_attempts`` times; unsigned when AWS_NO_SIGN_REQUEST is YES, as GDAL."""
+    """A boto3 S3 client from the usual AWS variables (AWS_ENDPOINT_URL included), making up to ``max_attempts``
+    (or $AWS_MAX_ATTEMPTS) tries on throttling, 5xx and dropped connections; unsigned when AWS_NO_SIGN_REQUEST is
+    YES, as GDAL."""
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
 
-    retries = {"max_attempts": max_attempts, "mode": "standard"}
+    retries = {"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or max_attempts), "mode": "standard"}
     unsigned = os.environ.get("AWS_NO_SIGN_REQUEST", "").upper() in ("YES", "TRUE", "ON", "1")
     config = Config(signature_version=UNSIGNED, retries=retries) if unsigned else Config(retries=retries)
     return boto3.client("s3", config=config)

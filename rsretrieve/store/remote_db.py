@@ -246,6 +246,10 @@ class RemoteDb:
     def uri(self) -> str:
         return self.location.uri
 
+    def generation(self) -> int:
+        """The version the copy was last synced to or published as (0: none yet)."""
+        return (self._state().get("pointer") or {}).get("generation", 0)
+
     # -- state ------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         try:
@@ -294,7 +298,7 @@ class RemoteDb:
                 pointer, etag = found
             stats = self._apply(pointer, state)
             self._save({"etag": etag, "pointer": found and pointer, "stats": stats})
-            log.info("%s: local copy at version %s (%s)", self.uri, pointer.get("generation", 0), self.path)
+            log.debug("%s: local copy at version %s (%s)", self.uri, pointer.get("generation", 0), self.path)
             return True
 
     def _intact(self, state: dict[str, Any]) -> bool:
@@ -384,7 +388,7 @@ class RemoteDb:
             self._save({"etag": etag, "pointer": pointer, "stats": stats})
             if expired:
                 self.bucket.delete_blocks(expired)
-            log.info("%s: published version %d", self.uri, pointer["generation"])
+            log.debug("%s: published version %d", self.uri, pointer["generation"])
             return True
 
     def _upload(self, names: list[str], files: dict[str, dict[str, Any]]) -> None:
@@ -431,7 +435,7 @@ def local_db(db: str | Path, cache_dir: Path | None = None, write: bool = False)
         yield Path(db)
         return
     remote = RemoteDb(str(db), cache_dir, "write" if write else "read")
-    remote.sync(require=not write)
+    remote.sync(lock_wait=0 if write else LOCK_WAIT_SECONDS, require=not write)  # writers do not queue
     if not write:
         yield remote.path
         return
@@ -443,6 +447,7 @@ def local_db(db: str | Path, cache_dir: Path | None = None, write: bool = False)
     finally:
         COMMIT_HOOKS.pop(key, None)
     remote.publish()
+    log.info("%s: at version %d (working copy %s)", remote.uri, remote.generation(), remote.path)
 
 
 class Follower:
