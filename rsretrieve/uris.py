@@ -8,6 +8,13 @@ from typing import Any
 
 # URI scheme → GDAL virtual file system that reads it window by window (range requests)
 VSI_PREFIXES = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/", "http": "/vsicurl/", "https": "/vsicurl/"}
+# what GDAL and boto3 read to reach object stores (forwarded to the workers of a Ray run)
+CLOUD_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_NO_SIGN_REQUEST", "AWS_REQUEST_PAYER",
+    "AWS_MAX_ATTEMPTS", "GOOGLE_APPLICATION_CREDENTIALS", "GS_NO_SIGN_REQUEST", "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_SAS_TOKEN",
+)  # fmt: skip
 
 
 def is_remote(source: str | PurePath) -> bool:
