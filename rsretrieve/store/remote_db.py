@@ -53,6 +53,7 @@ BLOCKS = "_rsretrieve/blocks/"
 BLOCK_SIZE = 8 << 20
 GRACE_SECONDS = 3600.0  # unlisted blocks are deleted this long after they left the pointer (or were uploaded)
 TRANSFER_THREADS = 8
+KEEP_OLD_SECONDS = 60.0  # a reading copy keeps the files of the previous version this long (as STALE_INDEX_SECONDS)
 LOCK_WAIT_SECONDS = 30.0  # a reader waits this long for another process syncing the same copy
 STATE = "state.json"  # beside the copy: the pointer it matches and the stat of each of its files
 POINTER_FORMAT = 1
@@ -233,6 +234,7 @@ class RemoteDb:
 
     def __init__(self, uri: str, cache_dir: Path | None = None, role: str = "read", max_attempts: int = 4):
         self.location = Location.parse(uri)
+        self.role = role
         digest = hashlib.sha1(self.location.uri.encode()).hexdigest()[:16]
         self.root = Path(cache_dir or default_cache_dir()).expanduser() / digest / role
         self.path = self.root / (self.location.prefix.rstrip("/").rsplit("/", 1)[-1] or "index")
@@ -296,19 +298,21 @@ class RemoteDb:
                 pointer, etag = {"files": {}}, None
             else:
                 pointer, etag = found
-            stats = self._apply(pointer, state)
-            self._save({"etag": etag, "pointer": found and pointer, "stats": stats})
+            self._save({"etag": etag, "pointer": found and pointer, **self._apply(pointer, state)})
             log.debug("%s: local copy at version %s (%s)", self.uri, pointer.get("generation", 0), self.path)
             return True
 
     def _intact(self, state: dict[str, Any]) -> bool:
         """Whether the copy still holds exactly the files of the state's pointer (nothing written since)."""
         files = (state.get("pointer") or {}).get("files", {})
-        local = {name: _stat(path) for name, path in _copy_files(self.path)}
+        local = {name: _stat(path) for name, path in _copy_files(self.path) if name not in state.get("leaving", {})}
         return local.keys() == files.keys() and all(state["stats"].get(name) == stat for name, stat in local.items())
 
-    def _apply(self, pointer: dict[str, Any], state: dict[str, Any]) -> dict[str, list[int]]:
-        """Write the pointer's files into the copy (manifest last), remove the others; their stats."""
+    def _apply(self, pointer: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+        """Write the pointer's files into the copy (manifest last) and remove the others; the new state's parts.
+
+        In a reading copy, a file of the previous version is removed ``KEEP_OLD_SECONDS`` after it left (another
+        process may have opened that version and not loaded its FAISS file yet), as a local writer does."""
         known = (state.get("pointer") or {}).get("files", {})
         wanted = pointer.get("files", {})
         names = sorted(wanted, key=lambda name: name == MANIFEST)
@@ -317,10 +321,20 @@ class RemoteDb:
                 recorded = state["stats"].get(name)
                 old = known.get(name) if recorded and recorded == _stat(self.path / name) else None
                 self._write_file(self.path / name, wanted[name], old, pool)
+        now, leaving = time.time(), {}
         for name, path in _copy_files(self.path):
-            if name not in wanted:
+            if name in wanted:
+                continue
+            since = state.get("leaving", {}).get(name, now)
+            if (
+                self.role == "read"
+                and (name in known or name in state.get("leaving", {}))
+                and since > now - KEEP_OLD_SECONDS
+            ):
+                leaving[name] = since
+            else:
                 path.unlink()
-        return {name: _stat(self.path / name) for name in wanted}
+        return {"stats": {name: _stat(self.path / name) for name in wanted}, "leaving": leaving}
 
     def _write_file(self, path: Path, entry: dict[str, Any], old: dict[str, Any] | None, pool: ThreadPoolExecutor):
         """One file of a version: untouched, appended in place, or written beside it and renamed over it."""
