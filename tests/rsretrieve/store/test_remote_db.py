@@ -172,3 +172,39 @@ def test_a_follower_keeps_a_searcher_at_the_newest_version(bucket: str, tmp_path
             follower.stop()
     store = searcher.current()
     assert len(store) == 32 and store.info()["unique_ids"] == 32
+
+
+def test_any_files_sync_by_blocks_appends_in_place_and_replaces_the_rest(
+    bucket: str, tmp_path: Path, s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generic over the folder's files: small blocks, an appended file, a rewritten one, a removed one, a new one."""
+    monkeypatch.setattr(remote_db, "BLOCK_SIZE", 100)
+    monkeypatch.setattr(remote_db, "KEEP_OLD_SECONDS", 0.0)
+    uri = f"s3://{bucket}/files.lance"
+    writer, reading = RemoteDb(uri, tmp_path / "w", role="write"), RemoteDb(uri, tmp_path / "r")
+    rng = np.random.default_rng(0)
+    files = {"grows.bin": rng.bytes(250), "rewritten.json": b"{}" * 120, "gone.txt": b"x", "sub/keep.bin": b"k" * 300}
+    for name, data in files.items():
+        (writer.path / name).parent.mkdir(parents=True, exist_ok=True)
+        (writer.path / name).write_bytes(data)
+    assert writer.publish() and not writer.publish()  # nothing new the second time
+    reading.sync()
+    inodes = {name: (reading.path / name).stat().st_ino for name in ("grows.bin", "rewritten.json")}
+    with (writer.path / "grows.bin").open("ab") as handle:
+        handle.write(b"more" * 60)
+    (writer.path / "rewritten.json").write_bytes(b"[]" * 130)
+    (writer.path / "gone.txt").unlink()
+    (writer.path / "sub" / "new.bin").write_bytes(b"n" * 10)
+    s3_env.stats.reset()
+    assert writer.publish()
+    # grows.bin from its partial last block (3), rewritten.json's 2 distinct blocks of 3, new.bin, the pointer
+    assert s3_env.stats.requests == 3 + 2 + 1 + 1
+    s3_env.stats.reset()
+    assert reading.sync()
+    assert s3_env.stats.requests == 1 + 3 + 3 + 1  # the pointer, then the changed blocks only (keep.bin: none)
+    local = {path.relative_to(reading.path).as_posix() for path in reading.path.rglob("*") if path.is_file()}
+    assert local == {"grows.bin", "rewritten.json", "sub/keep.bin", "sub/new.bin"}
+    for name in local:
+        assert (reading.path / name).read_bytes() == (writer.path / name).read_bytes(), name
+    assert (reading.path / "grows.bin").stat().st_ino == inodes["grows.bin"]  # appended in place
+    assert (reading.path / "rewritten.json").stat().st_ino != inodes["rewritten.json"]  # replaced by a rename
