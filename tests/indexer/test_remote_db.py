@@ -27,7 +27,7 @@ from tests.conftest import assert_one_line_error, run_cli
 from tests.servers import upload
 
 TINY = ["--model", "tiny-test", "--random-weights", "--chip-size", "64", "--quiet", "--workers", "0"]
-SCENES = 6  # copies of the two Landsat COGs: 66 chips each
+SCENES = 4  # copies of the two Landsat COGs: 66 chips each
 
 
 @pytest.fixture
