@@ -24,7 +24,6 @@ from rsretrieve.raster import find_sources
 from rsretrieve.store import ChipStore
 from rsretrieve.store.remote_db import RemoteDb, local_db
 from tests.conftest import assert_one_line_error, run_cli
-from tests.servers import upload
 
 TINY = ["--model", "tiny-test", "--random-weights", "--chip-size", "64", "--quiet", "--workers", "0"]
 SCENES = 4  # copies of the two Landsat COGs: 66 chips each
@@ -37,15 +36,6 @@ def scenes(cog_folder: Path, tmp_path: Path) -> Path:
     for i in range(SCENES):
         (folder / f"scene_{2000 + i}0101.tif").write_bytes((cog_folder / ("1985.tif", "1990.tif")[i % 2]).read_bytes())
     return folder
-
-
-@pytest.fixture
-def bucket(s3_env, tmp_path: Path) -> str:
-    name = f"cli-{tmp_path.name.lower().replace('_', '-')[-40:]}"
-    (tmp_path / "seed").mkdir()
-    (tmp_path / "seed" / "readme.txt").write_text("indexes")
-    upload(tmp_path / "seed", name, s3_env.env())
-    return name
 
 
 def environment() -> dict[str, str]:
@@ -88,9 +78,9 @@ class Watcher(threading.Thread):
 
 
 def test_a_killed_run_into_s3_resumes_to_every_chip_once_and_queries_answer_as_locally(
-    scenes: Path, bucket: str, tmp_path: Path, tiny_model
+    scenes: Path, s3_bucket: str, tmp_path: Path, tiny_model
 ) -> None:
-    uri = f"s3://{bucket}/archive.lance"
+    uri = f"s3://{s3_bucket}/archive.lance"
     command = ["index", scenes, "--db", uri, "--cache-dir", tmp_path / "w", *TINY, "--commit-chips", "60"]
     from rsretrieve.store.table import connect
 
@@ -136,13 +126,13 @@ def test_a_killed_run_into_s3_resumes_to_every_chip_once_and_queries_answer_as_l
 
 
 def test_serve_picks_up_a_new_version_without_a_restart(
-    scenes: Path, bucket: str, tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
+    scenes: Path, s3_bucket: str, tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.rsretrieve.service import test_server
 
     monkeypatch.setattr(test_server, "ENV", {**test_server.ENV, **environment()})  # the S3 server's variables
 
-    uri = f"s3://{bucket}/served.lance"
+    uri = f"s3://{s3_bucket}/served.lance"
     files = sorted(scenes.iterdir())
 
     def index(sources: list[Path]) -> None:
@@ -169,13 +159,13 @@ def test_serve_picks_up_a_new_version_without_a_restart(
     assert "Traceback" not in log
 
 
-def test_write_faults_are_one_error_line(bucket: str, tmp_path: Path, s3_env) -> None:
+def test_write_faults_are_one_error_line(s3_bucket: str, tmp_path: Path, s3_env) -> None:
     env = {**environment(), "AWS_MAX_ATTEMPTS": "1"}
     missing = run_cli("info", "--db", "s3://no-such-bucket/x.lance", "--cache-dir", tmp_path, env=env)
     assert_one_line_error(missing, "s3://no-such-bucket/x.lance: cannot read the index pointer (no such bucket")
-    s3_env.deny.add(f"/{bucket}/denied.lance/_rsretrieve/HEAD.json")
+    s3_env.deny.add(f"/{s3_bucket}/denied.lance/_rsretrieve/HEAD.json")
     try:
-        denied = run_cli("label", "list", "--db", f"s3://{bucket}/denied.lance", "--cache-dir", tmp_path, env=env)
+        denied = run_cli("label", "list", "--db", f"s3://{s3_bucket}/denied.lance", "--cache-dir", tmp_path, env=env)
     finally:
         s3_env.deny.clear()
     assert_one_line_error(denied, "denied.lance: cannot read the index pointer (access denied (403))")

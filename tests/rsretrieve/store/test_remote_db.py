@@ -15,17 +15,7 @@ import pytest
 from rsretrieve.store import ChipStore, StoreWriter, remote_db
 from rsretrieve.store.remote_db import Follower, RemoteDb, RemoteDbError, local_db
 from tests.rsretrieve.store.conftest import MODEL, make_chips, unit_vectors
-from tests.servers import S3Server, upload
-
-
-@pytest.fixture
-def bucket(s3_env, tmp_path: Path) -> str:
-    """A fresh bucket on the session's S3 server; its name."""
-    name = f"idx-{tmp_path.name.lower().replace('_', '-')[-40:]}"
-    (tmp_path / "seed").mkdir()
-    (tmp_path / "seed" / "readme.txt").write_text("indexes")
-    upload(tmp_path / "seed", name, s3_env.env())
-    return name
+from tests.servers import S3Server
 
 
 def append(writer: StoreWriter, count: int, seed: int) -> None:
@@ -49,8 +39,8 @@ def reader(uri: str, cache: Path) -> ChipStore:
         return ChipStore(path)
 
 
-def test_each_commit_is_published_and_readers_fetch_only_what_changed(bucket: str, tmp_path: Path, s3_env) -> None:
-    uri = f"s3://{bucket}/index.lance"
+def test_each_commit_is_published_and_readers_fetch_only_what_changed(s3_bucket: str, tmp_path: Path, s3_env) -> None:
+    uri = f"s3://{s3_bucket}/index.lance"
     with remote_writer(uri, tmp_path / "w") as writer:
         append(writer, 40, seed=1)
         first = reader(uri, tmp_path / "r")
@@ -67,8 +57,8 @@ def test_each_commit_is_published_and_readers_fetch_only_what_changed(bucket: st
     assert state.generation() == 2 and state.path == store.db  # one version per commit
 
 
-def test_a_stale_writer_is_refused_and_nothing_is_lost(bucket: str, tmp_path: Path) -> None:
-    uri = f"s3://{bucket}/index.lance"
+def test_a_stale_writer_is_refused_and_nothing_is_lost(s3_bucket: str, tmp_path: Path) -> None:
+    uri = f"s3://{s3_bucket}/index.lance"
     with remote_writer(uri, tmp_path / "a") as writer:
         append(writer, 20, seed=1)
     stale = pytest.raises(RemoteDbError, match="another writer published a new version")
@@ -86,9 +76,9 @@ def test_a_stale_writer_is_refused_and_nothing_is_lost(bucket: str, tmp_path: Pa
 
 
 def test_an_interrupted_publish_is_invisible_and_its_blocks_are_swept(
-    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uri = f"s3://{bucket}/index.lance"
+    uri = f"s3://{s3_bucket}/index.lance"
     with remote_writer(uri, tmp_path / "w") as writer:
         append(writer, 24, seed=1)
     before = set(RemoteDb(uri, tmp_path / "w").bucket.blocks())
@@ -118,19 +108,19 @@ def test_an_interrupted_publish_is_invisible_and_its_blocks_are_swept(
 
 
 def test_object_store_faults_are_one_line_and_a_rerun_resumes(
-    bucket: str, tmp_path: Path, s3_env, monkeypatch: pytest.MonkeyPatch
+    s3_bucket: str, tmp_path: Path, s3_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(RemoteDbError, match=r"^s3://no-such-bucket/i.lance: cannot read .*no such bucket"):
         reader("s3://no-such-bucket/i.lance", tmp_path / "r")
-    with pytest.raises(RemoteDbError, match=rf"^index not found: s3://{bucket}/none.lance"):
-        reader(f"s3://{bucket}/none.lance", tmp_path / "r")
+    with pytest.raises(RemoteDbError, match=rf"^index not found: s3://{s3_bucket}/none.lance"):
+        reader(f"s3://{s3_bucket}/none.lance", tmp_path / "r")
     with pytest.raises(RemoteDbError, match="must be on s3://"):
         reader("gs://bucket/index.lance", tmp_path / "r")
-    s3_env.deny.add(f"/{bucket}/denied.lance/_rsretrieve/HEAD.json")
+    s3_env.deny.add(f"/{s3_bucket}/denied.lance/_rsretrieve/HEAD.json")
     try:
         with pytest.raises(RemoteDbError, match=r"denied.lance: cannot read the index pointer \(access denied"):
-            reader(f"s3://{bucket}/denied.lance", tmp_path / "r")
+            reader(f"s3://{s3_bucket}/denied.lance", tmp_path / "r")
     finally:
         s3_env.deny.clear()
 
@@ -153,10 +143,10 @@ def test_object_store_faults_are_one_line_and_a_rerun_resumes(
         assert len(store) == 32 and store.info()["unique_ids"] == 32
 
 
-def test_a_follower_keeps_a_searcher_at_the_newest_version(bucket: str, tmp_path: Path) -> None:
+def test_a_follower_keeps_a_searcher_at_the_newest_version(s3_bucket: str, tmp_path: Path) -> None:
     from rsretrieve.search import Searcher
 
-    uri = f"s3://{bucket}/index.lance"
+    uri = f"s3://{s3_bucket}/index.lance"
     with remote_writer(uri, tmp_path / "w") as writer:
         append(writer, 16, seed=1)
         remote = RemoteDb(uri, tmp_path / "r")
@@ -175,12 +165,12 @@ def test_a_follower_keeps_a_searcher_at_the_newest_version(bucket: str, tmp_path
 
 
 def test_any_files_sync_by_blocks_appends_in_place_and_replaces_the_rest(
-    bucket: str, tmp_path: Path, s3_env, monkeypatch: pytest.MonkeyPatch
+    s3_bucket: str, tmp_path: Path, s3_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Generic over the folder's files: small blocks, an appended file, a rewritten one, a removed one, a new one."""
     monkeypatch.setattr(remote_db, "BLOCK_SIZE", 100)
     monkeypatch.setattr(remote_db, "KEEP_OLD_SECONDS", 0.0)
-    uri = f"s3://{bucket}/files.lance"
+    uri = f"s3://{s3_bucket}/files.lance"
     writer, reading = RemoteDb(uri, tmp_path / "w", role="write"), RemoteDb(uri, tmp_path / "r")
     rng = np.random.default_rng(0)
     files = {"grows.bin": rng.bytes(250), "rewritten.json": b"{}" * 120, "gone.txt": b"x", "sub/keep.bin": b"k" * 300}
