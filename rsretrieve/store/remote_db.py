@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -92,6 +93,16 @@ def _copy_files(folder: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(folder.rglob("*")):
         if path.is_file() and not path.name.endswith(".lock") and not fnmatch.fnmatch(path.name, TEMPORARY_PATTERN):
             yield path.relative_to(folder).as_posix(), path
+
+
+def _write_blocks(path: Path, mode: str, offset: int, chunks: Iterator[bytes]) -> None:
+    """Write ``chunks`` at ``offset`` (the file ends after them) and fsync."""
+    with path.open(mode) as handle:
+        handle.seek(offset)
+        for chunk in chunks:
+            handle.write(chunk)
+        handle.truncate()
+        os.fsync(handle.fileno())
 
 
 def _stat(path: Path) -> list[int] | None:
@@ -337,35 +348,45 @@ class RemoteDb:
         return {"stats": {name: _stat(self.path / name) for name in wanted}, "leaving": leaving}
 
     def _write_file(self, path: Path, entry: dict[str, Any], old: dict[str, Any] | None, pool: ThreadPoolExecutor):
-        """One file of a version: untouched, appended in place, or written beside it and renamed over it."""
+        """One file of a version: untouched, appended in place, or written beside it and renamed over it.
+
+        Blocks stream to the file in order, at most ``TRANSFER_THREADS`` in memory at a time."""
         blocks = entry["blocks"]
         if old is not None and old["blocks"] == blocks and old["size"] == entry["size"]:
             return
-        start = 0
-        if old is not None and old["size"] <= entry["size"]:
-            same = 0
-            while same < len(old["blocks"]) and same < len(blocks) and old["blocks"][same] == blocks[same]:
-                same += 1
-            start = same if same >= len(old["blocks"]) - 1 else -1  # every old block kept but maybe the last
-        else:
-            start = -1
-        data = list(pool.map(self.bucket.get_block, blocks[max(start, 0) :]))
-        if start >= 0 and start < len(old["blocks"]):  # the old partial block must be a prefix of its successor
-            with path.open("rb") as handle:
-                handle.seek(start * BLOCK_SIZE)
-                if not data[0].startswith(handle.read()):
-                    start = -1
-                    data = list(pool.map(self.bucket.get_block, blocks))
         path.parent.mkdir(parents=True, exist_ok=True)
-        if start >= 0:
-            with path.open("r+b") as handle:
-                handle.seek(start * BLOCK_SIZE)
-                for chunk in data:
-                    handle.write(chunk)
-                handle.truncate(entry["size"])
-                os.fsync(handle.fileno())
+        start, first = self._append_from(path, old, entry)
+        if start is None:
+            atomic_write(path, lambda tmp: _write_blocks(tmp, "wb", 0, self._fetch(blocks, pool)))
             return
-        atomic_write(path, lambda tmp: tmp.write_bytes(b"".join(data)))
+        chunks = self._fetch(blocks[start + (first is not None) :], pool)
+        _write_blocks(path, "r+b", start * BLOCK_SIZE, itertools.chain([first] if first else [], chunks))
+
+    def _append_from(
+        self, path: Path, old: dict[str, Any] | None, entry: dict[str, Any]
+    ) -> tuple[int | None, bytes | None]:
+        """(first block to write in place, its bytes if fetched to check it) when the new file only appends to
+        the old one; (None, None) when it must be replaced. The old last block may be partial: then its bytes must
+        begin the new block at that place."""
+        if old is None or old["size"] > entry["size"]:
+            return None, None
+        kept, blocks = old["blocks"], entry["blocks"]
+        same = 0
+        while same < min(len(kept), len(blocks)) and kept[same] == blocks[same]:
+            same += 1
+        if same >= len(kept):
+            return same, None
+        if same < len(kept) - 1:
+            return None, None
+        first = self.bucket.get_block(blocks[same])
+        with path.open("rb") as handle:
+            handle.seek(same * BLOCK_SIZE)
+            return (same, first) if first.startswith(handle.read()) else (None, None)
+
+    def _fetch(self, names: list[str], pool: ThreadPoolExecutor) -> Iterator[bytes]:
+        """The blocks' bytes in order, fetched ``TRANSFER_THREADS`` at a time."""
+        for first in range(0, len(names), TRANSFER_THREADS):
+            yield from pool.map(self.bucket.get_block, names[first : first + TRANSFER_THREADS])
 
     # -- writing ----------------------------------------------------------------------------------------
     def publish(self, locked: bool = False) -> bool:
