@@ -131,10 +131,11 @@ def test_object_store_faults_are_one_line_and_a_rerun_resumes(
 
     boto3.client("s3", endpoint_url=server.url, region_name="us-east-1").create_bucket(Bucket="gone-mid-run")
     gone = pytest.raises(RemoteDbError, match=r"^s3://gone-mid-run/index.lance: cannot (upload|read|publish)")
-    with gone, remote_writer(server_uri, tmp_path / "w") as writer:
+    with gone as failed, remote_writer(server_uri, tmp_path / "w") as writer:
         append(writer, 16, seed=1)
         server.stop()  # the network is gone
         append(writer, 16, seed=2)
+    assert "\n" not in str(failed.value)
     with S3Server(port=server.port):  # back (moto keeps the objects in this process)
         with remote_writer(server_uri, tmp_path / "w") as writer:
             assert len(writer) == 16  # the published commit is kept
