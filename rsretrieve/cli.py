@@ -195,7 +195,11 @@ def _add_db_option(parser: argparse.ArgumentParser, **kwargs: object) -> None:
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="HTTP API with a warm model (FastAPI + uvicorn; docs at /docs)")
     serve.add_argument(
-        "--db", action="append", required=True, metavar="[NAME=]PATH", help="index folder or s3:// URI to serve (repeat for several)"
+        "--db",
+        action="append",
+        required=True,
+        metavar="[NAME=]PATH",
+        help="index folder or s3:// URI to serve (repeat for several)",
     )
     serve.add_argument("--cache-dir", type=Path, help="local copies of s3:// indexes (~/.cache/rsretrieve)")
     serve.add_argument(

@@ -22,6 +22,8 @@ folder and keeps the two in step, generically over whatever files the folder hol
   temporary file renamed over the old one, ``manifest.json`` last, so a ``ChipStore`` opened on the copy (or the
   ``Searcher``'s reopen) sees whole versions. A writer's copy is reset to the pointer's version when it opens:
   a local commit that was never published (killed in between) is dropped and its chips are indexed again.
+
+The S3 calls are in ``rsretrieve.store.object_store``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +46,16 @@ from rsretrieve.files import TEMPORARY_PATTERN, atomic_write
 from rsretrieve.store.errors import StoreError
 from rsretrieve.store.lock import WriteLock
 from rsretrieve.store.manifest import MANIFEST
+from rsretrieve.store.object_store import POINTER, POINTER_FORMAT, Bucket, Location, RemoteDbError, block_name
 from rsretrieve.store.writer import COMMIT_HOOKS
 
 log = logging.getLogger(__name__)
-SCHEMES = ("s3",)  # object stores an index can live on (S3-compatible ones through AWS_ENDPOINT_URL)
-POINTER = "_rsretrieve/HEAD.json"
-BLOCKS = "_rsretrieve/blocks/"
 BLOCK_SIZE = 8 << 20
 GRACE_SECONDS = 3600.0  # unlisted blocks are deleted this long after they left the pointer (or were uploaded)
 TRANSFER_THREADS = 8
 KEEP_OLD_SECONDS = 60.0  # a reading copy keeps the files of the previous version this long (as STALE_INDEX_SECONDS)
 LOCK_WAIT_SECONDS = 30.0  # a reader waits this long for another process syncing the same copy
 STATE = "state.json"  # beside the copy: the pointer it matches and the stat of each of its files
-POINTER_FORMAT = 1
-
-
-class RemoteDbError(StoreError):
-    """An index on object storage that cannot be read or written; one line naming the URI and the reason."""
 
 
 def is_remote_db(db: str | Path) -> bool:
@@ -72,11 +66,6 @@ def is_remote_db(db: str | Path) -> bool:
 def default_cache_dir() -> Path:
     """Where working copies live without ``--cache-dir``: $RSRETRIEVE_CACHE or ~/.cache/rsretrieve."""
     return Path(os.environ.get("RSRETRIEVE_CACHE") or Path.home() / ".cache" / "rsretrieve")
-
-
-def block_name(data: bytes) -> str:
-    """The content address of a block."""
-    return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
 def file_blocks(path: Path) -> list[str]:
@@ -113,126 +102,6 @@ def _stat(path: Path) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
 
 
-# --- the bucket --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Location:
-    """Bucket and key prefix of an index URI."""
-
-    uri: str
-    bucket: str
-    prefix: str
-
-    @classmethod
-    def parse(cls, uri: str) -> Location:
-        scheme, _, rest = uri.partition("://")
-        if scheme.lower() not in SCHEMES:
-            raise RemoteDbError(
-                f"--db {uri}: an index on object storage must be on s3:// (or an S3-compatible store through "
-                "AWS_ENDPOINT_URL); copy it to a local folder for other stores"
-            )
-        bucket, _, key = rest.partition("/")
-        if not bucket or not key.strip("/"):
-            raise RemoteDbError(f"--db {uri}: give a bucket and a folder, e.g. s3://bucket/index.lance")
-        return cls(uri.rstrip("/"), bucket, key.strip("/") + "/")
-
-
-class Bucket:
-    """The S3 calls of this module, each failure one RemoteDbError line naming the index URI."""
-
-    def __init__(self, location: Location, max_attempts: int = 4):
-        from rsretrieve.uris import s3_client
-
-        self.location = location
-        self.client = s3_client(max_attempts)
-
-    @contextlib.contextmanager
-    def _calling(self, what: str) -> Iterator[None]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            yield
-        except ClientError as error:
-            info = error.response.get("Error", {})
-            code = str(info.get("Code", ""))
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                raise RemoteDbError(
-                    f"{self.location.uri}: another writer published a new version while this one ran; "
-                    "nothing of theirs is lost, and this run's last batch is not published: run the command again"
-                ) from error
-            reasons = {"AccessDenied": "access denied (403)", "403": "access denied (403)"}
-            reasons |= {"NoSuchBucket": f"no such bucket: {self.location.bucket}"}
-            reason = reasons.get(code, f"{code}: {info.get('Message', '')}".strip(": "))
-            raise RemoteDbError(f"{self.location.uri}: cannot {what} ({reason})") from error
-        except BotoCoreError as error:
-            raise RemoteDbError(f"{self.location.uri}: cannot {what} ({error})") from error
-
-    def read_pointer(self, etag: str | None = None) -> tuple[dict[str, Any], str] | bool | None:
-        """(pointer, ETag); None when there is none; False when it still has ``etag`` (unchanged)."""
-        from botocore.exceptions import ClientError
-
-        key = self.location.prefix + POINTER
-        with self._calling("read the index pointer"):
-            try:
-                extra = {"IfNoneMatch": etag} if etag else {}
-                answer = self.client.get_object(Bucket=self.location.bucket, Key=key, **extra)
-            except ClientError as error:
-                code = str(error.response.get("Error", {}).get("Code", ""))
-                if code in ("304", "NotModified"):
-                    return False
-                if code in ("NoSuchKey", "404"):
-                    return None
-                raise
-            body = answer["Body"].read()
-        try:
-            pointer = json.loads(body)
-            if pointer.get("format", 0) > POINTER_FORMAT:
-                raise RemoteDbError(f"{self.location.uri} was written by a newer rsretrieve (pointer format)")
-            return pointer, answer["ETag"]
-        except (ValueError, AttributeError) as error:
-            raise RemoteDbError(f"{self.location.uri}: unreadable index pointer ({error})") from error
-
-    def write_pointer(self, pointer: dict[str, Any], etag: str | None) -> str:
-        """Replace the pointer if it still has ``etag`` (create it if ``etag`` is None); its new ETag."""
-        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-        body = json.dumps(pointer, indent=1).encode()
-        with self._calling("publish the new version"):
-            answer = self.client.put_object(
-                Bucket=self.location.bucket, Key=self.location.prefix + POINTER, Body=body, **condition
-            )
-        return answer["ETag"]
-
-    def put_block(self, name: str, data: bytes) -> None:
-        with self._calling("upload"):
-            self.client.put_object(Bucket=self.location.bucket, Key=self.location.prefix + BLOCKS + name, Body=data)
-
-    def get_block(self, name: str) -> bytes:
-        with self._calling("download"):
-            data = self.client.get_object(Bucket=self.location.bucket, Key=self.location.prefix + BLOCKS + name)
-            data = data["Body"].read()
-        if block_name(data) != name:
-            raise RemoteDbError(f"{self.location.uri}: block {name} is damaged (checksum mismatch)")
-        return data
-
-    def blocks(self) -> dict[str, float]:
-        """Every stored block: name → upload time (seconds since the epoch)."""
-        prefix = self.location.prefix + BLOCKS
-        with self._calling("list"):
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix)
-            return {
-                item["Key"][len(prefix) :]: item["LastModified"].timestamp()
-                for page in pages
-                for item in page.get("Contents", [])
-            }
-
-    def delete_blocks(self, names: list[str]) -> None:
-        keys = [{"Key": self.location.prefix + BLOCKS + name} for name in names]
-        with self._calling("delete old blocks"):
-            for start in range(0, len(keys), 1000):
-                self.client.delete_objects(Bucket=self.location.bucket, Delete={"Objects": keys[start : start + 1000]})
-
-
 # --- the working copy ------------------------------------------------------------------------------
 
 
@@ -243,13 +112,13 @@ def _live(pointer: dict[str, Any] | None) -> set[str]:
 class RemoteDb:
     """An index at an s3:// URI and its local working copy (``path``) for reading or for writing."""
 
-    def __init__(self, uri: str, cache_dir: Path | None = None, role: str = "read", max_attempts: int = 4):
+    def __init__(self, uri: str, cache_dir: Path | None = None, role: str = "read"):
         self.location = Location.parse(uri)
         self.role = role
         digest = hashlib.sha1(self.location.uri.encode()).hexdigest()[:16]
         self.root = Path(cache_dir or default_cache_dir()).expanduser() / digest / role
         self.path = self.root / (self.location.prefix.rstrip("/").rsplit("/", 1)[-1] or "index")
-        self.bucket = Bucket(self.location, max_attempts)
+        self.bucket = Bucket(self.location)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -309,7 +178,7 @@ class RemoteDb:
                 pointer, etag = {"files": {}}, None
             else:
                 pointer, etag = found
-            self._save({"etag": etag, "pointer": found and pointer, **self._apply(pointer, state)})
+            self._save({"etag": etag, "pointer": pointer if found else None, **self._apply(pointer, state)})
             log.debug("%s: local copy at version %s (%s)", self.uri, pointer.get("generation", 0), self.path)
             return True
 
