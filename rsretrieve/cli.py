@@ -393,6 +393,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         summary = index_archive_on_ray(paths, args.db, model, source, chips, run, settings, options, not args.quiet)
     else:
         summary = index_archive(paths, args.db, model, chips, run, settings, show_progress=not args.quiet)
+    summary.db = getattr(args, "db_uri", summary.db)  # an s3:// index, not its working copy
     print(summary.line(), file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
@@ -630,6 +631,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from rsretrieve.store import ChipStore
 
     info = ChipStore(args.db).info()
+    info["db"] = getattr(args, "db_uri", info["db"])  # an s3:// index, not its local copy
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -891,7 +893,7 @@ def _local_db(args: argparse.Namespace) -> Iterator[None]:
 
     write = args.command in ("index", "upgrade") or getattr(args, "action", None) in WRITING_LABEL_ACTIONS
     with local_db(args.db, args.cache_dir, write=write) as path:
-        args.db = path
+        args.db, args.db_uri = path, args.db
         yield
 
 

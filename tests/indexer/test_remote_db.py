@@ -104,7 +104,7 @@ def test_a_killed_run_into_s3_resumes_to_every_chip_once_and_queries_answer_as_l
     resumed = run_cli(*command, "--json", env=environment())
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
-    assert summary["already_indexed"] + summary["new_chips"] == SCENES * 66
+    assert summary["already_indexed"] + summary["new_chips"] == SCENES * 66 and summary["db"] == uri
     time.sleep(0.3)
     watcher.done.set()
     watcher.join()
