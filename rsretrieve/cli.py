@@ -661,11 +661,12 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     from rsretrieve.store import FORMAT_VERSION, Manifest, StoreWriter
 
     manifest = Manifest.read(args.db)
+    shown = getattr(args, "db_uri", args.db)  # an s3:// index, not its working copy
     if manifest.format_version == FORMAT_VERSION:
-        print(f"{args.db} is already in format {FORMAT_VERSION}", file=sys.stderr)
+        print(f"{shown} is already in format {FORMAT_VERSION}", file=sys.stderr)
         return 0
     StoreWriter.open(args.db, manifest.model_identity()).close()  # opening a writer brings the index up to date
-    print(f"{args.db}: upgraded from format {manifest.format_version} to {FORMAT_VERSION}", file=sys.stderr)
+    print(f"{shown}: upgraded from format {manifest.format_version} to {FORMAT_VERSION}", file=sys.stderr)
     return 0
 
 
