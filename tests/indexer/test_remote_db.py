@@ -170,13 +170,14 @@ def test_serve_picks_up_a_new_version_without_a_restart(
     assert "Traceback" not in log
 
 
-def test_write_faults_are_one_error_line(s3_bucket: str, tmp_path: Path, s3_env) -> None:
+def test_object_store_faults_are_one_error_line(s3_bucket: str, tmp_path: Path, s3_env) -> None:
     env = {**environment(), "AWS_MAX_ATTEMPTS": "1"}
     missing = run_cli("info", "--db", "s3://no-such-bucket/x.lance", "--cache-dir", tmp_path, env=env)
     assert_one_line_error(missing, "s3://no-such-bucket/x.lance: cannot read the index pointer (no such bucket")
     s3_env.deny.add(f"/{s3_bucket}/denied.lance/_rsretrieve/HEAD.json")
     try:
-        denied = run_cli("label", "list", "--db", f"s3://{s3_bucket}/denied.lance", "--cache-dir", tmp_path, env=env)
+        uri = f"s3://{s3_bucket}/denied.lance"
+        denied = run_cli("index", tmp_path, "--db", uri, "--cache-dir", tmp_path, *TINY, env=env)
     finally:
         s3_env.deny.clear()
     assert_one_line_error(denied, "denied.lance: cannot read the index pointer (access denied (403))")
