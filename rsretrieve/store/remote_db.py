@@ -272,7 +272,7 @@ class RemoteDb:
                 if recorded is None or state["stats"].get(name) != stat:
                     recorded = {"size": stat[0], "blocks": file_blocks(path)}
                 files[name], stats[name] = recorded, stat
-            if state.get("etag") and files == old.get("files"):
+            if files == old.get("files", {}):  # nothing new (or nothing at all: no empty index is published)
                 return False
             live, was_live = _live({"files": files}), _live(old)
             self._upload(sorted(live - was_live), files)
