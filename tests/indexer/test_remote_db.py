@@ -81,9 +81,10 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             try:
-                changed = self.remote.sync(require=False)
-            except Exception:  # the pointer is not there yet
-                changed = False
+                changed = self.remote.sync(require=False)  # no pointer yet: an empty copy
+            except Exception as error:  # reported by the test
+                self.broken.append({"error": repr(error)})
+                return
             if changed and (self.remote.path / "manifest.json").exists():
                 info = ChipStore(self.remote.path).info()
                 counts = {info[key] for key in ("rows", "unique_ids", "index_vectors", "manifest_count")}
