@@ -49,11 +49,12 @@ from rsretrieve.chips import Chip
 from rsretrieve.embedding import SKIPPED, default_batch_size
 from rsretrieve.errors import UserError
 from rsretrieve.models import EmbeddingModel, ModelError
+from rsretrieve.uris import CLOUD_ENV
 
 log = logging.getLogger(__name__)
 
 # Environment passed to Ray's workers (they do not all inherit the driver's: a cluster started elsewhere)
-PASSED_ENV = ("PYTHONPATH", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "GDAL_CACHEMAX", "RUST_LOG")
+PASSED_ENV = ("PYTHONPATH", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "GDAL_CACHEMAX", "RUST_LOG", *CLOUD_ENV)
 READY, NODATA, FAILED = 0, 1, 2  # state of a chip row: embedded (or to embed), skipped as nodata, unreadable
 READ_CPUS_BESIDE_CPU_ACTORS = 0.25  # CPU share of a planning/reading task when the model also runs on CPUs
 

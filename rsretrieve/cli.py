@@ -8,11 +8,12 @@ answers at once. Known problems end with one ``error:`` line on stderr and a non
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import ClassVar
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "sources", nargs="*", help="files, folders, glob patterns, s3:// prefixes or patterns, object URLs"
     )
-    index.add_argument("--db", required=True, type=Path, help="index folder (created if missing)")
+    _add_db_option(index, required=True, help="index folder or s3:// URI (created if missing)")
     stac = index.add_argument_group("STAC (docs/remote.md)")
     stac.add_argument("--stac", metavar="CATALOG_OR_API", help="static catalogue (.json) or STAC API to index")
     stac.add_argument("--asset", help="asset key or role to read from each item (default: visual, then data)")
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", metavar="CLASS", help="refine with a labelled class: its positives as --like, negatives as --not"
     )
     query.add_argument("--weights", type=_weights, help="weights by kind, e.g. text=2,like=1,not_text=0.5 (all 1)")
-    query.add_argument("--db", type=Path, help="index folder (or --server)")
+    _add_db_option(query, help="index folder or s3:// URI (or --server)")
     remote = query.add_argument_group("service (instead of --db)")
     remote.add_argument("--server", metavar="URL", help="query a running `rsretrieve serve` (or $RSRETRIEVE_SERVER)")
     remote.add_argument("--index", metavar="NAME", help="--server: which served index (default: the first)")
@@ -155,11 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classify_parser(commands)
 
     info = commands.add_parser("info", help="describe an index")
-    info.add_argument("--db", required=True, type=Path)
+    _add_db_option(info, required=True)
     info.add_argument("--json", action="store_true")
 
     upgrade = commands.add_parser("upgrade", help="bring an index written by an older rsretrieve to this format")
-    upgrade.add_argument("--db", required=True, type=Path)
+    _add_db_option(upgrade, required=True)
 
     models = commands.add_parser("models", help="list the registered models")
     models.add_argument("--json", action="store_true")
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parser(commands)
 
     app = commands.add_parser("app", help="start the search page in the browser (Streamlit)")
-    app.add_argument("--db", type=Path, help="index folder to open")
+    _add_db_option(app, help="index folder or s3:// URI to open")
     app.add_argument("--port", type=_positive_int, default=8501)
     app.add_argument("--checkpoint", type=Path, help="local weights file")
 
@@ -185,7 +186,7 @@ def _add_import_parser(commands: argparse._SubParsersAction) -> None:
         "import-embeddings", help="import embeddings made elsewhere (Major TOM, Clay GeoParquet) into an index"
     )
     imported.add_argument("sources", nargs="+", help="embeddings GeoParquet files, or folders of them")
-    imported.add_argument("--db", required=True, type=Path, help="index folder (created if missing; appended to)")
+    _add_db_option(imported, required=True, help="index folder or s3:// URI (created if missing; appended to)")
     model = imported.add_argument_group("model")
     model.add_argument(
         "--model",
@@ -207,10 +208,32 @@ def _add_import_parser(commands: argparse._SubParsersAction) -> None:
     imported.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _db(text: str) -> str | Path:
+    """A --db value: an object-storage URI kept as text (Path would fold its "//"), else a folder."""
+    return text if "://" in text else Path(text)
+
+
+def _add_db_option(parser: argparse.ArgumentParser, **kwargs: object) -> None:
+    """--db (a folder or an s3:// URI) and --cache-dir (where the local copy of an s3:// index lives)."""
+    kwargs.setdefault("help", "index folder or s3:// URI")
+    parser.add_argument("--db", type=_db, **kwargs)  # type: ignore[arg-type]
+    parser.add_argument(
+        "--cache-dir", type=Path, help="--db s3://...: local copy's folder (~/.cache/rsretrieve; docs/remote.md)"
+    )
+
+
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="HTTP API with a warm model (FastAPI + uvicorn; docs at /docs)")
     serve.add_argument(
-        "--db", action="append", required=True, metavar="[NAME=]PATH", help="index to serve (repeat for several)"
+        "--db",
+        action="append",
+        required=True,
+        metavar="[NAME=]PATH",
+        help="index folder or s3:// URI to serve (repeat for several)",
+    )
+    serve.add_argument("--cache-dir", type=Path, help="local copies of s3:// indexes (~/.cache/rsretrieve)")
+    serve.add_argument(
+        "--refresh-seconds", type=float, default=10.0, help="s3:// indexes: look for a new version this often (10)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     serve.add_argument("--port", type=_positive_int, default=8000, help="port (8000)")
@@ -239,26 +262,26 @@ def _add_label_parser(commands: argparse._SubParsersAction) -> None:
     label = commands.add_parser("label", help="label chips as positive/negative examples of a class")
     actions = label.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="label chips by id")
-    add.add_argument("--db", required=True, type=Path)
+    _add_db_option(add, required=True)
     add.add_argument("--class", dest="class_name", metavar="CLASS", required=True, help="class name, e.g. solar-farm")
     add.add_argument("--positive", nargs="+", default=[], metavar="CHIP_ID", help="chips showing the class")
     add.add_argument("--negative", nargs="+", default=[], metavar="CHIP_ID", help="chips that do not")
     add.add_argument("--note", default="", help="free text kept with the labels")
     remove = actions.add_parser("remove", help="remove labels of chip ids, or a whole class")
     remove.add_argument("ids", nargs="*", metavar="CHIP_ID")
-    remove.add_argument("--db", required=True, type=Path)
+    _add_db_option(remove, required=True)
     remove.add_argument("--class", dest="class_name", metavar="CLASS", help="only this class (alone: the whole class)")
     listing = actions.add_parser("list", help="list labels (per-class counts on stderr)")
-    listing.add_argument("--db", required=True, type=Path)
+    _add_db_option(listing, required=True)
     listing.add_argument("--class", dest="class_name", metavar="CLASS")
     listing.add_argument("--json", action="store_true")
     export = actions.add_parser("export", help="write a class's labelled chips as GeoJSON or GeoParquet")
     export.add_argument("file", type=Path, help="FILE.geojson or FILE.parquet")
-    export.add_argument("--db", required=True, type=Path)
+    _add_db_option(export, required=True)
     export.add_argument("--class", dest="class_name", metavar="CLASS", required=True)
     imported = actions.add_parser("import", help="label the chips under the polygons or points of a vector file")
     imported.add_argument("file", type=Path, help="GeoJSON or GeoParquet in WGS84 (QGIS: export as EPSG:4326)")
-    imported.add_argument("--db", required=True, type=Path)
+    _add_db_option(imported, required=True)
     imported.add_argument(
         "--class", dest="class_name", metavar="CLASS", help="class of every feature (default: their 'class')"
     )
@@ -271,7 +294,7 @@ def _add_label_parser(commands: argparse._SubParsersAction) -> None:
 
 def _add_classify_parser(commands: argparse._SubParsersAction) -> None:
     classify = commands.add_parser("classify", help="find every chip of a labelled class (logistic regression)")
-    classify.add_argument("--db", required=True, type=Path)
+    _add_db_option(classify, required=True)
     classify.add_argument("--class", dest="class_name", metavar="CLASS", required=True)
     classify.add_argument("--threshold", type=float, default=0.8, help="probability above which a chip is found")
     _add_filter_options(classify)
@@ -346,15 +369,10 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
     return bands
 
 
-REMOTE_DB_PREFIXES = ("s3:/", "gs:/", "az:/", "http:/", "https:/")  # what type=Path leaves of s3://...
-
-
 def _index_sources(args: argparse.Namespace) -> list:
     """The sources of the index command: named files, folders, patterns and URIs, then STAC scenes."""
     from rsretrieve.raster import find_sources
 
-    if str(args.db).startswith(REMOTE_DB_PREFIXES):
-        raise CliError("--db on object storage is not supported yet: give a local folder (sources may be remote)")
     stac_only = [name for name in ("asset", "collection", "bbox", "start", "end", "max_items") if getattr(args, name)]
     if stac_only and not args.stac:
         raise CliError(f"--{stac_only[0].replace('_', '-')} applies to --stac sources only")
@@ -411,6 +429,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         summary = index_archive_on_ray(paths, args.db, model, source, chips, run, settings, options, not args.quiet)
     else:
         summary = index_archive(paths, args.db, model, chips, run, settings, show_progress=not args.quiet)
+    summary.db = getattr(args, "db_uri", summary.db)  # an s3:// index, not its working copy
     print(summary.line(), file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
@@ -422,8 +441,6 @@ def cmd_import_embeddings(args: argparse.Namespace) -> int:
     from rsretrieve.ann import AnnSettings
     from rsretrieve.store import WriteLock
 
-    if str(args.db).startswith(REMOTE_DB_PREFIXES):
-        raise CliError("--db on object storage is not supported yet: give a local folder")
     WriteLock(args.db).check_free()
     from indexer.embedding_files import ColumnChoice
     from indexer.import_embeddings import import_embeddings
@@ -672,6 +689,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from rsretrieve.store import ChipStore
 
     info = ChipStore(args.db).info()
+    info["db"] = getattr(args, "db_uri", info["db"])  # an s3:// index, not its local copy
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -705,11 +723,12 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     from rsretrieve.store import FORMAT_VERSION, Manifest, StoreWriter
 
     manifest = Manifest.read(args.db)
+    shown = getattr(args, "db_uri", args.db)  # an s3:// index, not its working copy
     if manifest.format_version == FORMAT_VERSION:
-        print(f"{args.db} is already in format {FORMAT_VERSION}", file=sys.stderr)
+        print(f"{shown} is already in format {FORMAT_VERSION}", file=sys.stderr)
         return 0
     StoreWriter.open(args.db, manifest.model_identity()).close()  # opening a writer brings the index up to date
-    print(f"{args.db}: upgraded from format {manifest.format_version} to {FORMAT_VERSION}", file=sys.stderr)
+    print(f"{shown}: upgraded from format {manifest.format_version} to {FORMAT_VERSION}", file=sys.stderr)
     return 0
 
 
@@ -803,16 +822,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("--batch-wait-ms must not be negative")
     from rsretrieve.service.serve import load, run
 
-    app, indexes = load(args, key)
-    if any(encoders.model.random_weights for encoders in indexes.encoders):
-        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
-    shown = f"[{host}]" if ":" in host else host
-    names = ", ".join(f"{served.name} ({len(served.searcher.store)} chips)" for served in indexes)
-    required = "; API key required" if key else ""
-    print(f"rsretrieve service: http://{shown}:{args.port} (docs at /docs; serving {names}{required})", file=sys.stderr)
-    sys.stderr.flush()
-    run(app, indexes, args)
+    followers = _follow_remote_dbs(args)
+    try:
+        app, indexes = load(args, key)
+        if any(encoders.model.random_weights for encoders in indexes.encoders):
+            print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+        shown = f"[{host}]" if ":" in host else host
+        names = ", ".join(f"{served.name} ({len(served.searcher.store)} chips)" for served in indexes)
+        required = "; API key required" if key else ""
+        print(
+            f"rsretrieve service: http://{shown}:{args.port} (docs at /docs; serving {names}{required})",
+            file=sys.stderr,
+        )
+        sys.stderr.flush()
+        run(app, indexes, args)
+    finally:
+        for follower in followers:
+            follower.stop()
     return 0
+
+
+def _follow_remote_dbs(args: argparse.Namespace) -> list:
+    """Serve s3:// indexes from local copies kept at the newest version (``Follower``s, one per index)."""
+    if not any("://" in value for value in args.db):
+        return []
+    from rsretrieve.service.indexes import parse_db
+    from rsretrieve.store.remote_db import Follower, RemoteDb, is_remote_db
+
+    if args.refresh_seconds <= 0:
+        raise CliError("--refresh-seconds must be positive")
+    followers = []
+    for number, value in enumerate(args.db):
+        name, sep, uri = value.partition("=")
+        if not sep or "://" in name:
+            name, uri = "", value
+        if is_remote_db(uri):
+            remote = RemoteDb(uri, args.cache_dir)
+            remote.sync()
+            args.db[number] = f"{name or parse_db(uri)[0]}={remote.path}"
+            followers.append(Follower(remote, args.refresh_seconds).start())
+    return followers
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -895,13 +944,32 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
     return joined
 
 
+WRITING_COMMANDS = ("index", "upgrade", "import-embeddings")
+WRITING_LABEL_ACTIONS = ("add", "remove", "import")
+
+
+@contextlib.contextmanager
+def _local_db(args: argparse.Namespace) -> Iterator[None]:
+    """Run a command on the local copy of an s3:// --db (synced first; published after each commit of a writer)."""
+    if not isinstance(getattr(args, "db", None), str):  # a folder, none, or serve's list
+        yield
+        return
+    from rsretrieve.store.remote_db import local_db
+
+    write = args.command in WRITING_COMMANDS or getattr(args, "action", None) in WRITING_LABEL_ACTIONS
+    with local_db(args.db, args.cache_dir, write=write) as path:
+        args.db, args.db_uri = path, args.db
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsretrieve`` console script."""
     args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("RUST_LOG", "error")
     show_logs()
     try:
-        return COMMANDS[args.command](args)
+        with _local_db(args):
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("interrupted: committed work is kept; run the same command again to resume", file=sys.stderr)
         return 130

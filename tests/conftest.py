@@ -246,6 +246,18 @@ def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
     return s3_server
 
 
+@pytest.fixture
+def s3_bucket(s3_env, tmp_path: Path) -> str:
+    """A new, empty-but-for-a-readme bucket of its own on the S3 server (named after the test); its name."""
+    from tests.servers import upload
+
+    name = f"t-{tmp_path.name.lower().replace('_', '-')[-40:]}"
+    (tmp_path / "seed").mkdir()
+    (tmp_path / "seed" / "readme.txt").write_text("a bucket of this test")
+    upload(tmp_path / "seed", name, s3_env.env())
+    return name
+
+
 @pytest.fixture(scope="session")
 def http_server(cog_folder: Path):
     """The COG folder served with byte ranges on 127.0.0.1 (stopped after the session)."""

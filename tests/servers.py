@@ -29,21 +29,23 @@ ACCESS_DENIED = (
 
 
 class Stats:
-    """Requests and body bytes served, thread-safe."""
+    """Requests, body bytes served and body bytes received (uploads), thread-safe."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
+        self.uploaded = 0
 
-    def add(self, requests: int = 0, size: int = 0) -> None:
+    def add(self, requests: int = 0, size: int = 0, uploaded: int = 0) -> None:
         with self.lock:
             self.requests += requests
             self.bytes += size
+            self.uploaded += uploaded
 
     def reset(self) -> None:
         with self.lock:
-            self.requests = self.bytes = 0
+            self.requests = self.bytes = self.uploaded = 0
 
 
 class _Counting:
@@ -54,7 +56,7 @@ class _Counting:
         self.down = False
 
     def __call__(self, environ: dict, start_response: Any) -> Iterable[bytes]:
-        self.stats.add(requests=1)
+        self.stats.add(requests=1, uploaded=int(environ.get("CONTENT_LENGTH") or 0))
         if self.down:
             start_response("503 Service Unavailable", [("Content-Length", "0")])
             return [b""]

@@ -20,7 +20,7 @@ from pathlib import PurePath, PurePosixPath
 from urllib.parse import urlsplit
 
 from rsretrieve.raster.errors import SourceError, source_error
-from rsretrieve.uris import VSI_PREFIXES, is_remote
+from rsretrieve.uris import VSI_PREFIXES, is_remote, s3_client
 
 # URI scheme -> GDAL virtual file system prefix
 LISTABLE_SCHEMES = ("s3",)  # prefixes listed with boto3 (gs://, az:// objects must be named)
@@ -122,25 +122,12 @@ def _is_image_key(key: str) -> bool:
     return key.lower().endswith(IMAGE_EXTENSIONS) and not any(part.startswith(".") for part in key.split("/"))
 
 
-def _s3_client():
-    """A boto3 S3 client from the usual AWS variables (AWS_ENDPOINT_URL included); unsigned when
-    AWS_NO_SIGN_REQUEST is YES, as GDAL."""
-    import boto3
-    from botocore import UNSIGNED
-    from botocore.config import Config
-
-    retries = {"max_attempts": 4, "mode": "standard"}
-    unsigned = os.environ.get("AWS_NO_SIGN_REQUEST", "").upper() in ("YES", "TRUE", "ON", "1")
-    config = Config(signature_version=UNSIGNED, retries=retries) if unsigned else Config(retries=retries)
-    return boto3.client("s3", config=config)
-
-
 def _s3_keys(bucket: str, prefix: str) -> list[str]:
     """Every key under a prefix (list_objects_v2, paginated)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        paginator = _s3_client().get_paginator("list_objects_v2")
+        paginator = s3_client().get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE})
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
     except ClientError as error:

@@ -18,7 +18,9 @@ manifest, so a crash while starting over leaves an empty index, never a manifest
 A failed write (disk full, read-only) is a StoreError; what was committed stays.
 
 Modules: ``manifest`` (what is committed), ``lock`` (one writer), ``table`` (LanceDB), ``query_columns`` (the
-query side's files), ``reader`` (``ChipStore``), ``writer`` (``StoreWriter``, which has a reader).
+query side's files), ``reader`` (``ChipStore``), ``writer`` (``StoreWriter``, which has a reader),
+``remote_db`` (an index on s3://: a local working copy whose commits are published with conditional writes) and
+``object_store`` (its S3 calls: the pointer object and the content-addressed blocks).
 """
 
 from rsretrieve.store.errors import StoreError, reason, writing

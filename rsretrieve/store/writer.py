@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 ADD_BLOCK = 65536  # vectors added to a new FAISS index at a time
 BUILD_TIMES = ("train_s", "add_s")  # how long the current FAISS index took to build, kept in the manifest
 STALE_INDEX_SECONDS = 60  # FAISS files older than the previous commit are removed after this long
+COMMIT_HOOKS: dict[Path, Callable[[], None]] = {}  # resolved folder → called after each commit (store.remote_db)
 
 
 class StoreWriter:
@@ -238,6 +239,8 @@ class StoreWriter:
             self.manifest.write(self.db)
         self.store.manifest_stamp = manifest_stamp(self.db)
         self._remove_stale_index_files(keep={name, previous})
+        if hook := COMMIT_HOOKS.get(self.db.resolve()):
+            hook()  # publish the committed version (an index on object storage)
 
     def _remove_stale_index_files(self, keep: set[str | None]) -> None:
         """Delete FAISS files older than the previous commit (readers may still be loading that one)."""

@@ -22,6 +22,7 @@ import pytest
 from indexer.build import BadSourceError, ChipOptions, RunOptions, index_archive
 from rsretrieve.raster import find_sources
 from rsretrieve.store import MANIFEST, ChipStore
+from rsretrieve.store.remote_db import local_db
 from tests.conftest import unavailable, write_geotiff
 
 QUIET = {"HF_HUB_OFFLINE": "1", "RUST_LOG": "error", "OMP_NUM_THREADS": "1"}
@@ -217,3 +218,17 @@ def test_rows_arriving_out_of_order_are_reassembled_into_whole_files_in_order(ti
     np.testing.assert_array_equal(vectors[:, :2], [[0, 0], [0, 2], [2, 0], [2, 1]])
     assert summary.files_failed == 2 and summary.nodata_chips == 1
     assert summary.failures == ["/f1.tif: empty file", "/f3.tif: cannot read window"]
+
+
+def test_a_ray_run_reads_s3_and_writes_an_index_on_s3(ray_address: str, s3_env, tmp_path: Path) -> None:
+    """Sources and index on the loopback S3 server: the workers get its variables, the driver publishes."""
+    uri = f"s3://archive/indexes/{tmp_path.name}.lance"
+    source = "s3://archive/scenes/1985.tif"
+    process = rsretrieve("index", source, "--db", uri, "--cache-dir", tmp_path, *TINY, "--ray", "--ray-address",
+                         ray_address, "--json")  # fmt: skip
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout)["new_chips"] == 66
+    with local_db(uri, tmp_path / "reader") as path:
+        store = ChipStore(path)
+        assert len(store) == 66 and set(store.column("path").to_pylist()) == {source}

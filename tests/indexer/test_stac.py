@@ -138,7 +138,7 @@ def test_index_stac_errors_are_one_line(tmp_path: Path, tiny_model, s3_env, http
         options, run = ChipOptions(chip_size=64), RunOptions(workers=0, strict=True)
         index_archive(scenes[::-1], tmp_path / "strict", tiny_model, options, run, show_progress=False)
     for argv, message in (
-        (["--stac", str(catalog), "--db", "s3://archive/index.lance"], "--db on object storage is not supported yet"),
+        (["--stac", str(catalog), "--db", "gs://archive/index.lance"], "an index on object storage must be on s3://"),
         (["--db", str(tmp_path / "x"), "--asset", "visual", str(tmp_path)], "--asset applies to --stac sources only"),
         (["--db", str(tmp_path / "x")], "give sources to index"),
         (["--stac", str(tmp_path / "none.json"), "--db", str(tmp_path / "x")], "none.json: cannot read the STAC"),
