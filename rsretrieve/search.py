@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -288,7 +288,7 @@ class Searcher:
                 return scores, fids, "exact-filtered", 0
         pool = len(allowed) if allowed is not None else len(store)
         fetch = min(max(depth * (query.rerank or self.rerank_factor), wanted), len(store)) if approximate else wanted
-        if approximate and fetch >= pool:  # the re-rank would read every vector: score them all exactly instead
+        if approximate and fetch > SCAN_BLOCK and fetch >= pool // 2:  # a re-rank that reads most vectors: read all
             return self._scan(store, vector, wanted, allowed, clock)
         path = "faiss-filtered" if allowed is not None else ("ivfpq" if approximate else "flat")
         scores, fids = ann.search(store.index, vector, fetch, nprobe=query.nprobe or self.nprobe, allowed_ids=allowed)
@@ -298,7 +298,7 @@ class Searcher:
             return scores[0][: len(fids)], fids, path, 0
         if len(fids) < min(wanted, pool):  # the probed IVF lists hold fewer chips than asked for (a large k)
             return self._scan(store, vector, wanted, allowed, clock)
-        scores, top = exact_top(vector, store.vectors(fids), fids, wanted)  # exact re-rank from the stored vectors
+        scores, top = rerank_top(vector, store, fids, wanted)  # exact re-rank from the stored vectors
         clock.lap("rerank")
         return scores, top, path, len(fids)
 
@@ -344,23 +344,47 @@ def exact_top(query: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -
 
 
 def scan_top(
-    query: np.ndarray, store: ChipStore, k: int, allowed: np.ndarray | None = None, block: int = SCAN_BLOCK
+    query: np.ndarray, store: ChipStore, k: int, allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k over every stored vector (only ``allowed`` fids when given), ``block`` vectors at a time: what a
-    large k on IVF-PQ needs (its probed lists may hold fewer chips than k), in bounded memory."""
+    """Exact top-k over every stored vector (only ``allowed`` fids when given), a block at a time: what a large k on
+    IVF-PQ needs (its probed lists may hold fewer chips than k), in bounded memory."""
     mask = None
     if allowed is not None:
         mask = np.zeros(len(store), bool)
         mask[allowed] = True
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for first, vectors in store.vector_blocks(SCAN_BLOCK):
+            fids = np.arange(first, first + len(vectors), dtype=np.int64)
+            if mask is None:
+                yield vectors, fids
+            else:
+                rows = np.flatnonzero(mask[first : first + len(vectors)])
+                yield vectors[rows], fids[rows]
+
+    return blockwise_top(query, blocks(), k)
+
+
+def rerank_top(query: np.ndarray, store: ChipStore, fids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of candidate ``fids`` from their stored vectors, read a block at a time (bounded memory)."""
+    blocks = (
+        (store.vectors(fids[i : i + SCAN_BLOCK]), fids[i : i + SCAN_BLOCK]) for i in range(0, len(fids), SCAN_BLOCK)
+    )
+    return blockwise_top(query, blocks, k)
+
+
+def blockwise_top(
+    query: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over (vectors, fids) blocks, merged as they come: ties by fid, as ``exact_top`` orders them."""
     best_scores, best_fids = np.empty(0, np.float32), np.empty(0, np.int64)
-    for first, vectors in store.vector_blocks(block):
-        fids = np.arange(first, first + len(vectors), dtype=np.int64)
-        if mask is not None:
-            rows = np.flatnonzero(mask[first : first + len(vectors)])
-            vectors, fids = vectors[rows], fids[rows]
+    for vectors, fids in blocks:
         scores, found = exact_top(query, vectors, fids, k)
+        if not len(best_fids):
+            best_scores, best_fids = scores, found
+            continue
         best_scores, best_fids = np.concatenate([best_scores, scores]), np.concatenate([best_fids, found])
-        order = np.lexsort((best_fids, -best_scores))[:k]  # ties by fid, as exact_top orders them
+        order = np.lexsort((best_fids, -best_scores))[:k]
         best_scores, best_fids = best_scores[order], best_fids[order]
     return best_scores, best_fids
 
