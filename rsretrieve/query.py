@@ -165,7 +165,9 @@ class Query:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise QueryError(f"{name} must be at least 1 (got {value})")
-        if self.min_score is not None and not (isinstance(self.min_score, int | float) and math.isfinite(self.min_score)):
+        if self.min_score is not None and not (
+            isinstance(self.min_score, int | float) and math.isfinite(self.min_score)
+        ):
             raise QueryError(f"the minimum score must be a number (got {self.min_score!r})")
 
     @classmethod
