@@ -227,18 +227,23 @@ def read_geoparquet(path: str | Path) -> tuple[pa.Table, np.ndarray]:
     return table.drop_columns(dropped), geometries
 
 
+def feature_collection(rows: Sequence[dict[str, Any]], geometries: np.ndarray) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of rows (properties) and their WGS84 shapely geometries."""
+    features = [
+        {"type": "Feature", "geometry": json.loads(shapely.to_geojson(geometry)) if geometry else None,
+         "properties": row}
+        for row, geometry in zip(rows, geometries, strict=True)
+    ]  # fmt: skip
+    return {"type": "FeatureCollection", "features": features}
+
+
 def write_features(path: str | Path, rows: Sequence[dict[str, Any]], geometries: np.ndarray) -> None:
     """Rows (flat dicts) and their WGS84 geometries as GeoJSON (``.geojson``/``.json``) or GeoParquet
     (``.parquet``), chosen by the file's suffix; written atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".geojson", ".json"):
-        features = [
-            {"type": "Feature", "geometry": json.loads(shapely.to_geojson(geometry)) if geometry else None,
-             "properties": row}
-            for row, geometry in zip(rows, geometries, strict=True)
-        ]  # fmt: skip
-        text = json.dumps({"type": "FeatureCollection", "features": features}) + "\n"
+        text = json.dumps(feature_collection(rows, geometries)) + "\n"
         atomic_write(path, lambda tmp: tmp.write_text(text))
     elif suffix in (".parquet", ".geoparquet"):
         write_geoparquet(path, pa.Table.from_pylist(list(rows)), geometries)
