@@ -264,7 +264,8 @@ class Searcher:
         clock.lap("encode")
         scores, fids, path, candidates = self._ranked(store, vector, query, depth, clock)
         if query.min_score is not None:
-            kept = int(np.count_nonzero(scores >= query.min_score))  # scores are sorted: a prefix
+            # scores are sorted: a prefix; compared as shown (6 decimals), so a score seen in a result is kept
+            kept = int(np.count_nonzero(np.round(scores.astype(np.float64), 6) >= query.min_score))
             scores, fids = scores[:kept], fids[:kept]
         more = len(fids) > depth
         return Ranked(fids[:depth], scores[:depth], path, candidates, clock.timings, store, more)
