@@ -42,23 +42,13 @@ def as_geojson(hits: Sequence[Hit]) -> str:
 def as_csv(hits: Sequence[Hit]) -> str:
     """One CSV row per hit: rank, score, chip id, source, date, CRS, pixel window and WGS84 bbox."""
     buffer = io.StringIO()
-    writer = csv_writer(buffer)
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    write_csv_rows(writer, hits)
-    return buffer.getvalue()
-
-
-def csv_writer(handle: Any) -> csv.DictWriter:
-    """The CSV writer of results (``CSV_COLUMNS``) on a text handle."""
-    return csv.DictWriter(handle, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-
-
-def write_csv_rows(writer: csv.DictWriter, hits: Sequence[Hit], first_rank: int = 1) -> None:
-    """The rows of ``hits``, ranked from ``first_rank``."""
-    for rank, hit in enumerate(hits, first_rank):
+    for rank, hit in enumerate(hits, 1):
         record = hit.record()
         bbox = dict(zip(BBOX_FIELDS, record["bbox"] or [None] * 4, strict=True))
         writer.writerow({"rank": rank, **record, **record["window"], **bbox})
+    return buffer.getvalue()
 
 
 def as_table(hits: Sequence[Hit]) -> str:

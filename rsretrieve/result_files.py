@@ -10,6 +10,7 @@ complete: a failure leaves the old file (or none), never a part of one. The file
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from collections.abc import Sequence
@@ -19,10 +20,10 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 
-from rsretrieve.chips import chips_from_table, record_columns
+from rsretrieve.chips import record_columns
 from rsretrieve.errors import UserError
 from rsretrieve.files import fsync_dir, temporary_name
-from rsretrieve.search import RECORD_BLOCK, Hit, Ranked
+from rsretrieve.search import RECORD_BLOCK, Ranked
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +100,20 @@ class GeoJsonOutput(_TextOutput):
 
 
 class CsvOutput(_TextOutput):
-    """``render.as_csv``'s rows, a block at a time."""
+    """``render.as_csv``'s rows, a block at a time, straight from the record columns."""
 
     def __init__(self, path: Path):
-        from rsretrieve.render import csv_writer
+        from rsretrieve.render import CSV_COLUMNS
 
         super().__init__(path)
-        self.writer = csv_writer(self.handle)
-        self.writer.writeheader()
+        self.writer = csv.writer(self.handle, lineterminator="\n")
+        self.writer.writerow(CSV_COLUMNS)
+        self.columns = CSV_COLUMNS[2:]  # after rank and score: record columns
 
     def write(self, first: int, scores: np.ndarray, records: pa.Table) -> None:
-        from rsretrieve.render import write_csv_rows
-
-        hits = [Hit(float(score), chip) for score, chip in zip(scores, chips_from_table(records), strict=True)]
-        write_csv_rows(self.writer, hits, first + 1)
+        ranks = range(first + 1, first + 1 + len(scores))
+        columns = [records.column(name).to_pylist() for name in self.columns]
+        self.writer.writerows(zip(ranks, scores.tolist(), *columns, strict=True))
 
 
 class GeoParquetOutput(_Output):
@@ -144,14 +145,14 @@ class GeoParquetOutput(_Output):
 OUTPUTS: dict[str, type[_Output]] = {"geojson": GeoJsonOutput, "geoparquet": GeoParquetOutput, "csv": CsvOutput}
 
 
-def write_results(ranked: Ranked, outputs: Sequence[tuple[str, Path]], block: int = RECORD_BLOCK) -> dict[str, Any]:
+def write_results(ranked: Ranked, outputs: Sequence[tuple[str, Path]], block: int | None = None) -> dict[str, Any]:
     """Write every result of ``ranked`` to each (format, path) of ``outputs`` in one pass over its records, ``block``
-    at a time; each file appears complete or not at all. What was written: results, files."""
+    (``RECORD_BLOCK``) at a time; each file appears complete or not at all. What was written: results, files."""
     opened: list[_Output] = []
     try:
         for form, path in outputs:
             opened.append(OUTPUTS[form](path))
-        for first, scores, records in ranked.blocks(block):
+        for first, scores, records in ranked.blocks(block or RECORD_BLOCK):
             for output in opened:
                 output.write(first, scores, records)
         for output in opened:

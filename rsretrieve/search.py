@@ -119,7 +119,8 @@ class Ranked:
         """(first rank, scores, records table) of every ``size`` ranks: bounded memory at any k."""
         for start in range(0, len(self), size):
             fids = self.fids[start : start + size]
-            yield start, np.round(self.scores[start : start + size].astype(np.float64), 6), self.store.records(fids)
+            scores = np.array([round(float(score), 6) for score in self.scores[start : start + size]], np.float64)
+            yield start, scores, self.store.records(fids)  # scores rounded as ``Hit`` rounds them
 
 
 @dataclass(frozen=True)
