@@ -69,7 +69,7 @@ def test_a_failed_write_leaves_no_file(grid: Grid, tmp_path: Path, capsys, monke
     old.write_text("old")
     calls = []
 
-    def failing(self, first, scores, records) -> None:  # noqa: ANN001
+    def failing(self, first, scores, records) -> None:
         calls.append(first)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
