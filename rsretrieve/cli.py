@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rsretrieve.errors import UserError, one_line
 
@@ -436,7 +436,7 @@ def _check_query_args(args: argparse.Namespace) -> None:
         raise CliError("give something to search for: TEXT, --image PATH, --like CHIP_ID or --labels CLASS")
 
 
-def _query(args: argparse.Namespace, store):
+def _query(args: argparse.Namespace, store: Any) -> Any:
     """The ``Query`` of the query command's arguments (with --labels: the class's labelled chips in ``store`` as
     like / not)."""
     from rsretrieve.query import Query
@@ -498,7 +498,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_results(searcher, query, outputs: list[tuple[str, Path]]) -> int:
+def _stream_results(searcher: Any, query: Any, outputs: list[tuple[str, Path]]) -> int:
     """Write the results to files, records read and written a block at a time (``result_files``)."""
     import time
 

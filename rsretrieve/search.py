@@ -257,8 +257,11 @@ class Searcher:
         minimum score), and whether more follow. A page of a large result is the ranks of one search with
         k = offset + k (identical pages for flat indexes and exact scans)."""
         depth = offset + query.k
-        if offset < 0 or depth > MAX_RANKS:
-            raise QueryError(f"offset + k must be between 1 and {MAX_RANKS:,} (got {depth})")
+        if offset < 0:
+            raise QueryError(f"the offset must not be negative (got {offset})")
+        if depth > MAX_RANKS:
+            asked = f"offset + k = {depth:,}" if offset else f"k = {depth:,}"
+            raise QueryError(f"results reach rank {MAX_RANKS:,} at most ({asked})")
         clock = _Clock()
         store = self.current()
         vector = self.encode(query, store).reshape(1, -1)

@@ -152,7 +152,7 @@ def as_feature_collection(payload: dict[str, Any]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features, **others}
 
 
-def import_features(data: bytes, form_file: tuple[str, bytes] | None) -> tuple[list[Any], str]:
+def uploaded_features(data: bytes, form_file: tuple[str, bytes] | None) -> tuple[list[Any], str]:
     """The features of an import request: a GeoJSON body, or an uploaded GeoJSON / GeoParquet file."""
     import json
 
@@ -263,7 +263,7 @@ def analyst_routes(indexes: Indexes) -> APIRouter:
         name = check_class(class_name) if class_name is not None else None
         default = parse_label(label)
         data, upload = await read_upload(request)
-        features, source = await run_in_threadpool(import_features, data, upload)
+        features, source = await run_in_threadpool(uploaded_features, data, upload)
         store = served.searcher.current()
         result = await run_in_threadpool(
             label_features, served.searcher.db, store, features, source, name, default, note

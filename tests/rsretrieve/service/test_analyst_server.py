@@ -156,7 +156,7 @@ def test_concurrent_label_writes_all_land(client: httpx.Client, grid: Grid, fres
         ("POST", "/v1/search", {"json": {"text": "a", "within": {"type": "LineString"}}}, 400, "GeoJSON"),
         ("POST", "/v1/search", {"json": {"text": "a", "labels": "nothing"}}, 400, "no labels for class 'nothing'"),
         ("POST", "/v1/search", {"json": {"text": "a", "offset": -1}}, 400, "offset"),
-        ("POST", "/v1/search", {"json": {"text": "a", "offset": 99_995, "k": 10}}, 400, "100,000"),
+        ("POST", "/v1/search", {"json": {"text": "a", "offset": 99_995, "k": 10}}, 400, "offset + k = 100,005"),
         ("POST", "/v1/search", {"json": {"text": "a", "min_score": "high"}}, 400, "min_score"),
     ],
 )  # fmt: skip
