@@ -44,8 +44,9 @@ def test_files_hold_what_stdout_holds(grid: Grid, tmp_path: Path, capsys) -> Non
     frame = geopandas.read_parquet(files["parquet"])
     assert list(frame["id"]) == [r["id"] for r in listed] and list(frame["rank"]) == list(range(1, 251))
     assert list(frame["score"]) == [r["score"] for r in listed] and str(frame.crs) == "OGC:CRS84"
-    rows = duckdb.execute(f"SELECT id, rank, ST_AsText(geometry) FROM read_parquet('{files['parquet']}') ORDER BY rank")
-    found = rows.fetchall()
+    with duckdb.connect() as connection:  # its own connection: the module's default one stays untouched
+        sql = f"SELECT id, rank, ST_AsText(geometry) FROM read_parquet('{files['parquet']}') ORDER BY rank"
+        found = connection.execute(sql).fetchall()
     assert [row[0] for row in found] == [r["id"] for r in listed] and found[0][2].startswith("POLYGON")
     assert not list(tmp_path.glob(".*tmp-*"))  # no temporary file left
 
@@ -147,9 +148,9 @@ def test_streaming_100k_results_keeps_memory_bounded(tmp_path: Path) -> None:
     assert geojson.stat().st_size > 40e6
     frame = geopandas.read_parquet(tmp_path / "all.geoparquet", columns=["rank", "id", "geometry"])
     assert len(frame) == 100_000 and (np.diff(frame["rank"]) == 1).all() and frame["id"].is_unique
-    count, first, last = duckdb.execute(
-        f"SELECT count(*), min(rank), max(rank) FROM read_parquet('{tmp_path / 'all.geoparquet'}')"
-    ).fetchone()
+    with duckdb.connect() as connection:
+        sql = f"SELECT count(*), min(rank), max(rank) FROM read_parquet('{tmp_path / 'all.geoparquet'}')"
+        count, first, last = connection.execute(sql).fetchall()[0]
     assert (count, first, last) == (100_000, 1, 100_000)
     assert sum(1 for _ in (tmp_path / "all.csv").open()) == 100_001
     with geojson.open() as handle:
