@@ -16,7 +16,7 @@ import shapely
 
 from rsretrieve.labels import LabelStore
 from tests.rsretrieve.analyst_fixtures import Grid, square, write_grid
-from tests.rsretrieve.service.test_server import KEY, RANDOM, Server, local
+from tests.rsretrieve.service.test_server import KEY, RANDOM, Server, local, rsretrieve
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 AREA = square(10.05, 50.02, 10.25, 50.15)
@@ -182,7 +182,7 @@ def ids_and_scores(records: list[dict]) -> list[tuple[str, float]]:
 
 
 def test_search_with_labels_and_within_gives_the_cli_results(
-    client: httpx.Client, grid: Grid, fresh_labels: None, tmp_path: Path
+    client: httpx.Client, server: Server, grid: Grid, fresh_labels: None, tmp_path: Path
 ) -> None:
     positives, negatives = grid.ids(grid.planted)[:3], grid.ids(~grid.planted)[:2]
     client.post("/v1/labels", json={"class": "farm", "positive": positives, "negative": negatives})
@@ -196,6 +196,11 @@ def test_search_with_labels_and_within_gives_the_cli_results(
     inside = {chip.id for chip in grid.chips if shapely.intersects(shapely.geometry.shape(AREA),
                                                                    shapely.geometry.shape(chip.footprint))}  # fmt: skip
     assert {record["id"] for record in served["results"]} <= inside
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY)
+    remote = rsretrieve("query", "--like", like, "--labels", "farm", "--within", area, "-k", "40", "--json",
+                        "--server", server.url, "--api-key-file", key_file)  # fmt: skip
+    assert remote.returncode == 0 and json.loads(remote.stdout) == cli, remote.stderr
     plain = client.post("/v1/search", json={"like": like, "k": 40, "within": AREA}).json()
     assert ids_and_scores(plain["results"]) != ids_and_scores(cli)  # the labels changed the query
     client.post("/v1/labels", json={"class": "farm", "positive": grid.ids(grid.planted)[3:9]})
