@@ -125,7 +125,7 @@ def _error_handlers(app: FastAPI) -> None:
 # -- search ------------------------------------------------------------------------------------------------------
 async def read_search(request: Request) -> tuple[SearchRequest, list[bytes], list[bytes]]:
     """The search request of a JSON body, or of a multipart form (files ``image`` / ``not_image``, other fields
-    as form values; ``bbox`` as ``minx,miny,maxx,maxy``, ``weights`` as JSON)."""
+    as form values; ``bbox`` as ``minx,miny,maxx,maxy``, ``weights`` and ``within`` as JSON)."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         return parse(SearchRequest, await request.body()), [], []
@@ -154,6 +154,11 @@ async def read_search(request: Request) -> tuple[SearchRequest, list[bytes], lis
                 fields[name] = json.loads(value)
             except ValueError:
                 raise ApiError(400, 'weights: give a JSON object, e.g. {"text": 2}') from None
+        elif name == "within":
+            try:
+                fields[name] = json.loads(value)
+            except ValueError:
+                raise ApiError(400, "within: give a GeoJSON Polygon or MultiPolygon") from None
         else:
             fields[name] = value
     return parse(SearchRequest, fields), files["image"], files["not_image"]

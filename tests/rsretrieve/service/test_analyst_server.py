@@ -196,6 +196,9 @@ def test_search_with_labels_and_within_gives_the_cli_results(
     inside = {chip.id for chip in grid.chips if shapely.intersects(shapely.geometry.shape(AREA),
                                                                    shapely.geometry.shape(chip.footprint))}  # fmt: skip
     assert {record["id"] for record in served["results"]} <= inside
+    form = {"like": like, "labels": "farm", "within": json.dumps(AREA), "k": "40"}
+    multipart = client.post("/v1/search", files={name: (None, value) for name, value in form.items()})
+    assert ids_and_scores(multipart.json()["results"]) == ids_and_scores(cli)  # as an upload with an image sends it
     key_file = tmp_path / "key"
     key_file.write_text(KEY)
     remote = rsretrieve("query", "--like", like, "--labels", "farm", "--within", area, "-k", "40", "--json",
