@@ -20,7 +20,11 @@ Each size is written through the real store (``StoreWriter``, flat FAISS) as chi
   chips whose bbox crosses the area's boundary: only those are tested on their footprint);
 - export_*: 100,000 chips (the found ones, else the first 100,000: one contiguous block, the worst case for
   sites) written as GeoParquet and as GeoJSON (records read from the store included), as ``rsretrieve classify``
-  writes them, and ``classify.sites`` over them (grouping, dissolve, areas).
+  writes them, and ``classify.sites`` over them (grouping, dissolve, areas);
+- stream_*: ``rsretrieve query -k 100000 --geoparquet/--geojson/--csv FILE`` as the CLI runs it: ``Searcher.rank``
+  of a vector query with k = 100,000 (rank_s, its path) and ``result_files.write_results`` of the three files in one
+  pass, 10,000 records at a time (stream_write_s), with the growth of the process's peak RSS while writing
+  (stream_peak_growth_mb; Linux: the peak is reset through /proc/self/clear_refs first).
 
 The JSON list is written to ``--out`` (default benchmarks/results/analyst-speed-cpu.json) after each size.
 """
@@ -48,7 +52,9 @@ from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import Chip, Window
 from rsretrieve.classify import ClassifierOptions, classify, sites
 from rsretrieve.geoparquet import records_geojson, records_geotable, write_geoparquet
-from rsretrieve.query import Filters
+from rsretrieve.query import Filters, Query
+from rsretrieve.result_files import write_results
+from rsretrieve.search import Searcher
 from rsretrieve.store import ChipStore, StoreWriter
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -109,8 +115,13 @@ def vectors_for(planted: np.ndarray, dim: int, seed: int, direction: np.ndarray)
     return noise / np.linalg.norm(noise, axis=1, keepdims=True)
 
 
+def synthetic_model(dim: int) -> SimpleNamespace:
+    """The identity the synthetic indexes are written with (no model is ever loaded)."""
+    return SimpleNamespace(name="analyst-benchmark", architecture="synthetic", checkpoint="none", dim=dim)
+
+
 def write(db: Path, grid: Grid, dim: int) -> float:
-    model = SimpleNamespace(name="analyst-benchmark", architecture="synthetic", checkpoint="none", dim=dim)
+    model = synthetic_model(dim)
     direction = np.random.default_rng(99).normal(size=dim).astype(np.float32)
     direction /= np.linalg.norm(direction)
     started = time.perf_counter()
@@ -212,7 +223,38 @@ def measure(n: int, dim: int, workdir: Path, seed: int) -> dict[str, Any]:
     site_rows, _ = sites(store, exported, scores)
     record["sites_s"] = round(time.perf_counter() - started, 3)
     record["sites"] = len(site_rows)
+    record.update(stream(db, workdir, dim, min(EXPORT_ROWS, n)))
     return record
+
+
+def peak_rss() -> tuple[int, int]:
+    """(current, peak) resident memory of this process in bytes (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def stream(db: Path, workdir: Path, dim: int, k: int) -> dict[str, Any]:
+    """Rank k results of a vector query and stream them to GeoParquet, GeoJSON and CSV in one pass."""
+    searcher = Searcher(db, synthetic_model(dim))
+    vector = searcher.current().vectors([0])[0]
+    started = time.perf_counter()
+    ranked = searcher.rank(Query.build(vectors=[vector], k=k))
+    rank_s = time.perf_counter() - started
+    outputs = [(form, workdir / f"stream.{form}") for form in ("geoparquet", "geojson", "csv")]
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS
+    before, _ = peak_rss()
+    started = time.perf_counter()
+    write_results(ranked, outputs)
+    write_s = time.perf_counter() - started
+    growth = peak_rss()[1] - before
+    return {
+        "stream_results": len(ranked),
+        "stream_path": ranked.path,
+        "stream_rank_s": round(rank_s, 3),
+        "stream_write_s": round(write_s, 3),
+        "stream_peak_growth_mb": round(growth / 2**20, 1),
+        "stream_file_mb": {form: round(path.stat().st_size / 2**20, 1) for form, path in outputs},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -256,6 +256,38 @@ def classify(
     return Classification(found, scores, summary, model, timings)
 
 
+def classify_class(
+    db: Any, store: Any, class_name: str, filters: Filters | None = None, options: ClassifierOptions | None = None
+) -> Classification:
+    """``classify`` on a class's labels in the index folder ``db`` (``rsretrieve classify``, ``POST /v1/classify``):
+    the summary also counts the labels of chips no longer in the index (``labels.missing``)."""
+    from rsretrieve.labels import check_class, resolve
+
+    name = check_class(class_name)
+    labelled = resolve(db, store, name)
+    result = classify(store, labelled.positives, labelled.negatives, filters, options, name)
+    result.summary["labels"]["missing"] = labelled.missing
+    return result
+
+
+def labelled_as(db: Any, class_name: str) -> dict[str, str]:
+    """Chip id → label (positive / negative) of a class: the ``label`` of found chips."""
+    from rsretrieve.labels import LabelStore
+
+    return {label.id: label.label for label in LabelStore(db).labels(class_name)}
+
+
+def class_sites(store: Any, result: Classification, class_name: str) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """``sites`` of a classification's found chips, each row with its class; the summary gets the number of sites
+    and their total area."""
+    rows, polygons = sites(store, result.fids, result.scores)
+    for row in rows:
+        row["class"] = class_name
+    result.summary["sites"] = len(rows)
+    result.summary["site_area_m2"] = round(sum(row["area_m2"] for row in rows), 1)
+    return rows, polygons
+
+
 # --- outputs --------------------------------------------------------------------------------------
 
 

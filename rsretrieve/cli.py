@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rsretrieve.errors import UserError, one_line
 
@@ -63,6 +63,27 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
     return value
+
+
+class _StdoutFormat(argparse.Action):
+    """``--json``: results on stdout in that format (one stdout format per command)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        chosen = getattr(namespace, self.dest, None)
+        if chosen is not None and chosen != option_string.lstrip("-"):
+            parser.error(f"{option_string}: the results already go to stdout as --{chosen}")
+        setattr(namespace, self.dest, option_string.lstrip("-"))
+
+
+class _FormatOrFile(_StdoutFormat):
+    """``--geojson [FILE]``, ``--csv [FILE]``, ``--geoparquet FILE``: stdout in that format, or streamed to FILE
+    (``outputs``: (format, path) pairs; several files may be written in one pass)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values is None:
+            return super().__call__(parser, namespace, values, option_string)
+        outputs = list(getattr(namespace, "outputs", None) or [])
+        namespace.outputs = [*outputs, (option_string.lstrip("-"), Path(values))]
 
 
 def _add_model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -147,10 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--nprobe", type=_positive_int, help="IVF lists visited (IVF-PQ indexes)")
     query.add_argument("--rerank", type=_positive_int, metavar="R", help="IVF-PQ: re-rank k·R candidates exactly (100)")
     _add_model_options(query, default=None)
-    output = query.add_mutually_exclusive_group()
-    for name, text in (("json", "a JSON list"), ("geojson", "a GeoJSON FeatureCollection"), ("csv", "CSV")):
-        output.add_argument(f"--{name}", dest="format", action="store_const", const=name, help=f"results as {text}")
-    query.add_argument("--geoparquet", type=Path, metavar="FILE", help="also write the results as GeoParquet 1.1")
+    query.add_argument("--min-score", type=float, metavar="S", help="only results scoring at least S")
+    output = query.add_argument_group("output (stdout: a table unless one of these; FILE: streamed, any k)")
+    output.add_argument("--json", dest="format", action=_StdoutFormat, nargs=0, help="results as a JSON list")
+    for name, text in (("geojson", "a GeoJSON FeatureCollection"), ("csv", "CSV")):
+        output.add_argument(
+            f"--{name}", dest="format", action=_FormatOrFile, nargs="?", metavar="FILE", help=f"results as {text}"
+        )
+    output.add_argument("--geoparquet", dest="format", action=_FormatOrFile, metavar="FILE", help="GeoParquet 1.1")
 
     _add_label_parser(commands)
     _add_classify_parser(commands)
@@ -488,18 +513,16 @@ def _check_query_args(args: argparse.Namespace) -> None:
         raise CliError("give something to search for: TEXT, --image PATH, --like CHIP_ID or --labels CLASS")
 
 
-def _query(args: argparse.Namespace):
-    """The ``Query`` of the query command's arguments (with --labels: the class's labelled chips as like / not)."""
+def _query(args: argparse.Namespace, store: Any) -> Any:
+    """The ``Query`` of the query command's arguments (with --labels: the class's labelled chips in ``store`` as
+    like / not)."""
     from rsretrieve.query import Query
 
-    _check_query_args(args)
     like, not_like = list(args.like), list(args.not_like)
     if args.labels:
-        from rsretrieve.labels import LabelStore
+        from rsretrieve.labels import refine
 
-        positives, negatives = LabelStore(args.db).ids(args.labels)
-        like += [chip_id for chip_id in positives if chip_id not in like]
-        not_like += [chip_id for chip_id in negatives if chip_id not in not_like]
+        like, not_like = refine(args.db, store, args.labels, like, not_like)
     return Query.build(
         text=args.text,
         images=[str(path) for path in args.image],
@@ -512,6 +535,7 @@ def _query(args: argparse.Namespace):
         k=args.k,
         nprobe=args.nprobe,
         rerank=args.rerank,
+        min_score=args.min_score,
     )
 
 
@@ -522,9 +546,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         from rsretrieve.service.client import remote_query  # standard library only: no torch, FAISS, LanceDB
 
         _check_query_args(args)
-        local_only = [name for name in ("labels", "within", "geoparquet") if getattr(args, name) is not None]
-        if local_only:
-            raise CliError(f"--{local_only[0]} works with --db, not with --server")
+        if getattr(args, "outputs", None):
+            raise CliError("writing results to files works with --db, not with --server (use --json, --geojson, --csv)")
         text, summary = remote_query(args, server)
         sys.stdout.write(text)
         if summary:
@@ -532,17 +555,15 @@ def cmd_query(args: argparse.Namespace) -> int:
         return 0
     if args.db is None:
         raise CliError("give the index: --db PATH (or --server URL of a running `rsretrieve serve`)")
+    _check_query_args(args)
+    searcher = _searcher(args)
+    query = _query(args, searcher.current())
+    outputs = getattr(args, "outputs", None)
+    if outputs:
+        return _stream_results(searcher, query, outputs)
     from rsretrieve.render import RENDERERS
 
-    query = _query(args)
-    results = _searcher(args).search(query)
-    if args.geoparquet is not None:
-        from rsretrieve.files import atomic_write
-        from rsretrieve.render import BINARY_RENDERERS
-
-        data = BINARY_RENDERERS["geoparquet"](results.hits)
-        atomic_write(args.geoparquet, lambda tmp: tmp.write_bytes(data))
-        print(f"wrote {len(results)} results to {args.geoparquet} (GeoParquet)", file=sys.stderr)
+    results = searcher.search(query)
     sys.stdout.write(RENDERERS[args.format or "table"](results.hits))
     if not args.format:
         how = f"{results.path}, {results.candidates} candidates re-ranked" if results.candidates else results.path
@@ -551,6 +572,25 @@ def cmd_query(args: argparse.Namespace) -> int:
             f"({how}; encoding the query {results.timings['encode'] * 1000:.0f} ms)",
             file=sys.stderr,
         )
+    return 0
+
+
+def _stream_results(searcher: Any, query: Any, outputs: list[tuple[str, Path]]) -> int:
+    """Write the results to files, records read and written a block at a time (``result_files``)."""
+    import time
+
+    from rsretrieve.result_files import write_results
+
+    started = time.perf_counter()
+    ranked = searcher.rank(query)
+    written = write_results(ranked, outputs)
+    scores = f", scores {ranked.scores[0]:.4f} to {ranked.scores[-1]:.4f}" if len(ranked) else ""
+    names = ", ".join(f"{path} ({form})" for form, path in outputs)
+    print(
+        f"wrote {written['results']} results{scores} to {names} in {time.perf_counter() - started:.2f} s "
+        f"({ranked.path})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -582,16 +622,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     chips = ChipStore(args.db)
     name = labelling.check_class(args.class_name) if args.class_name else None
     if args.action == "add":
-        if not args.positive and not args.negative:
-            raise CliError("give chip ids with --positive and/or --negative")
-        both = set(args.positive) & set(args.negative)
-        if both:
-            raise CliError(f"chip {sorted(both)[0]} is given as both positive and negative")
-        labelling.check_ids(chips, [*args.positive, *args.negative])
-        written = store.add(
-            [labelling.Label(chip_id, name, labelling.POSITIVE, args.note) for chip_id in args.positive]
-            + [labelling.Label(chip_id, name, labelling.NEGATIVE, args.note) for chip_id in args.negative]
-        )
+        written = labelling.label_chips(args.db, chips, name, args.positive, args.negative, args.note)
         counts = store.classes()[name]
         print(
             f"labelled {written} chips as {name}; the class has {counts['positive']} positive, "
@@ -621,25 +652,20 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Train a classifier on a class's labels, score the archive, write the chips and sites found."""
-    from rsretrieve.classify import ClassifierOptions, classify, found_records, sites
+    from rsretrieve.classify import ClassifierOptions, class_sites, classify_class, found_records, labelled_as
     from rsretrieve.files import atomic_write
-    from rsretrieve.labels import LabelStore, check_class, resolve
     from rsretrieve.store import ChipStore
 
-    name = check_class(args.class_name)
     options = ClassifierOptions(args.threshold, args.negatives, args.seed)
     store = ChipStore(args.db)
-    filters = _filters(args)
-    labelled = resolve(args.db, store, name)
-    result = classify(store, labelled.positives, labelled.negatives, filters, options, name)
+    result = classify_class(args.db, store, args.class_name, _filters(args), options)
+    name = result.summary["class"]
     summary = result.summary
-    summary["labels"]["missing"] = labelled.missing
     outputs: dict[str, str] = {}
     if args.geojson or args.geoparquet:
         from rsretrieve.geoparquet import records_geojson, records_geotable, write_geoparquet
 
-        labels = {label.id: label.label for label in LabelStore(args.db).labels(name)}
-        records, properties = found_records(result, store, name, labels)
+        records, properties = found_records(result, store, name, labelled_as(args.db, name))
         if args.geojson:
             text = records_geojson(records, properties)
             atomic_write(args.geojson, lambda tmp: tmp.write_text(text))
@@ -650,13 +676,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.polygons:
         from rsretrieve.geoparquet import write_features
 
-        rows, polygons = sites(store, result.fids, result.scores)
-        for row in rows:
-            row["class"] = name
-        write_features(args.polygons, rows, polygons)
+        write_features(args.polygons, *class_sites(store, result, name))
         outputs["sites"] = str(args.polygons)
-        summary["sites"] = len(rows)
-        summary["site_area_m2"] = round(sum(row["area_m2"] for row in rows), 1)
     summary["outputs"] = outputs
     if args.json:
         print(json.dumps(summary, indent=2))

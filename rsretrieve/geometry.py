@@ -196,8 +196,14 @@ def _geojson_features(path: Path) -> list[Feature]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise GeometryError(f"cannot read {path}: {error}") from None
+    return geojson_features(data, path.name)
+
+
+def geojson_features(data: Any, name: str) -> list[Feature]:
+    """The features of a GeoJSON object (FeatureCollection, Feature or geometry) in WGS84 (a legacy ``crs`` member
+    naming another CRS is reprojected); ``name`` says where it came from in errors."""
     if not isinstance(data, dict):
-        raise GeometryError(f"{path} is not a GeoJSON object")
+        raise GeometryError(f"{name} is not a GeoJSON object")
     if data.get("type") == "FeatureCollection":
         items = data.get("features") or []
     elif data.get("type") == "Feature":
@@ -208,7 +214,7 @@ def _geojson_features(path: Path) -> list[Feature]:
     for number, item in enumerate(items, 1):
         if not isinstance(item, dict) or item.get("geometry") is None:
             continue
-        geometry = as_geometry(item["geometry"], f"{path.name} feature {number}")
+        geometry = as_geometry(item["geometry"], f"{name} feature {number}")
         features.append(Feature(geometry, dict(item.get("properties") or {})))
     crs = ((data.get("crs") or {}).get("properties") or {}).get("name")
     if crs and crs not in WGS84_NAMES:
@@ -217,5 +223,5 @@ def _geojson_features(path: Path) -> list[Feature]:
             for g, f in zip(to_wgs84([f.geometry for f in features], crs), features, strict=True)
         ]
     for number, feature in enumerate(features, 1):
-        check_wgs84(feature.geometry, f"{path.name} feature {number}")
+        check_wgs84(feature.geometry, f"{name} feature {number}")
     return features

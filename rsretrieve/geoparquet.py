@@ -77,6 +77,15 @@ def records_geotable(records: pa.Table, properties: dict[str, Any] | None = None
 def records_geojson(records: pa.Table, properties: dict[str, Any] | None = None) -> str:
     """A GeoJSON FeatureCollection of a table of chip records, as ``Chip.feature`` writes each feature (the stored
     footprint text goes in as it is: no parsing)."""
+    return FEATURES_HEAD + ", ".join(records_features(records, properties)) + FEATURES_TAIL
+
+
+FEATURES_HEAD = '{"type": "FeatureCollection", "features": ['
+FEATURES_TAIL = "]}\n"
+
+
+def records_features(records: pa.Table, properties: dict[str, Any] | None = None) -> list[str]:
+    """The GeoJSON Feature texts of a table of chip records (``properties``: name → values, leading)."""
     extra = {name: list(values) for name, values in (properties or {}).items()}
     footprints = records.column("footprint").to_pylist()
     chips = chips_from_table(records.drop_columns(["footprint"]))  # the records; footprints stay text
@@ -88,7 +97,7 @@ def records_geojson(records: pa.Table, properties: dict[str, Any] | None = None)
             f'{{"type": "Feature", "id": {json.dumps(chip.id)}, "geometry": {geometry}, '
             f'"properties": {json.dumps(props)}}}'
         )
-    return '{"type": "FeatureCollection", "features": [' + ", ".join(parts) + "]}\n"
+    return parts
 
 
 def hits_geotable(hits: Sequence[Any]) -> tuple[pa.Table, np.ndarray]:
@@ -100,15 +109,58 @@ def hits_geotable(hits: Sequence[Any]) -> tuple[pa.Table, np.ndarray]:
 def geo_metadata(geometries: np.ndarray) -> dict[str, Any]:
     """The ``geo`` metadata of a geometry column (no ``crs``: OGC:CRS84, see the module docstring)."""
     present = geometries[~shapely.is_missing(geometries)] if len(geometries) else geometries
-    types = sorted({geometry.geom_type for geometry in present})
+    types = {geometry.geom_type for geometry in present}
+    return geo_column_metadata(types, shapely.total_bounds(present) if len(present) else None)
+
+
+def geo_column_metadata(types: set[str], bbox: Sequence[float] | None) -> dict[str, Any]:
+    """The ``geo`` metadata of a geometry column holding ``types`` within ``bbox`` (None: no geometry)."""
     column: dict[str, Any] = {
         "encoding": "WKB",
-        "geometry_types": types,
+        "geometry_types": sorted(types),
         "covering": {BBOX: {key: [BBOX, key] for key in ("xmin", "ymin", "xmax", "ymax")}},
     }
-    if len(present):
-        column["bbox"] = [float(value) for value in shapely.total_bounds(present)]
+    if bbox is not None:
+        column["bbox"] = [float(value) for value in bbox]
     return {"version": GEO_VERSION, "primary_column": GEOMETRY, "columns": {GEOMETRY: column}}
+
+
+class GeoParquetWriter:
+    """A GeoParquet file written a block of rows at a time (``write(table, geometries)``), in bounded memory: each
+    block is a row group; the ``geo`` metadata (geometry types, bbox of every block) goes in the footer on
+    ``close``. The caller makes the file appear atomically (``rsretrieve.result_files``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._writer: pq.ParquetWriter | None = None
+        self._types: set[str] = set()
+        self._bounds: np.ndarray | None = None
+
+    def write(self, table: pa.Table, geometries: np.ndarray) -> None:
+        """Append rows (the same columns every time) and their WGS84 geometries."""
+        data = geo_table(table, geometries)
+        geo = json.loads(data.schema.metadata[b"geo"])["columns"][GEOMETRY]
+        self._types.update(geo["geometry_types"])
+        if "bbox" in geo:
+            box = np.asarray(geo["bbox"], np.float64)
+            known = self._bounds
+            self._bounds = (
+                box if known is None else np.r_[np.minimum(known[:2], box[:2]), np.maximum(known[2:], box[2:])]
+            )
+        data = data.replace_schema_metadata(None)
+        if self._writer is None:
+            # no stored Arrow schema: readers then take the schema metadata from the footer, where ``geo`` goes last
+            self._writer = pq.ParquetWriter(self.path, data.schema, compression="zstd", store_schema=False)
+        self._writer.write_table(data.cast(self._writer.schema))
+
+    def close(self, empty: tuple[pa.Table, np.ndarray]) -> None:
+        """Write the footer with the ``geo`` metadata (``empty``: the columns of a file without rows)."""
+        if self._writer is None:
+            self.write(*empty)
+        assert self._writer is not None
+        metadata = geo_column_metadata(self._types, self._bounds)
+        self._writer.add_key_value_metadata({"geo": json.dumps(metadata)})
+        self._writer.close()
 
 
 def geo_table(table: pa.Table, geometries: np.ndarray) -> pa.Table:
@@ -187,18 +239,23 @@ def other_crs(column: dict[str, Any], path: str | Path) -> str | None:
     return None if source.to_epsg() == 4326 else source.to_wkt()
 
 
+def feature_collection(rows: Sequence[dict[str, Any]], geometries: np.ndarray) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of rows (properties) and their WGS84 shapely geometries."""
+    features = [
+        {"type": "Feature", "geometry": json.loads(shapely.to_geojson(geometry)) if geometry else None,
+         "properties": row}
+        for row, geometry in zip(rows, geometries, strict=True)
+    ]  # fmt: skip
+    return {"type": "FeatureCollection", "features": features}
+
+
 def write_features(path: str | Path, rows: Sequence[dict[str, Any]], geometries: np.ndarray) -> None:
     """Rows (flat dicts) and their WGS84 geometries as GeoJSON (``.geojson``/``.json``) or GeoParquet
     (``.parquet``), chosen by the file's suffix; written atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".geojson", ".json"):
-        features = [
-            {"type": "Feature", "geometry": json.loads(shapely.to_geojson(geometry)) if geometry else None,
-             "properties": row}
-            for row, geometry in zip(rows, geometries, strict=True)
-        ]  # fmt: skip
-        text = json.dumps({"type": "FeatureCollection", "features": features}) + "\n"
+        text = json.dumps(feature_collection(rows, geometries)) + "\n"
         atomic_write(path, lambda tmp: tmp.write_text(text))
     elif suffix in (".parquet", ".geoparquet"):
         write_geoparquet(path, pa.Table.from_pylist(list(rows)), geometries)

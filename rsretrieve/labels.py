@@ -54,6 +54,10 @@ class LabelError(UserError):
     """A labelling request that cannot be done; one line for the user."""
 
 
+class UnknownChipsError(LabelError):
+    """Chip ids that are not in the index (the service answers 404)."""
+
+
 @dataclass(frozen=True)
 class Label:
     """One chip's label for one class."""
@@ -196,8 +200,40 @@ def check_ids(store: Any, ids: Iterable[str]) -> dict[str, int]:
     unknown = [chip_id for chip_id in ids if chip_id not in found]
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise LabelError(f"{len(unknown)} unknown chip id{'s' * (len(unknown) > 1)} in {store.db}: {shown}")
+        raise UnknownChipsError(f"{len(unknown)} unknown chip id{'s' * (len(unknown) > 1)} in {store.db}: {shown}")
     return found
+
+
+def label_chips(
+    db: str | Path, store: Any, class_name: str, positive: Iterable[str], negative: Iterable[str], note: str = ""
+) -> int:
+    """Label chips by id (``label add``, ``POST /v1/labels``): every id must be in the index (nothing is written
+    otherwise) and none both positive and negative; how many labels were written."""
+    name = check_class(class_name)
+    positive, negative = list(dict.fromkeys(positive)), list(dict.fromkeys(negative))
+    if not positive and not negative:
+        raise LabelError("give chip ids to label positive and/or negative")
+    both = set(positive) & set(negative)
+    if both:
+        raise LabelError(f"chip {sorted(both)[0]} is given as both positive and negative")
+    check_ids(store, [*positive, *negative])
+    return LabelStore(db).add(
+        [Label(chip_id, name, POSITIVE, note) for chip_id in positive]
+        + [Label(chip_id, name, NEGATIVE, note) for chip_id in negative]
+    )
+
+
+def refine(
+    db: str | Path, store: Any, class_name: str, like: Iterable[str], not_like: Iterable[str]
+) -> tuple[list[str], list[str]]:
+    """``like`` and ``not_like`` chip ids of a query plus a class's labelled positives and negatives that are in the
+    index (``query --labels``, the service's ``labels``)."""
+    labelled = resolve(db, store, check_class(class_name))
+    like, not_like = list(like), list(not_like)
+    return (
+        like + [chip_id for chip_id in labelled.positive_ids if chip_id not in like],
+        not_like + [chip_id for chip_id in labelled.negative_ids if chip_id not in not_like],
+    )
 
 
 @dataclass(frozen=True)
@@ -251,27 +287,45 @@ def import_features(
     default_label: str = POSITIVE,
     note: str | None = None,
 ) -> Imported:
-    """Label every chip whose footprint intersects a feature of a vector file (polygons: interiors must overlap, a
-    shared edge is not enough; points and lines: any contact).
-
-    Class: ``class_name`` when given, else each feature's ``class`` property. Label: each feature's ``label``
-    property (positive/negative, 1/0, yes/no ...), else ``default_label``. Note: ``note``, else the feature's
-    ``note`` property, else the file name.
-    """
-    import shapely
-
-    from rsretrieve.geometry import POLYGONAL, read_features
+    """Label every chip under the features of a vector file (``label_features``; the note defaults to the file's
+    name)."""
+    from rsretrieve.geometry import read_features
 
     features = read_features(path)
     if not features:
         raise LabelError(f"{path} has no features with a geometry")
+    return label_features(db, store, features, Path(path).name, class_name, default_label, note)
+
+
+def label_features(
+    db: str | Path,
+    store: Any,
+    features: list[Any],
+    source: str,
+    class_name: str | None = None,
+    default_label: str = POSITIVE,
+    note: str | None = None,
+) -> Imported:
+    """Label every chip whose footprint intersects a feature (``geometry.Feature``; polygons: interiors must
+    overlap, a shared edge is not enough; points and lines: any contact).
+
+    Class: ``class_name`` when given, else each feature's ``class`` property. Label: each feature's ``label``
+    property (positive/negative, 1/0, yes/no ...), else ``default_label``. Note: ``note``, else the feature's
+    ``note`` property, else ``source`` (where the features came from).
+    """
+    import shapely
+
+    from rsretrieve.geometry import POLYGONAL
+
+    if not features:
+        raise LabelError(f"{source} has no features with a geometry")
     columns = store.filter_columns()
     chosen: dict[tuple[str, str], dict[int, str]] = {}  # (class, label) → fid → note
     for number, feature in enumerate(features, 1):
         props = feature.properties
         name = class_name or props.get("class")
         if not name:
-            raise LabelError(f"{Path(path).name} feature {number} has no 'class' property: give --class")
+            raise LabelError(f"{source} feature {number} has no 'class' property: give the class")
         name = check_class(str(name))
         label = parse_label(props["label"]) if props.get("label") not in (None, "") else default_label
         geometry = feature.geometry
@@ -285,7 +339,7 @@ def import_features(
         hit = shapely.intersects(geometry, shapes)
         if geometry.geom_type in POLYGONAL:
             hit &= ~shapely.touches(geometry, shapes)
-        text = note or str(props.get("note") or Path(path).name)
+        text = note or str(props.get("note") or source)
         notes = chosen.setdefault((name, label), {})
         for fid in candidates[hit].tolist():
             notes.setdefault(fid, text)
@@ -306,12 +360,27 @@ def import_features(
     return Imported(len(features), counts, conflicts)
 
 
+EXPORT_FORMATS = {".geojson": "geojson", ".json": "geojson", ".parquet": "geoparquet", ".geoparquet": "geoparquet"}
+
+
 def export_labels(db: str | Path, store: Any, class_name: str, path: str | Path) -> int:
     """Write a class's labelled chips with their footprints as GeoJSON (``.geojson``/``.json``) or GeoParquet
-    (``.parquet``); how many features."""
-    import json
+    (``.parquet``), atomically; how many features."""
+    from rsretrieve.files import atomic_write
 
-    from rsretrieve.files import atomic_write as write_atomically
+    path = Path(path)
+    form = EXPORT_FORMATS.get(path.suffix.lower())
+    if form is None:
+        raise LabelError(f"export to .geojson or .parquet (got {path.name})")
+    data, count = export_bytes(db, store, class_name, form)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return count
+
+
+def export_bytes(db: str | Path, store: Any, class_name: str, form: str) -> tuple[bytes, int]:
+    """A class's labelled chips (footprint; class, label, note, time and the chip record) as a GeoJSON or
+    GeoParquet file in memory, and how many features."""
+    import json
 
     labels = {label.id: label for label in LabelStore(db).labels(class_name)}
     if not labels:
@@ -324,19 +393,14 @@ def export_labels(db: str | Path, store: Any, class_name: str, path: str | Path)
          "time": labels[chip.id].time.isoformat() if labels[chip.id].time else None}
         for chip in chips
     ]  # fmt: skip
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".geojson", ".json"):
+    if form == "geojson":
         collection = {
             "type": "FeatureCollection",
             "features": [chip.feature(**props) for chip, props in zip(chips, properties, strict=True)],
         }
-        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(collection) + "\n"))
-    elif suffix in (".parquet", ".geoparquet"):
-        from rsretrieve.geoparquet import chips_geotable, write_geoparquet
+        return (json.dumps(collection) + "\n").encode(), len(chips)
+    if form == "geoparquet":
+        from rsretrieve.geoparquet import chips_geotable, geoparquet_bytes
 
-        table, geometries = chips_geotable(chips, properties)
-        write_geoparquet(path, table, geometries)
-    else:
-        raise LabelError(f"export to .geojson or .parquet (got {path.name})")
-    return len(chips)
+        return geoparquet_bytes(*chips_geotable(chips, properties)), len(chips)
+    raise LabelError(f"export as geojson or geoparquet (got {form!r})")

@@ -154,6 +154,7 @@ class Query:
     k: int = DEFAULT_K
     nprobe: int | None = None
     rerank: int | None = None
+    min_score: float | None = None  # only results scoring at least this
 
     def __post_init__(self) -> None:
         if not self.positives:
@@ -164,6 +165,10 @@ class Query:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise QueryError(f"{name} must be at least 1 (got {value})")
+        if self.min_score is not None and not (
+            isinstance(self.min_score, int | float) and math.isfinite(self.min_score)
+        ):
+            raise QueryError(f"the minimum score must be a number (got {self.min_score!r})")
 
     @classmethod
     def build(
@@ -181,7 +186,7 @@ class Query:
     ) -> Query:
         """A query from lists of each kind; ``weights`` maps a kind (``text``, ``not_like``...) to its parts' weight.
 
-        ``settings`` are the other fields: filters, k, nprobe, rerank.
+        ``settings`` are the other fields: filters, k, nprobe, rerank, min_score.
         """
         weights = dict(weights or {})
         if unknown := sorted(set(weights) - set(WEIGHT_KEYS)):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -34,8 +34,11 @@ EXACT_FILTER_LIMIT = 4096  # matching chips scored exactly instead of through FA
 # or up to 1/64 of the index (15.6k at 1M): there, exact scoring of 11k chips (6.7 ms) costs about what FAISS does
 # (5.6-6.7 ms at 2-22 % kept, benchmarks/results/speed-filters-cpu.json) and its recall is 1 by construction
 EXACT_FILTER_SHARE = 64
-PATHS = ("flat", "exact-filtered", "faiss-filtered", "ivfpq")  # how a search went (Results.path)
+PATHS = ("flat", "exact-filtered", "faiss-filtered", "ivfpq", "exact-scan")  # how a search went (Results.path)
 REOPEN_ATTEMPTS = 5
+MAX_RANKS = 100_000  # the deepest rank a query reaches (k, or offset + k of a page)
+RECORD_BLOCK = 10_000  # records read at a time when results stream to a file
+SCAN_BLOCK = 65_536  # vectors scored at a time by a whole-archive exact scan
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class Results:
     """The hits of a query, best first, with how they were found.
 
     ``path``: ``flat`` (exact FAISS), ``exact-filtered`` (few chips pass the filters: all scored exactly),
-    ``faiss-filtered`` (FAISS restricted to the passing chips), ``ivfpq`` (unfiltered IVF-PQ). ``candidates``: how
+    ``faiss-filtered`` (FAISS restricted to the passing chips), ``ivfpq`` (unfiltered IVF-PQ), ``exact-scan`` (every
+    stored vector scored in blocks: a k too large for IVF-PQ's candidates). ``candidates``: how
     many IVF-PQ candidates were re-ranked exactly (0 when none). ``timings``: seconds per stage.
     """
 
@@ -65,6 +69,8 @@ class Results:
     candidates: int
     timings: dict[str, float]
     version: int = 0  # the LanceDB version of the index that answered
+    offset: int = 0  # the rank (0-based) of the first hit
+    next_offset: int | None = None  # the offset of the next page, None when no result follows
 
     def __len__(self) -> int:
         return len(self.hits)
@@ -81,6 +87,41 @@ class Results:
     def chips(self) -> list[Chip]:
         """The chips of the hits, in order."""
         return [hit.chip for hit in self.hits]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The ranked fids and exact scores of a query (best first), without records: what large result sets stream
+    from (``records`` reads them block by block). ``more``: whether a result ranks after the last one."""
+
+    fids: np.ndarray
+    scores: np.ndarray
+    path: str
+    candidates: int
+    timings: dict[str, float]
+    store: ChipStore
+    more: bool = False
+
+    def __len__(self) -> int:
+        return len(self.fids)
+
+    @property
+    def version(self) -> int:
+        """The LanceDB version of the index that answered."""
+        return self.store.manifest.lance_version
+
+    def hits(self, start: int = 0, stop: int | None = None) -> list[Hit]:
+        """``Hit`` objects of ranks start..stop-1 (0-based)."""
+        fids, scores = self.fids[start:stop], self.scores[start:stop]
+        chips = self.store.chips(fids)
+        return [Hit(round(float(score), 6), chip) for score, chip in zip(scores, chips, strict=True)]
+
+    def blocks(self, size: int = RECORD_BLOCK) -> Iterator[tuple[int, np.ndarray, Any]]:
+        """(first rank, scores, records table) of every ``size`` ranks: bounded memory at any k."""
+        for start in range(0, len(self), size):
+            fids = self.fids[start : start + size]
+            scores = np.array([round(float(score), 6) for score in self.scores[start : start + size]], np.float64)
+            yield start, scores, self.store.records(fids)  # scores rounded as ``Hit`` rounds them
 
 
 @dataclass(frozen=True)
@@ -205,23 +246,45 @@ class Searcher:
         return vector
 
     # -- search -------------------------------------------------------------------------------------
-    def search(self, query: Query) -> Results:
-        """The query's k best chips among those passing its filters, with per-stage timings."""
+    def search(self, query: Query, offset: int = 0) -> Results:
+        """The query's k best chips (ranks ``offset`` … ``offset + k - 1``) among those passing its filters and
+        scoring at least its ``min_score``, with per-stage timings; ``next_offset`` when more follow."""
+        ranked = self.rank(query, offset)
+        clock = _Clock()
+        hits = ranked.hits(offset, offset + query.k)
+        clock.lap("records")
+        following = offset + query.k if ranked.more else None
+        timings = {**ranked.timings, **clock.timings}
+        return Results(hits, query, ranked.path, ranked.candidates, timings, ranked.version, offset, following)
+
+    def rank(self, query: Query, offset: int = 0) -> Ranked:
+        """fids and exact scores of the first ``offset + k`` ranks (fewer when fewer chips pass the filters and the
+        minimum score), and whether more follow. A page of a large result is the ranks of one search with
+        k = offset + k (identical pages for flat indexes and exact scans)."""
+        depth = offset + query.k
+        if offset < 0:
+            raise QueryError(f"the offset must not be negative (got {offset})")
+        if depth > MAX_RANKS:
+            asked = f"offset + k = {depth:,}" if offset else f"k = {depth:,}"
+            raise QueryError(f"results reach rank {MAX_RANKS:,} at most ({asked})")
         clock = _Clock()
         store = self.current()
         vector = self.encode(query, store).reshape(1, -1)
         clock.lap("encode")
-        scores, fids, path, candidates = self._ranked(store, vector, query, clock)
-        chips = store.chips(fids)
-        clock.lap("records")
-        hits = [Hit(round(float(score), 6), chip) for score, chip in zip(scores, chips, strict=True)]
-        return Results(hits, query, path, candidates, clock.timings, store.manifest.lance_version)
+        scores, fids, path, candidates = self._ranked(store, vector, query, depth, clock)
+        if query.min_score is not None:
+            # scores are sorted: a prefix; compared as shown (6 decimals), so a score seen in a result is kept
+            kept = int(np.count_nonzero(np.round(scores.astype(np.float64), 6) >= query.min_score))
+            scores, fids = scores[:kept], fids[:kept]
+        more = len(fids) > depth
+        return Ranked(fids[:depth], scores[:depth], path, candidates, clock.timings, store, more)
 
     def _ranked(
-        self, store: ChipStore, vector: np.ndarray, query: Query, clock: _Clock
+        self, store: ChipStore, vector: np.ndarray, query: Query, depth: int, clock: _Clock
     ) -> tuple[np.ndarray, np.ndarray, str, int]:
-        """Scores and fids of the k best (best first), the path taken, and how many candidates were re-ranked."""
-        k = query.k
+        """Scores and fids of the ``depth`` + 1 best (best first: one more tells whether more follow), the path
+        taken, and how many candidates were re-ranked."""
+        wanted = depth + 1
         approximate = ann.describe(store.index)["index_type"] != "flat"
         if len(store) == 0:
             return np.empty(0, np.float32), np.empty(0, np.int64), "flat", 0
@@ -230,19 +293,32 @@ class Searcher:
             allowed = query.filters.matching(store.filter_columns(), store)
             clock.lap("filter")
             if len(allowed) <= exact_filter_limit(len(store)):
-                scores, fids = exact_top(vector, store.vectors(allowed), allowed, k)
+                scores, fids = exact_top(vector, store.vectors(allowed), allowed, wanted)
                 clock.lap("rerank")
                 return scores, fids, "exact-filtered", 0
+        pool = len(allowed) if allowed is not None else len(store)
+        fetch = min(max(depth * (query.rerank or self.rerank_factor), wanted), len(store)) if approximate else wanted
+        if approximate and fetch > SCAN_BLOCK and fetch >= pool // 2:  # a re-rank that reads most vectors: read all
+            return self._scan(store, vector, wanted, allowed, clock)
         path = "faiss-filtered" if allowed is not None else ("ivfpq" if approximate else "flat")
-        fetch = k * (query.rerank or self.rerank_factor) if approximate else k
         scores, fids = ann.search(store.index, vector, fetch, nprobe=query.nprobe or self.nprobe, allowed_ids=allowed)
         fids = fids[0][fids[0] >= 0]
         clock.lap("ann")
         if not approximate:
             return scores[0][: len(fids)], fids, path, 0
-        scores, top = exact_top(vector, store.vectors(fids), fids, k)  # exact re-rank from the stored vectors
+        if len(fids) < min(wanted, pool):  # the probed IVF lists hold fewer chips than asked for (a large k)
+            return self._scan(store, vector, wanted, allowed, clock)
+        scores, top = rerank_top(vector, store, fids, wanted)  # exact re-rank from the stored vectors
         clock.lap("rerank")
         return scores, top, path, len(fids)
+
+    @staticmethod
+    def _scan(
+        store: ChipStore, vector: np.ndarray, k: int, allowed: np.ndarray | None, clock: _Clock
+    ) -> tuple[np.ndarray, np.ndarray, str, int]:
+        scores, fids = scan_top(vector, store, k, allowed)
+        clock.lap("scan")
+        return scores, fids, "exact-scan", 0
 
     def extent(self) -> Extent:
         """The union bbox and first and last dates of the index's chips, and how many lack either."""
@@ -275,6 +351,52 @@ def exact_top(query: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -
     scores, found = ann.exact_search(vectors, np.asarray(ids, np.int64), query, k)
     keep = found[0] >= 0
     return scores[0][keep], found[0][keep]
+
+
+def scan_top(
+    query: np.ndarray, store: ChipStore, k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over every stored vector (only ``allowed`` fids when given), a block at a time: what a large k on
+    IVF-PQ needs (its probed lists may hold fewer chips than k), in bounded memory."""
+    mask = None
+    if allowed is not None:
+        mask = np.zeros(len(store), bool)
+        mask[allowed] = True
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for first, vectors in store.vector_blocks(SCAN_BLOCK):
+            fids = np.arange(first, first + len(vectors), dtype=np.int64)
+            if mask is None:
+                yield vectors, fids
+            else:
+                rows = np.flatnonzero(mask[first : first + len(vectors)])
+                yield vectors[rows], fids[rows]
+
+    return blockwise_top(query, blocks(), k)
+
+
+def rerank_top(query: np.ndarray, store: ChipStore, fids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of candidate ``fids`` from their stored vectors, read a block at a time (bounded memory)."""
+    blocks = (
+        (store.vectors(fids[i : i + SCAN_BLOCK]), fids[i : i + SCAN_BLOCK]) for i in range(0, len(fids), SCAN_BLOCK)
+    )
+    return blockwise_top(query, blocks, k)
+
+
+def blockwise_top(
+    query: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over (vectors, fids) blocks, merged as they come: ties by fid, as ``exact_top`` orders them."""
+    best_scores, best_fids = np.empty(0, np.float32), np.empty(0, np.int64)
+    for vectors, fids in blocks:
+        scores, found = exact_top(query, vectors, fids, k)
+        if not len(best_fids):
+            best_scores, best_fids = scores, found
+            continue
+        best_scores, best_fids = np.concatenate([best_scores, scores]), np.concatenate([best_fids, found])
+        order = np.lexsort((best_fids, -best_scores))[:k]
+        best_scores, best_fids = best_scores[order], best_fids[order]
+    return best_scores, best_fids
 
 
 def query_pixels(part: Part) -> np.ndarray:

@@ -27,6 +27,7 @@ from rsretrieve.errors import UserError, one_line
 from rsretrieve.query import Filters, Part, Query
 from rsretrieve.render import MEDIA_TYPES, RENDERERS
 from rsretrieve.search import Results, query_pixels
+from rsretrieve.service.analyst_routes import analyst_routes, labelling, with_labels
 from rsretrieve.service.clip_compat import clip_routes
 from rsretrieve.service.encoding import pre_encode
 from rsretrieve.service.guard import MAX_BODY_BYTES, ApiError, Guard
@@ -90,6 +91,7 @@ def create_app(
         )
     _routes(app, indexes, metrics)
     app.include_router(clip_routes(indexes))
+    app.include_router(analyst_routes(indexes))
     return app
 
 
@@ -123,7 +125,7 @@ def _error_handlers(app: FastAPI) -> None:
 # -- search ------------------------------------------------------------------------------------------------------
 async def read_search(request: Request) -> tuple[SearchRequest, list[bytes], list[bytes]]:
     """The search request of a JSON body, or of a multipart form (files ``image`` / ``not_image``, other fields
-    as form values; ``bbox`` as ``minx,miny,maxx,maxy``, ``weights`` as JSON)."""
+    as form values; ``bbox`` as ``minx,miny,maxx,maxy``, ``weights`` and ``within`` as JSON)."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         return parse(SearchRequest, await request.body()), [], []
@@ -152,6 +154,11 @@ async def read_search(request: Request) -> tuple[SearchRequest, list[bytes], lis
                 fields[name] = json.loads(value)
             except ValueError:
                 raise ApiError(400, 'weights: give a JSON object, e.g. {"text": 2}') from None
+        elif name == "within":
+            try:
+                fields[name] = json.loads(value)
+            except ValueError:
+                raise ApiError(400, "within: give a GeoJSON Polygon or MultiPolygon") from None
         else:
             fields[name] = value
     return parse(SearchRequest, fields), files["image"], files["not_image"]
@@ -175,10 +182,11 @@ def build_query(body: SearchRequest, images: list[bytes], not_images: list[bytes
         not_like=listed(body.not_like),
         not_vectors=vector_list(body.not_vector),
         weights=body.weights,
-        filters=Filters(tuple(body.bbox) if body.bbox else None, body.start, body.end),
+        filters=Filters(tuple(body.bbox) if body.bbox else None, body.start, body.end, body.within),
         k=body.k,
         nprobe=body.nprobe,
         rerank=body.rerank,
+        min_score=body.min_score,
     )
 
 
@@ -190,6 +198,8 @@ def search_payload(served: ServedIndex, results: Results, timings: dict[str, flo
         "path": results.path,
         "candidates": results.candidates,
         "results": [{**hit.record(), "footprint": hit.chip.footprint} for hit in results.hits],
+        "offset": results.offset,
+        "next_offset": results.next_offset,
         "timings_ms": {stage: round(seconds * 1000, 3) for stage, seconds in timings.items()},
     }
 
@@ -205,6 +215,8 @@ def _routes(app: FastAPI, indexes: Indexes, metrics: Metrics) -> None:
         started = time.perf_counter()
         body, images, not_images = await read_search(request)
         served = indexes.get(body.index)
+        if body.labels:  # the class's labelled chips join the query as like / not_like
+            body = await run_in_threadpool(labelling, served, with_labels, served, body)
         timings: dict[str, float] = {"parse": time.perf_counter() - started}
         if images or not_images or body.image or body.not_image:  # base64 decoding and header checks: off the loop
             query = await run_in_threadpool(build_query, body, images, not_images)
@@ -212,7 +224,7 @@ def _routes(app: FastAPI, indexes: Indexes, metrics: Metrics) -> None:
             query = build_query(body, images, not_images)
         query = await pre_encode(served, query, timings)
         searching = time.perf_counter()
-        results = await run_in_threadpool(served.searcher.search, query)
+        results = await run_in_threadpool(served.searcher.search, query, body.offset)
         timings["search"] = time.perf_counter() - searching
         for stage, seconds in results.timings.items():
             timings["combine" if stage == "encode" else stage] = seconds

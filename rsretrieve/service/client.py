@@ -38,6 +38,16 @@ def _b64(path: str | Path) -> str:
         raise RemoteError(f"cannot read query image {path} ({error.strerror or error})") from None
 
 
+def _area(path: Path) -> Any:
+    """The GeoJSON of a ``--within`` file (the service reads GeoJSON; other formats need a local --db)."""
+    if path.suffix.lower() not in (".geojson", ".json"):
+        raise RemoteError(f"--within with --server takes a GeoJSON file (got {path.name}): or query with --db")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RemoteError(f"cannot read --within {path} ({error})") from None
+
+
 def request_body(args: Namespace, form: str) -> dict[str, Any]:
     """The ``POST /v1/search`` body of the query command's arguments."""
     body: dict[str, Any] = {
@@ -56,6 +66,9 @@ def request_body(args: Namespace, form: str) -> dict[str, Any]:
         "rerank": args.rerank,
         "index": getattr(args, "index", None),
         "format": form,
+        "labels": args.labels,
+        "within": _area(args.within) if args.within else None,
+        "min_score": args.min_score,
     }
     return {name: value for name, value in body.items() if value is not None}
 

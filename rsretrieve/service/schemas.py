@@ -71,17 +71,26 @@ class SearchRequest(BaseModel):
     index: str | None = Field(None, description="index name (default: the first served)")
     format: Format | None = Field(None, description="json (default), geojson, csv or table")
 
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _iso_date(cls, value: Any) -> Any:
-        if value is None or isinstance(value, date):
-            return value
-        if not isinstance(value, str):
-            raise ValueError("a date is a string YYYY-MM-DD")
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"'{value}' is not a date YYYY-MM-DD") from None
+    within: dict[str, Any] | None = Field(
+        None, description="GeoJSON Polygon/MultiPolygon (WGS84): footprints intersect"
+    )
+    labels: str | None = Field(None, description="a labelled class: its positives join as like, negatives as not_like")
+    offset: int = Field(0, ge=0, description="rank of the first result (0-based); offset + k ≤ 100,000")
+    min_score: float | None = Field(None, allow_inf_nan=False, description="only results scoring at least this")
+
+    _iso_date = field_validator("start", "end", mode="before")(lambda value: iso_date(value))
+
+
+def iso_date(value: Any) -> Any:
+    """A ``YYYY-MM-DD`` string as a date (pydantic validator of date fields)."""
+    if value is None or isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a date is a string YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a date YYYY-MM-DD") from None
 
 
 class EmbedRequest(BaseModel):

@@ -243,3 +243,22 @@ def test_retrain_keeps_counts_consistent(tmp_path: Path, queries) -> None:
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == info["manifest_count"] == len(vectors)
     assert info["index"]["nlist"] == ann.choose_params(len(vectors), DIM, "ivfpq").nlist
     assert recall(found(Searcher(db, model=MODEL), queries), vectors, queries, np.arange(len(vectors))) >= 0.9
+
+
+def test_a_large_k_gets_every_rank_exactly(searcher, ivfpq_index, queries, monkeypatch) -> None:
+    _, vectors = ivfpq_index
+    wanted = ann.exact_search(vectors, np.arange(COUNT), queries[0], COUNT)[1][0].tolist()
+    results = searcher.search(Query.build(vectors=[queries[0]], k=2500))  # more than the probed lists hold: a scan
+    assert results.path == "exact-scan" and [int(hit.chip.id, 16) for hit in results] == wanted[:2500]
+    assert results.next_offset == 2500
+    ranked = searcher.rank(Query.build(vectors=[queries[0]], k=COUNT))
+    assert len(ranked) == COUNT and not ranked.more and list(ranked.fids) == wanted
+    monkeypatch.setattr("rsretrieve.search.SCAN_BLOCK", 500)  # k·rerank candidates ≥ half the index: scan at once
+    assert searcher.search(Query.build(vectors=[queries[1]], k=20)).path == "exact-scan"
+
+
+def test_pages_of_an_ivfpq_search_are_ranks_of_one_search(searcher, queries) -> None:
+    whole = searcher.search(Query.build(vectors=[queries[2]], k=150))
+    page = searcher.search(Query.build(vectors=[queries[2]], k=50), offset=100)
+    assert page.path == "ivfpq" and page.offset == 100 and page.next_offset == 150
+    assert [(hit.chip.id, hit.score) for hit in page] == [(hit.chip.id, hit.score) for hit in whole.hits[100:]]
