@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from rsretrieve.errors import UserError, one_line
 
-DEMO_ARCHIVE = Path(__file__).resolve().parent / "demo_archive"  # NAIP and Landsat scenes: see its README.md
+DEMO_ARCHIVE = Path(__file__).resolve().parents[1] / "demo_archive"  # NAIP and Landsat scenes: see its README.md
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 RANDOM_WEIGHTS_WARNING = "warning: random weights: results are meaningless (for tests and speed runs only)"
@@ -800,7 +800,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_app(args: argparse.Namespace) -> int:
     """Start the Streamlit page bound to 127.0.0.1 (this process becomes the server)."""
-    page = Path(__file__).resolve().parent.parent / "app" / "search_page.py"
+    page = Path(__file__).resolve().parents[2] / "app" / "search_page.py"
     command = [
         sys.executable, "-m", "streamlit", "run", str(page),
         "--server.address", "127.0.0.1", "--server.port", str(args.port),
@@ -1000,7 +1000,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if isinstance(error, UserError) else " (set RSRETRIEVE_DEBUG=1 for a traceback)"
         print(f"error: {one_line(error)}{hint}", file=sys.stderr)
         return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

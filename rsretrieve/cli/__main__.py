@@ -1,0 +1,7 @@
+"""``python -m rsretrieve.cli ...``: the ``rsretrieve`` command."""
+
+import sys
+
+from rsretrieve.cli.entry import main
+
+sys.exit(main())
