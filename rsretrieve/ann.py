@@ -379,7 +379,9 @@ def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: i
     out_scores, out_ids = _empty_result(len(queries), k)
     chunk = max(1, EXACT_CHUNK_ELEMENTS // max(len(vectors), 1))
     for start in range(0, len(queries), chunk):
-        scores = queries[start : start + chunk] @ vectors.T
+        # one query: a matrix-vector product, which OpenBLAS runs on one thread (0.09 ms for a re-rank of 1,000×512;
+        # the threaded matrix product of 1×512 by 512×1,000 took 5-10 ms on a busy 2-core machine)
+        scores = (vectors @ queries[start])[None] if len(queries) == 1 else queries[start : start + chunk] @ vectors.T
         for row, row_scores in enumerate(scores, start=start):
             top = _top_k(row_scores, ids, k)
             out_scores[row, : len(top)] = row_scores[top]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,8 +63,8 @@ class Window:
     height: int
 
     def as_dict(self) -> dict[str, int]:
-        """The window as a plain dict (for JSON)."""
-        return asdict(self)
+        """The window as a plain dict (for JSON; spelled out: ``dataclasses.asdict`` deep-copies, 10× slower)."""
+        return {"col_off": self.col_off, "row_off": self.row_off, "width": self.width, "height": self.height}
 
 
 @dataclass(frozen=True)
