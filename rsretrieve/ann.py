@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -263,10 +265,27 @@ def _filtered_ivf_search(
 def _run_search(
     index: faiss.Index, queries: np.ndarray, k: int, params: faiss.SearchParameters | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """index.search with missing results scored -inf."""
-    scores, ids = index.search(queries, k, params=params)
+    """index.search with missing results scored -inf; one query on the calling thread alone (``_one_thread``)."""
+    with _one_thread(len(queries) == 1):
+        scores, ids = index.search(queries, k, params=params)
     scores[ids < 0] = -np.inf
     return scores, ids
+
+
+@contextmanager
+def _one_thread(active: bool) -> Iterator[None]:
+    """FAISS's OpenMP, and the OpenMP-built BLAS it ships, limited to the calling thread within the block (the
+    setting is per thread). One query gains nothing from more, and their threads spin after each call: a flat
+    search of 316 chips cost 3.8 ms of CPU instead of 0.8 ms on 2 cores."""
+    if not active:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _search_params(nprobe: int | None, selector: faiss.IDSelector | None = None) -> faiss.SearchParameters | None:
