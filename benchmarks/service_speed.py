@@ -3,7 +3,7 @@
     python benchmarks/service_speed.py [--sources ../shared/data/geotiff] [--model remoteclip-vit-b-32]
         [--large 1000000] [--clients 1 8 32] [--duration 5] [--workdir DIR] [--out FILE.json]
 
-(``--workdir``: keep the built indexes there and reuse them; the 1M IVF-PQ index takes ~10 min on 2 cores.)
+(``--workdir``: keep the built indexes there and reuse them; the 1M IVF-PQ index takes ~25 min on 2 busy cores.)
 
 Two indexes are served by one ``rsretrieve serve`` process (sharing one model): ``demo``, the real demo archive
 indexed with the model's seeded random weights, and ``large``, ``--large`` synthetic chips (8×8-chip scenes over
