@@ -72,7 +72,7 @@ class Window:
     height: int
 
     def as_dict(self) -> dict[str, int]:
-        """The window as a plain dict (for JSON; ~20× quicker than ``dataclasses.asdict``, which copies deeply)."""
+        """The window as a plain dict (for JSON; spelled out: ``dataclasses.asdict`` deep-copies, 10× slower)."""
         return {"col_off": self.col_off, "row_off": self.row_off, "width": self.width, "height": self.height}
 
 

@@ -3,7 +3,8 @@
 - With a key, every path but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer KEY`` (compared with
   ``hmac.compare_digest``) → else 401.
 - A body over ``max_body`` bytes → 413, from ``Content-Length`` before reading, or while streaming it.
-- Every request is counted per route template, status and latency (``Metrics``).
+- Every request is counted per route template, status and latency (``Metrics``), and while it is answered in
+  ``Metrics.in_flight``.
 - An unexpected exception → 500 ``{"error": "internal error: <type>"}`` (one line, no traceback; the traceback
   goes to the server log) and the service stays up.
 """
@@ -107,6 +108,7 @@ class Guard:
                     raise BodyTooLarge(self.max_body)
             return message
 
+        self.metrics.in_flight += 1
         try:
             if not self._authorised(scope):
                 await send_json(
@@ -127,6 +129,7 @@ class Guard:
             if not state["started"]:
                 await send_json(sending, 500, {"error": f"internal error: {type(error).__name__}"})
         finally:
+            self.metrics.in_flight -= 1
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             self.metrics.request(endpoint, scope.get("method", ""), state["status"], time.perf_counter() - started)

@@ -1,6 +1,7 @@
 """Prometheus metrics of the service, kept in memory and written as the text exposition format by hand.
 
 ``rsretrieve_requests_total{endpoint,method,status}``, ``rsretrieve_errors_total{endpoint,status}`` (4xx/5xx),
+``rsretrieve_requests_in_flight`` (requests being answered, the scrape included),
 ``rsretrieve_request_seconds{endpoint}`` (histogram), ``rsretrieve_search_stage_seconds{stage}`` (histogram of
 each search stage: decode, encode, combine, filter, ann, rerank, records), ``rsretrieve_encode_batch_size{kind}``
 (histogram of micro-batch sizes) and ``rsretrieve_index_chips{index}`` / ``rsretrieve_index_version{index}``.
@@ -56,6 +57,7 @@ class Metrics:
         self.stages: dict[Labels, Histogram] = {}
         self.batches: dict[Labels, Histogram] = {}
         self.gauges: list[Callable[[], Iterable[tuple[str, str, Labels, float]]]] = []
+        self.in_flight = 0  # requests being answered; changed on the event loop only (``Guard``)
 
     def request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request."""
@@ -93,7 +95,9 @@ class Metrics:
             _histograms(lines, "rsretrieve_request_seconds", "Request latency by endpoint", self.latency)
             _histograms(lines, "rsretrieve_search_stage_seconds", "Seconds per search stage", self.stages)
             _histograms(lines, "rsretrieve_encode_batch_size", "Items per micro-batched model call", self.batches)
-        gauges: dict[str, tuple[str, list[tuple[Labels, float]]]] = {}
+        gauges: dict[str, tuple[str, list[tuple[Labels, float]]]] = {
+            "rsretrieve_requests_in_flight": ("HTTP requests being answered", [((), self.in_flight)])
+        }
         for source in self.gauges:
             for name, help_text, labels, value in source():
                 gauges.setdefault(name, (help_text, []))[1].append((labels, value))

@@ -306,6 +306,28 @@ def test_exact_search_pads_and_matches_brute_force(points, queries) -> None:
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-6)
 
 
+def test_exact_search_of_one_query_matches_brute_force(points, queries) -> None:
+    for query in queries[:3]:  # one query: FAISS's kernel on this thread instead of numpy's matrix product
+        scores, ids = ann.exact_search(points, np.arange(N), query[None], K)
+        ref_scores, ref_ids = brute_force(points, query[None], K)
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_allclose(scores, ref_scores, rtol=1e-6)
+    with pytest.raises(ValueError, match="dimension"):
+        ann.exact_search(points[:, :8], np.arange(N), queries[:1], K)
+
+
+def test_one_query_searches_on_the_calling_thread_and_restores_the_setting(flat, ivfpq, points, queries) -> None:
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        for index in (flat, ivfpq):
+            one = ann.search(index, queries[:1], K)
+            assert faiss.omp_get_max_threads() == 2  # limited to one thread within the call only
+            np.testing.assert_array_equal(one[1], ann.search(index, queries[:2], K)[1][:1])  # same ids as batched
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 # GPU paths, simulated: FAISS's GPU calls are replaced by CPU clones, so the logic around them runs on CPU
 
 

@@ -353,6 +353,7 @@ def test_metrics(client: httpx.Client) -> None:
         assert f'rsretrieve_search_stage_seconds_count{{stage="{stage}"}}' in text
     assert 'rsretrieve_encode_batch_size_count{kind="text"}' in text
     assert 'rsretrieve_index_chips{index="main"} 31' in text
+    assert "rsretrieve_requests_in_flight 1" in text  # the scrape itself
 
 
 def test_api_key(servers: tuple[Server, Server], tmp_path: Path) -> None:

@@ -75,8 +75,13 @@ def test_metrics_render_prometheus_text() -> None:
     assert 'rsretrieve_encode_batch_size_bucket{kind="text",le="4"} 1' in text
 
 
-def guarded_app(key: str | None = None, max_body: int = 1000) -> TestClient:
+def guarded_app(key: str | None = None, max_body: int = 1000, metrics: Metrics | None = None) -> TestClient:
     app = FastAPI()
+    metrics = metrics or Metrics()
+
+    @app.get("/in-flight")
+    async def in_flight() -> dict[str, int]:
+        return {"in_flight": metrics.in_flight}
 
     @app.get("/boom")
     async def boom() -> None:
@@ -96,8 +101,18 @@ def guarded_app(key: str | None = None, max_body: int = 1000) -> TestClient:
 
         return JSONResponse({"error": str(error)}, status_code=error.status)
 
-    app.add_middleware(Guard, metrics=Metrics(), key=key, max_body=max_body)
+    app.add_middleware(Guard, metrics=metrics, key=key, max_body=max_body)
     return TestClient(app, raise_server_exceptions=False)
+
+
+def test_guard_counts_requests_in_flight() -> None:
+    metrics = Metrics()
+    client = guarded_app(metrics=metrics)
+    assert client.get("/in-flight").json() == {"in_flight": 1}  # the asking request itself
+    assert client.get("/boom").status_code == 500
+    assert client.post("/echo", content=b"x" * 2000).status_code == 413
+    assert metrics.in_flight == 0  # every way out, errors included, counts the request out
+    assert "rsretrieve_requests_in_flight 0" in metrics.render()
 
 
 def test_guard_turns_an_unexpected_exception_into_one_json_line_and_stays_up() -> None:
