@@ -157,13 +157,15 @@ def data_uri(png: bytes) -> str:
 
 def image_layers(hits: Sequence[Hit], images: Mapping[str, bytes | None]) -> list[pdk.Layer]:
     """One BitmapLayer per result with a thumbnail, stretched over its footprint's bbox (worst first, so that the
-    best of a stack is drawn on top)."""
+    best of a stack is drawn on top). The data URI is quoted: pydeck turns a bare string into a JS expression."""
     layers = []
     for hit in reversed(hits):
         png = images.get(hit.chip.id)
         if png is not None and hit.chip.bbox and hit.chip.footprint:
             bounds = list(hit.chip.bbox)
-            layers.append(pdk.Layer("BitmapLayer", None, id=f"chip-{hit.chip.id}", image=data_uri(png), bounds=bounds))
+            layers.append(
+                pdk.Layer("BitmapLayer", None, id=f"chip-{hit.chip.id}", image=f"'{data_uri(png)}'", bounds=bounds)
+            )
     return layers
 
 

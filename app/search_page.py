@@ -122,8 +122,8 @@ def sidebar_index(args: argparse.Namespace) -> tuple[Backend, IndexFacts] | None
     return opened, facts
 
 
-def sidebar_filters(extent) -> tuple[int, Filters]:
-    """k and the ``Filters`` (which judge the fields); dates bounded by the index's range when it is known."""
+def sidebar_filters(extent) -> tuple[int, dict]:
+    """k and the fields of ``Filters`` (which judges them); dates bounded by the index's range when it is known."""
     st.sidebar.header("Filters")
     k = st.sidebar.slider("Results (k)", 1, MAX_K, 12, key="k")
     bbox = None
@@ -146,7 +146,7 @@ def sidebar_filters(extent) -> tuple[int, Filters]:
             st.sidebar.caption(
                 f"{extent.undated:,} of {extent.chips:,} chips have no date: a date filter leaves them out."
             )
-    return k, Filters(bbox, start, end, within)
+    return k, {"bbox": bbox, "start": start, "end": end, "within": within}
 
 
 def _bbox_filter(default: tuple[float, float, float, float] | None) -> tuple[float, float, float, float]:
@@ -461,9 +461,10 @@ def main() -> None:
         st.error(message)
     try:
         extent = cached_extent(facts.name, facts.version, source)
-        k, filters = sidebar_filters(extent)
+        k, fields = sidebar_filters(extent)
         labelled = sidebar_labels(source)
         query_inputs()
+        filters = Filters(**fields)
         if st.session_state.get("classify"):
             classifier_panel.run(source, st.session_state.label_class.strip(), filters)
         show_results(k, filters, labelled)
