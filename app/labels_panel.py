@@ -60,7 +60,11 @@ def remove(backend: Backend, name: str, everything: bool) -> None:
 def sidebar_labels(backend: Backend) -> dict[str, str]:
     """The Labels panel; the current class's labels (chip id → positive/negative)."""
     st.sidebar.header("Labels")
-    listing = backend.labels()
+    try:
+        listing = backend.labels()
+    except UserError as error:  # e.g. a service without the labels endpoints: the rest of the page still works
+        st.sidebar.caption(f"Labels are not available: {one_line(error)}")
+        return {}
     classes = listing["classes"]
     st.sidebar.selectbox(
         "Class", sorted(classes), index=None, key="label_class", accept_new_options=True,
