@@ -1,4 +1,4 @@
-"""Labels on the page: the class being labelled (chosen or typed in the sidebar), the ✓ / ✗ card buttons'
+"""Labels on the page: the class being labelled (typed, or picked from the existing ones), the ✓ / ✗ card buttons'
 callback, and the sidebar panel with the class's counts, its labelled chips, removal, "refine with my labels" and
 "find them all" (the classifier, ``classifier_panel``)."""
 
@@ -39,10 +39,17 @@ def mark(backend: Backend, chip_id: str, label: str, current: str | None) -> Non
         flash(one_line(error))
 
 
+def pick_class() -> None:
+    """Pills callback: an existing class becomes the one labelled."""
+    if st.session_state.get("class_pick"):
+        st.session_state.label_class = st.session_state.class_pick
+    st.session_state.class_pick = None
+
+
 def refine(name: str) -> None:
     """Button callback: search with the class's positives and negatives."""
     st.session_state.query = None
-    st.session_state.refine = name
+    st.session_state.refine_class = name
 
 
 def remove(backend: Backend, name: str, everything: bool) -> None:
@@ -66,10 +73,14 @@ def sidebar_labels(backend: Backend) -> dict[str, str]:
         st.sidebar.caption(f"Labels are not available: {one_line(error)}")
         return {}
     classes = listing["classes"]
-    st.sidebar.selectbox(
-        "Class", sorted(classes), index=None, key="label_class", accept_new_options=True,
-        placeholder="type a new class, e.g. solar-farm", help="✓ / ✗ on a result labels it in this class",
+    st.sidebar.text_input(
+        "Class", key="label_class", placeholder="a class name, e.g. solar-farm",
+        help="✓ / ✗ on a result labels it in this class (a new name starts a new class)",
     )  # fmt: skip
+    if classes:
+        st.sidebar.pills(
+            "Classes", sorted(classes), key="class_pick", on_change=pick_class, label_visibility="collapsed"
+        )
     name = current_class()
     if name is None:
         st.sidebar.caption("Mark results ✓ (is one) or ✗ (is not) to teach a class, then refine or find them all.")

@@ -199,7 +199,7 @@ def preview(column, data: bytes, caption: str | None = None) -> None:
 def set_query(query: Query) -> None:
     """Make ``query`` the active one (no labelled class joins it)."""
     st.session_state.query = query
-    st.session_state.refine = None
+    st.session_state.refine_class = None
 
 
 def like(hit: Hit, rank: int) -> None:
@@ -417,7 +417,7 @@ def turn(step: int) -> None:
 
 def show_results(k: int, filters: Filters, labelled: dict[str, str]) -> None:
     """Search with the active request (if any) and draw the results."""
-    query, refine = st.session_state.get("query"), st.session_state.get("refine")
+    query, refine = st.session_state.get("query"), st.session_state.get("refine_class")
     if query is None and not refine:
         st.caption("Describe a place in words, upload an image, or pick “Similar” on any result.")
         return
