@@ -29,7 +29,7 @@ from rsretrieve.query import Filters, Part, Query
 
 PAGE_SIZE = 24  # cards per page; the table lists every result
 MAX_K = 1000
-CARD_PX = 256  # card width: as many per row as the window holds
+CARD_PX = 228  # card width: as many per row as the window holds
 THUMB_PX, MAP_THUMB_PX = 256, 64
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff")
 ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page icon would be fetched from Google
@@ -37,8 +37,8 @@ HOW_TO = """\
 rsretrieve index SOURCES --db PATH      # GeoTIFF / JPEG / PNG files or folders
 rsretrieve app --db PATH                # or: rsretrieve app --server http://HOST:PORT"""
 STYLE = """<style>
-.st-key-grid [data-testid="stImage"] img { aspect-ratio: 1; object-fit: cover; }
-[class*="st-key-meta-"] p { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; margin: 0; }
+.st-key-grid [data-testid="stImage"] img { aspect-ratio: 1; object-fit: cover; image-rendering: pixelated; }
+[class*="st-key-meta-"] p { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 </style>"""
 
 
@@ -83,7 +83,9 @@ def backend() -> Backend:
 
 
 def thumbnail(chip: Chip, size: int = THUMB_PX) -> bytes | None:
-    """PNG of a result's chip (None when its source cannot be read)."""
+    """PNG of a result's chip, at most ``size`` px and never enlarged (the browser scales it: a 64 px chip sent as
+    256 px was ~16× the bytes); None when its source cannot be read."""
+    size = min(size, max(chip.window.width, chip.window.height))
     return cached_png(st.session_state.index_name, chip.id, size, backend(), chip)
 
 
@@ -263,11 +265,12 @@ def results_header(found: Found, what: str) -> None:
     )
     with right.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center"):
         st.segmented_control("View", ["Cards", "Table"], default="Cards", key="view", label_visibility="collapsed")
-        for label, (render, suffix, mime) in FORMATS.items():
-            st.download_button(
-                label, lambda render=render: render(found.hits), f"results.{suffix}", mime,
-                icon=":material/download:", on_click="ignore",
-            )  # fmt: skip
+        with st.popover("Download", icon=":material/download:"):
+            for label, (render, suffix, mime) in FORMATS.items():
+                st.download_button(
+                    label, lambda render=render: render(found.hits), f"results.{suffix}", mime,
+                    on_click="ignore", width="stretch",
+                )  # fmt: skip
 
 
 def date_text(chip: Chip) -> str:
@@ -332,6 +335,9 @@ def details(chip: Chip) -> None:
         lines.append(f":material/dataset: {chip.collection or '-'} / {chip.item_id}")
     lines.append(f":material/folder_open: {chip.path}")  # the full path or URI
     st.caption("  \n".join(lines))
+    if png is not None:
+        st.download_button("Chip PNG", png, f"{chip.id}.png", "image/png", key="png", icon=":material/download:",
+                           on_click="ignore", type="tertiary")  # fmt: skip
 
 
 def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
@@ -347,11 +353,11 @@ def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
         selected = st.session_state.get("selected") == chip.id
         rank_text = f":orange[**#{rank}**]" if selected else f"**#{rank}**"
         mark_text = " · :green[✓]" if current == POSITIVE else " · :red[✗]" if current == NEGATIVE else ""
-        with st.container(key=f"meta-{chip.id}", gap=None):
-            st.markdown(f"{rank_text} · **{hit.score:.3f}** · {date_text(chip)}{mark_text}")
-            st.caption(PurePath(chip.path).name, help=chip.path)
+        with st.container(key=f"meta-{chip.id}"):
+            name = PurePath(chip.path).name
+            st.markdown(f"{rank_text} · **{hit.score:.3f}** · {date_text(chip)}{mark_text}  \n:gray[{name}]")
         with st.container(horizontal=True, wrap=False, gap="small", vertical_alignment="center"):
-            st.button("Similar", key=f"like-{chip.id}", on_click=like, args=(hit, rank), icon=":material/image_search:",
+            st.button("", key=f"like-{chip.id}", on_click=like, args=(hit, rank), icon=":material/image_search:",
                       help="More like this: search with this chip")  # fmt: skip
             for label, icon, words in ((POSITIVE, ":material/check:", "is"), (NEGATIVE, ":material/close:", "is not")):
                 prefix = "pos" if label == POSITIVE else "neg"
@@ -362,10 +368,6 @@ def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
                 )  # fmt: skip
             st.button("", key=f"map-{chip.id}", on_click=select, args=(chip.id,), icon=":material/location_on:",
                       help="Highlight on the map", type="tertiary")  # fmt: skip
-            if png is not None:
-                st.download_button("", png, f"{chip.id}.png", "image/png", key=f"png-{chip.id}",
-                                   icon=":material/download:", help="Download the chip (PNG)", on_click="ignore",
-                                   type="tertiary")  # fmt: skip
 
 
 def results_grid(hits: list[Hit], first: int, labelled: dict[str, str]) -> None:
