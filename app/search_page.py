@@ -14,6 +14,7 @@ import argparse
 import io
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
 
 import streamlit as st
@@ -31,6 +32,7 @@ PAGE_SIZE = 24  # cards per page; the table lists every result
 MAX_K = 1000
 CARD_PX = 228  # card width: as many per row as the window holds
 THUMB_PX, MAP_THUMB_PX = 256, 64
+PREFETCH_THREADS, MAX_THUMBNAILS = 8, 8192
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff")
 ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page icon would be fetched from Google
 HOW_TO = """\
@@ -71,10 +73,31 @@ def cached_extent(name: str, version: int, _backend: Backend):
     return _backend.extent()
 
 
-@st.cache_data(show_spinner=False, max_entries=4096)
-def cached_png(name: str, chip_id: str, size: int, _backend: Backend, _chip: Chip) -> bytes | None:
-    """A chip's PNG, fetched or cut once per process."""
-    return _backend.chip_png(_chip, size)
+@st.cache_resource(show_spinner=False)
+def png_store() -> dict[tuple[str, str, int], bytes | None]:
+    """Chip PNGs by (index, chip id, size), shared by every browser session of the process."""
+    return {}
+
+
+def thumbnail_size(chip: Chip, size: int) -> int:
+    """At most ``size`` px and never enlarged (the browser scales: a 64 px chip sent as 256 px was ~16× the
+    bytes)."""
+    return min(size, max(chip.window.width, chip.window.height))
+
+
+def prefetch(chips: list[Chip], size: int) -> None:
+    """Cut (or, from the service, fetch) the missing thumbnails of ``chips`` in parallel: one at a time, the
+    first page of a query spent most of its time here (rasterio and HTTP both release the GIL)."""
+    store, name, source = png_store(), st.session_state.index_name, backend()
+    missing = [chip for chip in chips if (name, chip.id, thumbnail_size(chip, size)) not in store]
+    if not missing:
+        return
+    if len(store) > MAX_THUMBNAILS:
+        store.clear()
+    with ThreadPoolExecutor(PREFETCH_THREADS) as pool:
+        pngs = list(pool.map(lambda chip: source.chip_png(chip, thumbnail_size(chip, size)), missing))
+    for chip, png in zip(missing, pngs, strict=True):
+        store[(name, chip.id, thumbnail_size(chip, size))] = png
 
 
 def backend() -> Backend:
@@ -83,10 +106,11 @@ def backend() -> Backend:
 
 
 def thumbnail(chip: Chip, size: int = THUMB_PX) -> bytes | None:
-    """PNG of a result's chip, at most ``size`` px and never enlarged (the browser scales it: a 64 px chip sent as
-    256 px was ~16× the bytes); None when its source cannot be read."""
-    size = min(size, max(chip.window.width, chip.window.height))
-    return cached_png(st.session_state.index_name, chip.id, size, backend(), chip)
+    """PNG of a result's chip (see ``thumbnail_size``); None when its source cannot be read."""
+    key = (st.session_state.index_name, chip.id, thumbnail_size(chip, size))
+    if key not in png_store():
+        prefetch([chip], size)
+    return png_store()[key]
 
 
 # --- sidebar --------------------------------------------------------------------------------------
@@ -432,6 +456,8 @@ def show_results(k: int, filters: Filters, labelled: dict[str, str]) -> None:
     results_header(found, what)
     first = pager(len(found.hits))
     shown = found.hits[first - 1 : first - 1 + PAGE_SIZE]
+    prefetch([hit.chip for hit in shown], THUMB_PX)
+    prefetch([hit.chip for hit in shown], MAP_THUMB_PX)
     map_panel(shown, first, filters.within if filters.within is not None else filters.bbox)
     st.divider()
     if st.session_state.get("view") == "Table":
