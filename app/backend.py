@@ -349,10 +349,15 @@ def part_fields(query: Query) -> dict[str, Any]:
 
 
 def filter_fields(filters: Filters, bbox: bool = True) -> dict[str, Any]:
-    """The ``/v1/search`` (``/v1/classify``: without bbox) fields of the filters that are set."""
+    """The ``/v1/search`` fields of the filters that are set (``bbox=False``: ``/v1/classify``'s, which has no
+    bbox: a bbox alone goes as a ``within`` rectangle)."""
     fields: dict[str, Any] = {}
-    if bbox and filters.bbox is not None:
+    if filters.bbox is not None and bbox:
         fields["bbox"] = list(filters.bbox)
+    elif filters.bbox is not None and filters.within is None:
+        minx, miny, maxx, maxy = filters.bbox
+        ring = [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]
+        fields["within"] = {"type": "Polygon", "coordinates": [ring]}
     if filters.start is not None:
         fields["start"] = filters.start.isoformat()
     if filters.end is not None:

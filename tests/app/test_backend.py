@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.backend import BackendError, LocalBackend, ServiceBackend, part_fields
+from app.backend import BackendError, LocalBackend, ServiceBackend, filter_fields, part_fields
 from rsretrieve.query import Filters, Part, Query
 from tests.rsretrieve.service.test_server import ENV, KEY, Server
 
@@ -100,6 +100,15 @@ def test_query_parts_become_service_fields() -> None:
     assert part_fields(query) == {
         "text": ["a"], "image": ["iVBORw=="], "like": ["c1", "c2"], "not_text": ["cloud"], "weights": {"like": 2.0},
     }  # fmt: skip
+
+
+def test_filters_become_service_fields() -> None:
+    import datetime as dt
+
+    filters = Filters(bbox=(1.0, 2.0, 3.0, 4.0), start=dt.date(2020, 1, 1))
+    assert filter_fields(filters) == {"bbox": [1.0, 2.0, 3.0, 4.0], "start": "2020-01-01"}
+    within = filter_fields(filters, bbox=False)["within"]  # /v1/classify has no bbox: the same area as a polygon
+    assert within["coordinates"][0][2] == [3.0, 4.0]
 
 
 def test_local_labels_refine_and_classify(local: LocalBackend) -> None:
