@@ -1,103 +1,178 @@
-"""rsretrieve search page: text or image queries over an index, results as thumbnails and on a map.
+"""rsretrieve search page: text or image queries over an index, results as thumbnails, a table and a map; labels,
+"refine with my labels" and a classifier layer for an analyst who looks at many results.
 
-Started by ``rsretrieve app --db PATH [--checkpoint PATH]`` (arguments after Streamlit's ``--``). The page
-builds a ``rsretrieve.query.Query``, runs it through the process's shared ``Searcher`` (safe across browser
-sessions: it keeps no per-query state) and draws the ``Results``; results are kept per browser session and keyed
-by the index version, so a commit by an indexer shows on the next rerun.
+Started by ``rsretrieve app --db PATH [--checkpoint PATH]`` (the index opened in this process) or ``rsretrieve app
+--server URL [--api-key-file F] [--index NAME]`` (a pure client of ``rsretrieve serve``: no torch, FAISS or
+LanceDB here); the arguments come after Streamlit's ``--``. Either way the page talks to an ``app.backend``
+backend, shared by every browser session of the process (it keeps no per-query state). Results are kept per
+browser session and keyed by the index version, so a commit by an indexer shows on the next rerun.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
+import math
 import sys
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePath
 
 import streamlit as st
 
+from app import classifier_panel
+from app.backend import Backend, Found, Hit, IndexFacts, LocalBackend, ServiceBackend
+from app.exports import FORMATS
 from app.footprint_map import footprint_deck, picked_id
+from app.labels_panel import MARKS, NEGATIVE, POSITIVE, mark, sidebar_labels
+from rsretrieve.chips import Chip
 from rsretrieve.errors import one_line
 from rsretrieve.query import Filters, Part, Query
-from rsretrieve.render import as_csv, as_geojson
-from rsretrieve.search import Extent, Hit, Results, Searcher
-from rsretrieve.thumbnails import chip_png
 
-GRID_COLUMNS = 4
+PAGE_SIZE = 24  # cards per page; the table lists every result
+MAX_K = 1000
+CARD_PX = 228  # card width: as many per row as the window holds
+THUMB_PX, MAP_THUMB_PX = 256, 64
+PREFETCH_THREADS, MAX_THUMBNAILS = 8, 8192
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff")
 ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page icon would be fetched from Google
 HOW_TO = """\
 rsretrieve index SOURCES --db PATH      # GeoTIFF / JPEG / PNG files or folders
-rsretrieve app --db PATH"""
+rsretrieve app --db PATH                # or: rsretrieve app --server http://HOST:PORT"""
+STYLE = """<style>
+.st-key-grid [data-testid="stImage"] img { aspect-ratio: 1; object-fit: cover; image-rendering: pixelated; }
+[class*="st-key-meta-"] p { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+</style>"""
 
 
 def page_args(argv: list[str]) -> argparse.Namespace:
-    """``--db`` and ``--checkpoint`` given after Streamlit's ``--`` (anything else is ignored)."""
+    """The page's arguments given after Streamlit's ``--`` (anything else is ignored)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--db")
     parser.add_argument("--checkpoint")
+    parser.add_argument("--server")
+    parser.add_argument("--api-key-file", type=Path)
+    parser.add_argument("--index")
     return parser.parse_known_args(argv)[0]
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def open_searcher(db: str, checkpoint: str | None) -> Searcher:
-    """One Searcher (and model) per index and checkpoint for the whole process."""
-    return Searcher(db, checkpoint=checkpoint)  # an index built with random weights gets the same seeded model
+def open_local(db: str, checkpoint: str | None) -> LocalBackend:
+    """One index (and model) per folder and checkpoint for the whole process."""
+    return LocalBackend(db, checkpoint)  # an index built with random weights gets the same seeded model
+
+
+@st.cache_resource(show_spinner=False)
+def open_service(server: str, key_file: Path | None, index: str | None) -> ServiceBackend:
+    """One client per service for the whole process."""
+    return ServiceBackend.connect(server, key_file, index)
 
 
 @st.cache_data(show_spinner=False)
-def cached_extent(db: str, version: int, _searcher: Searcher) -> Extent:
-    """The index's bbox and date range, read once per committed version."""
-    return _searcher.extent()
+def cached_extent(name: str, version: int, _backend: Backend):
+    """The index's bbox and date range (None when the backend does not know it), read once per version."""
+    return _backend.extent()
+
+
+@st.cache_resource(show_spinner=False)
+def png_store() -> dict[tuple[str, str, int], bytes | None]:
+    """Chip PNGs by (index, chip id, size), shared by every browser session of the process."""
+    return {}
+
+
+def thumbnail_size(chip: Chip, size: int) -> int:
+    """At most ``size`` px and never enlarged (the browser scales: a 64 px chip sent as 256 px was ~16× the
+    bytes)."""
+    return min(size, max(chip.window.width, chip.window.height))
+
+
+def prefetch(chips: list[Chip], size: int) -> None:
+    """Cut (or, from the service, fetch) the missing thumbnails of ``chips`` in parallel: one at a time, the
+    first page of a query spent most of its time here (rasterio and HTTP both release the GIL)."""
+    store, name, source = png_store(), st.session_state.index_name, backend()
+    missing = [chip for chip in chips if (name, chip.id, thumbnail_size(chip, size)) not in store]
+    if not missing:
+        return
+    if len(store) > MAX_THUMBNAILS:
+        store.clear()
+    with ThreadPoolExecutor(PREFETCH_THREADS) as pool:
+        pngs = list(pool.map(lambda chip: source.chip_png(chip, thumbnail_size(chip, size)), missing))
+    for chip, png in zip(missing, pngs, strict=True):
+        store[(name, chip.id, thumbnail_size(chip, size))] = png
+
+
+def backend() -> Backend:
+    """The backend of this run (set by ``sidebar_index``)."""
+    return st.session_state.backend_ref
+
+
+def thumbnail(chip: Chip, size: int = THUMB_PX) -> bytes | None:
+    """PNG of a result's chip (see ``thumbnail_size``); None when its source cannot be read."""
+    key = (st.session_state.index_name, chip.id, thumbnail_size(chip, size))
+    if key not in png_store():
+        prefetch([chip], size)
+    return png_store()[key]
 
 
 # --- sidebar --------------------------------------------------------------------------------------
 
 
-def sidebar_index(default_db: str | None, checkpoint: str | None) -> Searcher | None:
-    """Index path input and index facts; the open Searcher, or None (after saying why)."""
+def sidebar_index(args: argparse.Namespace) -> tuple[Backend, IndexFacts] | None:
+    """The index (path input, or the service) and its facts; None (after saying why) when there is none."""
     st.sidebar.header("Index")
-    db = st.sidebar.text_input("Index folder", value=default_db or "", key="db", placeholder="./demo.lance").strip()
-    if not db:
-        st.info("No index is open yet. Build one from your imagery, then open it here:", icon=":material/folder_open:")
-        st.code(HOW_TO, language="bash")
-        st.markdown("or type its folder in the sidebar. `rsretrieve demo` builds a small example index, `demo.lance`.")
-        return None
     try:
-        searcher = open_searcher(db, checkpoint)
+        if args.server:
+            opened: Backend = open_service(args.server, args.api_key_file, args.index)
+        else:
+            db = st.sidebar.text_input("Index folder", value=args.db or "", key="db", placeholder="./demo.lance")
+            if not db.strip():
+                st.info("No index is open yet. Build one, then open it here:", icon=":material/folder_open:")
+                st.code(HOW_TO, language="bash")
+                st.markdown("or type its folder in the sidebar. `rsretrieve demo` builds a small example index.")
+                return None
+            opened = open_local(db.strip(), args.checkpoint)
+        facts = opened.facts()
     except Exception as error:  # shown as one line, never a traceback
         st.error(one_line(error))
         return None
-    manifest = searcher.current().manifest
+    if args.server:
+        st.sidebar.caption(f":material/cloud: {facts.name}")
     left, right = st.sidebar.columns(2)
-    left.metric("Chips", f"{manifest.count:,}")
-    right.metric("Files", f"{manifest.files:,}")
-    index_type = manifest.index.get("index_type", "?")
-    st.sidebar.caption(f"Model **{manifest.model}** · {manifest.dim}-d vectors · {index_type} index")
-    if manifest.count == 0:
-        st.error(f"{db} holds no chips yet: add some with `rsretrieve index SOURCES --db {db}`")
+    left.metric("Chips", f"{facts.chips:,}")
+    right.metric("Files", f"{facts.files:,}")
+    st.sidebar.caption(f"Model **{facts.model}** · {facts.dim}-d vectors · {facts.index_type} index")
+    if facts.chips == 0:
+        st.error(f"{facts.name} holds no chips yet: add some with `rsretrieve index SOURCES --db PATH`")
         return None
-    return searcher
+    st.session_state.backend_ref = opened
+    st.session_state.index_name = facts.name
+    return opened, facts
 
 
-def sidebar_filters(extent: Extent) -> tuple[int, dict]:
-    """k and the filter fields for ``Filters``, which judges them (dates bounded by the index's date range)."""
+def sidebar_filters(extent) -> tuple[int, dict]:
+    """k and the fields of ``Filters`` (which judges them); dates bounded by the index's range when it is known."""
     st.sidebar.header("Filters")
-    k = st.sidebar.slider("Results (k)", 1, 100, 12, key="k")
-    bbox = _bbox_filter(extent.bbox) if st.sidebar.checkbox("Area (WGS84 bbox)", key="use_bbox") else None
+    k = st.sidebar.slider("Results (k)", 1, MAX_K, 12, key="k")
+    bbox = None
+    if st.sidebar.checkbox("Area (WGS84 bbox)", key="use_bbox"):
+        bbox = _bbox_filter(extent.bbox if extent else None)
+    within = None
+    if st.sidebar.checkbox("Area (GeoJSON polygon)", key="use_within"):
+        upload = st.sidebar.file_uploader("Polygon or MultiPolygon, WGS84", type=["geojson", "json"], key="within")
+        within = upload.getvalue().decode("utf-8", "replace") if upload is not None else None
     start = end = None
-    if extent.start is None:
+    if extent is not None and extent.start is None:
         st.sidebar.caption("No chip of this index has an acquisition date.")
     elif st.sidebar.checkbox("Acquisition dates", key="use_dates"):
         left, right = st.sidebar.columns(2)
-        limits = {"min_value": extent.start, "max_value": extent.end, "format": "YYYY-MM-DD"}
-        start = left.date_input("From", value=extent.start, key="start", **limits)
-        end = right.date_input("To", value=extent.end, key="end", **limits)
-        if extent.undated:
+        limits = {"min_value": extent.start, "max_value": extent.end} if extent else {}
+        limits["format"] = "YYYY-MM-DD"
+        start = left.date_input("From", value=extent.start if extent else None, key="start", **limits)
+        end = right.date_input("To", value=extent.end if extent else None, key="end", **limits)
+        if extent and extent.undated:
             st.sidebar.caption(
                 f"{extent.undated:,} of {extent.chips:,} chips have no date: a date filter leaves them out."
             )
-    return k, {"bbox": bbox, "start": start, "end": end}
+    return k, {"bbox": bbox, "start": start, "end": end, "within": within}
 
 
 def _bbox_filter(default: tuple[float, float, float, float] | None) -> tuple[float, float, float, float]:
@@ -135,27 +210,29 @@ def query_inputs() -> None:
                 set_query(Query((Part("image", upload.getvalue(), label=upload.name),)))
 
 
-def preview(column, data: bytes) -> None:
-    """The uploaded image as the browser can show it (a GeoTIFF or a broken file gets a note instead)."""
+def preview(column, data: bytes, caption: str | None = None) -> None:
+    """An image as the browser can show it (a GeoTIFF or a broken file gets a note instead)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
-        column.image(data, width="stretch")
+        column.image(data, width=120, caption=caption)
     except (UnidentifiedImageError, OSError, ValueError):
         column.caption("No preview for this file; it is read as the indexer reads rasters.")
 
 
 def set_query(query: Query) -> None:
-    """Make ``query`` the active one."""
+    """Make ``query`` the active one (no labelled class joins it)."""
     st.session_state.query = query
+    st.session_state.refine_class = None
 
 
 def like(hit: Hit, rank: int) -> None:
     """Button callback: "more like this" result becomes the active query."""
-    label = f"result #{rank} ({Path(hit.chip.path).name})"
+    label = f"result #{rank} ({PurePath(hit.chip.path).name})"
     set_query(Query((Part("like", hit.chip.id, label=label),)))
+    st.session_state.like_chip = hit.chip
     st.session_state.selected = hit.chip.id
 
 
@@ -164,55 +241,71 @@ def select(chip_id: str) -> None:
     st.session_state.selected = chip_id
 
 
-def respond(searcher: Searcher, query: Query) -> Results:
-    """This session's results for ``query``, searched again only when the query or the index version changed."""
-    request = (str(searcher.db), searcher.current().manifest.lance_version, query)
+def respond(query: Query | None, refine: str | None, labelled: dict[str, str], k: int, filters: Filters) -> Found:
+    """This session's results, searched again only when the request, the labels it uses or the index changed."""
+    request = (st.session_state.index_name, st.session_state.version, query, refine, k, filters)
+    request += (tuple(sorted(labelled.items())),) if refine else ()
     if st.session_state.get("request") != request:
-        st.session_state.response = searcher.search(query)
+        st.session_state.response = backend().search(query, k, filters, labels=refine)
         st.session_state.request = request
+        st.session_state.page_no = 1
     return st.session_state.response
+
+
+def describe(query: Query | None, refine: str | None, labelled: dict[str, str]) -> str:
+    """The active request in words."""
+    if refine:
+        values = list(labelled.values())
+        return f"my “{refine}” labels ({values.count(POSITIVE)} ✓, {values.count(NEGATIVE)} ✗)"
+    return query.describe() if query else ""
 
 
 # --- results --------------------------------------------------------------------------------------
 
 
-def query_preview(query: Query) -> None:
-    """What is being searched for: the uploaded image or the "like" chip above its description."""
+def query_preview(query: Query | None) -> None:
+    """What is being searched for, above the results: the uploaded image or the "like" chip, with its words."""
+    if query is None:
+        return
     part = query.positives[0]
     png = None
     if part.kind == "image":
         png = part.value
-    elif part.kind == "like" and isinstance(st.session_state.get("response"), Results):
-        found = [hit for hit in st.session_state.response.hits if hit.chip.id == part.value]
-        png = thumbnail(found[0]) if found else None
+    elif part.kind == "like" and st.session_state.get("like_chip") is not None:
+        png = thumbnail(st.session_state.like_chip, 128)
     if png is not None:
-        st.image(png, width=120, caption="Query")
+        left, right = st.columns([1, 8], vertical_alignment="center")
+        preview(left, png)
+        right.markdown(f"**Query:** {query.describe()}")
 
 
-def results_header(results: Results) -> None:
-    """Count, query, latency and the export buttons."""
+def results_header(found: Found, what: str) -> None:
+    """Count, request, latency, view switch and the downloads."""
     left, right = st.columns([3, 2], vertical_alignment="center")
-    count = len(results)
-    left.markdown(f"#### {count} result{'s' * (count != 1)} for {results.query.describe()}")
-    search_ms, encode_ms = results.search_seconds * 1000, results.timings.get("encode", 0.0) * 1000
-    left.caption(f":material/timer: {search_ms:.1f} ms search ({results.path}) · {encode_ms:.0f} ms to embed the query")
-    exports = [
-        ("GeoJSON", as_geojson(results.hits), "results.geojson", "application/geo+json"),
-        ("CSV", as_csv(results.hits), "results.csv", "text/csv"),
-    ]
-    with right.container(horizontal=True, horizontal_alignment="right"):
-        for label, data, file_name, mime in exports:
-            st.download_button(label, data, file_name, mime, icon=":material/download:", on_click="ignore")
+    count = len(found.hits)
+    left.markdown(f"#### {count} result{'s' * (count != 1)} for {what}")
+    left.caption(
+        f":material/timer: {found.search_ms:.1f} ms search ({found.path}) · {found.encode_ms:.0f} ms to embed the query"
+    )
+    with right.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center"):
+        st.segmented_control("View", ["Cards", "Table"], default="Cards", key="view", label_visibility="collapsed")
+        with st.popover("Download", icon=":material/download:"):
+            for label, (render, suffix, mime) in FORMATS.items():
+                st.download_button(
+                    label, lambda render=render: render(found.hits), f"results.{suffix}", mime,
+                    on_click="ignore", width="stretch",
+                )  # fmt: skip
 
 
-def date_text(hit: Hit) -> str:
-    """A result's acquisition date, or "no date"."""
-    return hit.chip.date.isoformat() if hit.chip.date else "no date"
+def date_text(chip: Chip) -> str:
+    """A chip's acquisition date with hyphens that do not break, or "no date"."""
+    return chip.date.isoformat().replace("-", "\u2011") if chip.date else "no date"
 
 
 def result_label(hit: Hit, rank: int) -> str:
     """Short label of a result: rank, score, date, file."""
-    return f"#{rank} · {hit.score:.3f} · {date_text(hit)} · {Path(hit.chip.path).name}"
+    date = hit.chip.date.isoformat() if hit.chip.date else "no date"
+    return f"#{rank} · {hit.score:.3f} · {date} · {PurePath(hit.chip.path).name}"
 
 
 def highlight_picked() -> None:
@@ -222,13 +315,15 @@ def highlight_picked() -> None:
         st.session_state.selected = picked
 
 
-def map_panel(results: list[Hit]) -> None:
-    """Footprints on a map, the selected one highlighted, with its details beside it."""
-    ids = [hit.chip.id for hit in results]
+def map_panel(hits: list[Hit], first: int, area: object) -> None:
+    """This page's results on a map (thumbnails at their footprints, the search area), the selected one with its
+    details beside it."""
+    ids = [hit.chip.id for hit in hits]
     if st.session_state.get("selected") not in ids:
         st.session_state.selected = ids[0]
-    labels = {hit.chip.id: result_label(hit, rank) for rank, hit in enumerate(results, 1)}
-    deck = footprint_deck(results, st.session_state.selected)
+    labels = {hit.chip.id: result_label(hit, rank) for rank, hit in enumerate(hits, first)}
+    images = {hit.chip.id: thumbnail(hit.chip, MAP_THUMB_PX) for hit in hits}
+    deck = footprint_deck(hits, st.session_state.selected, images, area, first)
     map_column, detail_column = st.columns([3, 1])
     with map_column:
         if deck is None:
@@ -237,8 +332,7 @@ def map_panel(results: list[Hit]) -> None:
             st.pydeck_chart(deck, height=420, on_select=highlight_picked, selection_mode="single-object", key="map")
     with detail_column:
         st.selectbox("Highlighted on the map", ids, format_func=labels.get, key="selected")
-        chosen = results[ids.index(st.session_state.selected)]
-        details(chosen)
+        details(hits[ids.index(st.session_state.selected)].chip)
 
 
 def centre(bbox: list[float]) -> str:
@@ -247,22 +341,15 @@ def centre(bbox: list[float]) -> str:
     return f"{abs(lat):.4f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.4f}° {'E' if lon >= 0 else 'W'}"
 
 
-def thumbnail(hit: Hit) -> bytes | None:
-    """PNG of a result's chip, read with the bands the index was built with."""
-    bands = st.session_state.get("bands")
-    return chip_png(hit.chip, tuple(bands) if bands else None)
-
-
-def details(hit: Hit) -> None:
+def details(chip: Chip) -> None:
     """Where and when the highlighted chip is."""
-    png = thumbnail(hit)
+    png = thumbnail(chip)
     if png is not None:
         st.image(png, width="stretch")
-    chip = hit.chip
     window = chip.window
-    st.markdown(f"**{Path(chip.path).name}**")
+    st.markdown(f"**{PurePath(chip.path).name}**")
     lines = [
-        f":material/calendar_today: {date_text(hit)}",
+        f":material/calendar_today: {date_text(chip)}",
         f":material/crop_free: {window.width}×{window.height} px at {window.col_off}, {window.row_off}"
         if window is not None
         else ":material/hub: imported embedding (no image)",
@@ -274,13 +361,17 @@ def details(hit: Hit) -> None:
         lines.append(f":material/dataset: {chip.collection or '-'} / {chip.item_id}")
     lines.append(f":material/folder_open: {chip.path}")  # the full path or URI
     st.caption("  \n".join(lines))
+    if png is not None:
+        st.download_button("Chip PNG", png, f"{chip.id}.png", "image/png", key="png", icon=":material/download:",
+                           on_click="ignore", type="tertiary")  # fmt: skip
 
 
-def result_card(hit: Hit, rank: int) -> None:
-    """Thumbnail, score, date, source file, and the card's actions."""
+def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
+    """Thumbnail, rank, score, date, source file, and the card's actions on one line."""
     chip = hit.chip
-    with st.container(border=True):
-        png = thumbnail(hit)
+    current = labelled.get(chip.id)
+    with st.container(border=True, width=CARD_PX, gap="small"):
+        png = thumbnail(chip)
         if png is None and chip.window is None:
             st.caption(":material/hub: imported embedding: no image")
         elif png is None:
@@ -289,64 +380,94 @@ def result_card(hit: Hit, rank: int) -> None:
             st.image(png, width="stretch")
         selected = st.session_state.get("selected") == chip.id
         rank_text = f":orange[**#{rank}**]" if selected else f"**#{rank}**"
-        st.markdown(f"{rank_text} · score **{hit.score:.3f}** · {date_text(hit)}")
-        st.caption(Path(chip.path).name)
-        with st.container(horizontal=True, gap="small"):
-            st.button(
-                "More like this",
-                key=f"like-{chip.id}",
-                on_click=like,
-                args=(hit, rank),
-                icon=":material/image_search:",
-            )
-            st.button(
-                "",
-                key=f"map-{chip.id}",
-                on_click=select,
-                args=(chip.id,),
-                icon=":material/location_on:",
-                help="Highlight on the map",
-                type="tertiary",
-            )
-            if png is not None:
-                st.download_button(
-                    "",
-                    png,
-                    f"{chip.id}.png",
-                    "image/png",
-                    key=f"png-{chip.id}",
-                    icon=":material/download:",
-                    help="Download the chip (PNG)",
-                    on_click="ignore",
-                    type="tertiary",
-                )
+        mark_text = " · :green[✓]" if current == POSITIVE else " · :red[✗]" if current == NEGATIVE else ""
+        with st.container(key=f"meta-{chip.id}"):
+            name = PurePath(chip.path).name
+            st.markdown(f"{rank_text} · **{hit.score:.3f}** · {date_text(chip)}{mark_text}  \n:gray[{name}]")
+        with st.container(horizontal=True, wrap=False, gap="small", vertical_alignment="center"):
+            st.button("", key=f"like-{chip.id}", on_click=like, args=(hit, rank), icon=":material/image_search:",
+                      help="More like this: search with this chip")  # fmt: skip
+            for label, icon, words in ((POSITIVE, ":material/check:", "is"), (NEGATIVE, ":material/close:", "is not")):
+                prefix = "pos" if label == POSITIVE else "neg"
+                st.button(
+                    "", key=f"{prefix}-{chip.id}", on_click=mark, args=(backend(), chip.id, label, current),
+                    icon=icon, type="primary" if current == label else "secondary",
+                    help=f"Label: this {words} one of the class chosen in the sidebar (again: unlabel)",
+                )  # fmt: skip
+            st.button("", key=f"map-{chip.id}", on_click=select, args=(chip.id,), icon=":material/location_on:",
+                      help="Highlight on the map", type="tertiary")  # fmt: skip
 
 
-def results_grid(results: list[Hit]) -> None:
-    """Result cards, GRID_COLUMNS per row."""
-    for start in range(0, len(results), GRID_COLUMNS):
-        columns = st.columns(GRID_COLUMNS)
-        for offset, result in enumerate(results[start : start + GRID_COLUMNS]):
-            with columns[offset]:
-                result_card(result, start + offset + 1)
+def results_grid(hits: list[Hit], first: int, labelled: dict[str, str]) -> None:
+    """Result cards flowing in rows: as many per row as the window is wide."""
+    with st.container(horizontal=True, key="grid", gap="small"):
+        for rank, hit in enumerate(hits, first):
+            result_card(hit, rank, labelled)
 
 
-def show_results(searcher: Searcher, k: int, filter_fields: dict) -> None:
-    """Search with the active query (if any) and draw the results."""
-    query = st.session_state.get("query")
-    if query is None:
-        st.caption("Describe a place in words, upload an image, or pick “More like this” on any result.")
+def pick_row() -> None:
+    """Highlight the result of the table row clicked."""
+    rows = st.session_state.table.selection.rows
+    if rows:
+        st.session_state.selected = st.session_state.response.hits[rows[0]].chip.id
+        st.session_state.page_no = rows[0] // PAGE_SIZE + 1
+
+
+def results_table(hits: list[Hit], labelled: dict[str, str]) -> None:
+    """Every result as one table row; a click on a row shows it on the map (on its page)."""
+    rows = [
+        {"rank": rank, "score": round(hit.score, 4), "date": hit.chip.date.isoformat() if hit.chip.date else "",
+         "label": MARKS.get(labelled.get(hit.chip.id, ""), ""), "file": PurePath(hit.chip.path).name,
+         "chip": hit.chip.id}
+        for rank, hit in enumerate(hits, 1)
+    ]  # fmt: skip
+    st.dataframe(rows, hide_index=True, key="table", on_select=pick_row, selection_mode="single-row", height=420)
+
+
+def pager(count: int) -> int:
+    """Previous / next buttons when the results fill more than one page; the first rank of this page."""
+    pages = math.ceil(count / PAGE_SIZE)
+    page_no = min(max(st.session_state.get("page_no", 1), 1), pages)
+    st.session_state.page_no = page_no
+    if pages > 1:
+        first, last = (page_no - 1) * PAGE_SIZE + 1, min(page_no * PAGE_SIZE, count)
+        with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+            st.button("", key="prev-page", icon=":material/chevron_left:", disabled=page_no == 1,
+                      on_click=turn, args=(-1,), help="Previous page")  # fmt: skip
+            st.markdown(f"Results **{first}–{last}** of {count} · page {page_no} of {pages}")
+            st.button("", key="next-page", icon=":material/chevron_right:", disabled=page_no == pages,
+                      on_click=turn, args=(1,), help="Next page")  # fmt: skip
+    return (page_no - 1) * PAGE_SIZE + 1
+
+
+def turn(step: int) -> None:
+    """Pager callback."""
+    st.session_state.page_no = st.session_state.get("page_no", 1) + step
+
+
+def show_results(k: int, filters: Filters, labelled: dict[str, str]) -> None:
+    """Search with the active request (if any) and draw the results."""
+    query, refine = st.session_state.get("query"), st.session_state.get("refine_class")
+    if query is None and not refine:
+        st.caption("Describe a place in words, upload an image, or pick “Similar” on any result.")
         return
-    st.session_state.bands = searcher.current().manifest.bands
-    results = respond(searcher, dataclasses.replace(query, k=k, filters=Filters(**filter_fields)))
+    found = respond(query, refine, labelled, k, filters)
+    what = describe(query, refine, labelled)
     query_preview(query)
-    if not results.hits:
-        st.info(f"No chips match {query.describe()} with these filters.", icon=":material/search_off:")
+    if not found.hits:
+        st.info(f"No chips match {what} with these filters.", icon=":material/search_off:")
         return
-    results_header(results)
-    map_panel(results.hits)
+    results_header(found, what)
+    first = pager(len(found.hits))
+    shown = found.hits[first - 1 : first - 1 + PAGE_SIZE]
+    prefetch([hit.chip for hit in shown], THUMB_PX)
+    prefetch([hit.chip for hit in shown], MAP_THUMB_PX)
+    map_panel(shown, first, filters.within if filters.within is not None else filters.bbox)
     st.divider()
-    results_grid(results.hits)
+    if st.session_state.get("view") == "Table":
+        results_table(found.hits, labelled)
+    else:
+        results_grid(shown, first, labelled)
 
 
 # --- page -----------------------------------------------------------------------------------------
@@ -355,21 +476,33 @@ def show_results(searcher: Searcher, k: int, filter_fields: dict) -> None:
 def main() -> None:
     """The whole page."""
     st.set_page_config(page_title="rsretrieve · search", page_icon=str(ICON), layout="wide")
+    st.html(STYLE)
     args = page_args(sys.argv[1:])
     st.title(":material/satellite_alt: rsretrieve")
     st.caption("Search remote-sensing imagery by description or by example — RemoteCLIP · GeoRSCLIP · FAISS")
-    searcher = sidebar_index(args.db, args.checkpoint)
-    if searcher is None:
+    opened = sidebar_index(args)
+    if opened is None:
         return
-    if searcher.model.random_weights:
+    source, facts = opened
+    st.session_state.version = facts.version
+    if facts.random_weights:
         st.warning(
             "This index was built with **random weights**: the results are meaningless.", icon=":material/warning:"
         )
+    if message := st.session_state.pop("flash", None):
+        st.error(message)
     try:
-        extent = cached_extent(str(searcher.db), searcher.current().manifest.lance_version, searcher)
-        k, filter_fields = sidebar_filters(extent)
+        extent = cached_extent(facts.name, facts.version, source)
+        k, fields = sidebar_filters(extent)
+        labelled = sidebar_labels(source)
         query_inputs()
-        show_results(searcher, k, filter_fields)
+        filters = Filters(**fields)
+        if st.session_state.get("classify"):
+            classifier_panel.run(source, st.session_state.label_class.strip(), filters)
+        show_results(k, filters, labelled)
+        if "classified" in st.session_state:
+            st.divider()
+            classifier_panel.show(filters.within if filters.within is not None else filters.bbox)
     except Exception as error:  # one line for the user, never a traceback
         st.error(one_line(error))
 

@@ -153,15 +153,88 @@ def click_footprint(page, offset: tuple[float, float], rank: int, attempts: int 
     return selected.input_value()
 
 
+FIRST_QUERY_JS = """() => {
+    const images = [...document.querySelectorAll('[data-testid=stImage] img')];
+    const resources = performance.getEntriesByType('resource');
+    const kb = (entries) => Math.round(entries.reduce((total, e) => total + e.transferSize, 0) / 1024);
+    const sum = (entries) => ({count: entries.length, kb: kb(entries)});
+    return {
+        images_complete: images.every((img) => img.complete && img.naturalWidth > 0),
+        media: sum(resources.filter((e) => e.name.includes('/media/'))),
+        scripts: sum(resources.filter((e) => e.initiatorType === 'script' || e.name.endsWith('.js'))),
+    };
+}"""
+NARROW = {"width": 420, "height": 900}
+IMAGES_COMPLETE = "() => [...document.querySelectorAll('[data-testid=stImage] img')].every((img) => img.complete)"
+
+
+def card_columns(page) -> int:
+    """How many result cards sit side by side in the first row."""
+    boxes = [box for box in (card.bounding_box() for card in page.locator("[class*='st-key-meta-']").all()) if box]
+    return sum(1 for box in boxes if abs(box["y"] - boxes[0]["y"]) < 2) if boxes else 0
+
+
+def full_screenshot(page, path: Path, viewport: dict) -> None:
+    """The whole page at ``viewport``'s width (Streamlit scrolls inside its main container)."""
+    page.set_viewport_size(viewport)
+    page.wait_for_timeout(800)
+    page.set_viewport_size({**viewport, "height": max(viewport["height"], page.evaluate(CONTENT_HEIGHT))})
+    page.wait_for_timeout(1000)  # let the map and images settle at the new size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+
+
+def label_and_classify(page, positives: int = 3, negatives: int = 2) -> dict:
+    """Type a class, mark results ✓ and ✗ on their cards, press "Find all": the sidebar's counts and the
+    classifier's summary line."""
+    from playwright.sync_api import expect
+
+    box = page.get_by_label("Class", exact=True)
+    box.fill(f"river-{os.getpid()}")  # a class of its own: labels stay in the index folder
+    box.press("Enter")
+    page.get_by_text("Mark results ✓").wait_for(state="detached")  # the class is taken
+    for index in range(positives):
+        page.locator("[class*='st-key-pos-'] button:visible").nth(index).click()
+        expect(page.get_by_text(f"{index + 1} ✓ · 0 ✗")).to_be_visible(timeout=30_000)
+    for index in range(negatives):
+        page.locator("[class*='st-key-neg-'] button:visible").nth(positives + index).click()
+        expect(page.get_by_text(f"{positives} ✓ · {index + 1} ✗")).to_be_visible(timeout=30_000)
+    page.locator(".st-key-classify button:visible").first.click()
+    page.get_by_text("across the index").wait_for()
+    page.get_by_text("chips score ≥").wait_for()
+    layer = page.locator("[data-testid='stDeckGlJsonChart'] canvas")
+    page.wait_for_function("() => document.querySelectorAll(\"[data-testid='stDeckGlJsonChart'] canvas\").length >= 2")
+    summary = page.locator("[data-testid=stCaptionContainer]", has_text="chips score ≥").first.inner_text()
+    return {"labels": f"{positives} ✓ · {negatives} ✗", "classifier": summary, "maps": layer.count()}
+
+
+def table_and_pages(page) -> dict:
+    """Table view, then k = 1000 and the second page of cards: what each shows."""
+    page.get_by_text("Table", exact=True).first.click()
+    table = page.locator("[data-testid=stDataFrame]:visible").first
+    table.wait_for()
+    page.get_by_text("Cards", exact=True).first.click()
+    slider = page.get_by_role("slider").first
+    slider.evaluate("element => element.focus()")  # the thumb is never "stable" enough for a click
+    page.keyboard.press("End")
+    page.get_by_text(re.compile(r"Results 1–24 of \d+")).first.wait_for()
+    page.locator("[class*=st-key-next-page] button:visible").first.click()
+    second = page.get_by_text(re.compile(r"Results 25–48 of \d+")).first
+    second.wait_for()
+    return {"table": True, "paged": second.inner_text()}
+
+
 def query_and_screenshot(
     url: str,
     query: str,
     out: Path,
     chromium: str,
     click: tuple[int, tuple[float, float]] | None,
+    narrow_out: Path | None = None,
     timeout: float = 90,
 ) -> dict:
-    """Open the page, run a text query, wait for the thumbnails, click a footprint and save a screenshot."""
+    """Open the page, run a text query (timing the first one in this browser session), click a footprint, label
+    results and run the classifier, take the wide (and narrow) screenshots, then try the table and the pages."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -179,25 +252,52 @@ def query_and_screenshot(
             box.fill(query)
             box.press("Enter")
             page.get_by_text("results for").wait_for()
+            shown = time.monotonic()
             page.locator("[data-testid='stImage'] img").last.wait_for()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete)"
+            )
+            images = time.monotonic()
+            page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for()
+            mapped = time.monotonic()
             page.wait_for_load_state("networkidle")
             answered = time.monotonic()
+            first_query = page.evaluate(FIRST_QUERY_JS)
             errors = page.locator("[data-testid='stAlertContentError']")
             if errors.count():
                 raise RuntimeError(f"the page shows an error: {errors.first.inner_text()}")
             highlighted = click_footprint(page, click[1], click[0]) if click else None
-            out.parent.mkdir(parents=True, exist_ok=True)
-            page.set_viewport_size({**VIEWPORT, "height": max(VIEWPORT["height"], page.evaluate(CONTENT_HEIGHT))})
-            page.wait_for_timeout(500)  # let the map and images settle at the new size
-            page.screenshot(path=str(out))
+            wide_columns = card_columns(page)
+            try:
+                analyst = label_and_classify(page)
+            except Exception:
+                full_screenshot(page, out.with_name(out.stem + "-failed.png"), VIEWPORT)  # what the page showed
+                raise
+            full_screenshot(page, out, VIEWPORT)
+            narrow_columns = None
+            if narrow_out is not None:
+                full_screenshot(page, narrow_out, NARROW)
+                narrow_columns = card_columns(page)
+                page.set_viewport_size(VIEWPORT)
+            browsing = table_and_pages(page)
         finally:
             browser.close()
     return {
         "page_seconds": round(loaded - started, 2),
         "query_seconds": round(answered - loaded, 2),
+        "first_query": {
+            "results_text_s": round(shown - loaded, 2),
+            "images_loaded_s": round(images - loaded, 2),
+            "map_drawn_s": round(mapped - loaded, 2),
+            "network_idle_s": round(answered - loaded, 2),
+            **first_query,
+        },
         "outside_requests": outside,
         "clicked_rank": click[0] if click else None,
         "highlighted": highlighted,
+        "card_columns": {"wide": wide_columns, "narrow": narrow_columns},
+        **analyst,
+        **browsing,
     }
 
 
@@ -207,12 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", required=True, type=Path, help="index folder")
     parser.add_argument("--query", default="a river crossing farmland")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"screenshot PNG (default {DEFAULT_OUT})")
+    parser.add_argument("--narrow-out", type=Path, help="also a screenshot 420 px wide (a phone) to this PNG")
     parser.add_argument("--port", type=int, help="default: a free port")
     parser.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default {CHROMIUM})")
     args = parser.parse_args(argv)
     click = footprint_to_click(args.db, args.query)
     with running_app(args.db, args.port or free_port()) as url:
-        timings = query_and_screenshot(url, args.query, args.out, args.chromium, click)
+        timings = query_and_screenshot(url, args.query, args.out, args.chromium, click, args.narrow_out)
     print(json.dumps({**timings, "screenshot": str(args.out)}))
     return 0
 

@@ -103,11 +103,10 @@ def spatial_groups(store: Any, fids: np.ndarray, cell_degrees: float) -> np.ndar
     columns = store.filter_columns()
     x = (columns.minx[fids] + columns.maxx[fids]) / 2
     y = (columns.miny[fids] + columns.maxy[fids]) / 2
-    groups = np.array(
-        [f"{int(np.floor(a / cell_degrees))}:{int(np.floor(b / cell_degrees))}" for a, b in zip(x, y, strict=True)],
-        object,
-    )
     unplaced = np.flatnonzero(np.isnan(x) | np.isnan(y))
+    cells_x = np.floor(np.nan_to_num(x) / cell_degrees).astype(np.int64)  # unplaced chips are named below
+    cells_y = np.floor(np.nan_to_num(y) / cell_degrees).astype(np.int64)
+    groups = np.array([f"{a}:{b}" for a, b in zip(cells_x.tolist(), cells_y.tolist(), strict=True)], object)
     if len(unplaced):
         groups[unplaced] = [f"file:{chip.path}" for chip in store.chips(fids[unplaced])]
     return groups

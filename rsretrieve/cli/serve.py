@@ -17,11 +17,22 @@ def add_app_parser(commands: argparse._SubParsersAction) -> None:
     add_db_option(app, help="index folder or s3:// URI to open")
     app.add_argument("--port", type=positive_int, default=8501)
     app.add_argument("--checkpoint", type=Path, help="local weights file")
+    app.add_argument("--server", metavar="URL", help="a pure client of `rsretrieve serve` at URL (no --db)")
+    app.add_argument("--api-key-file", type=Path, help="with --server: its API key (else $RSRETRIEVE_API_KEY)")
+    app.add_argument("--index", metavar="NAME", help="with --server: the served index (default: the first)")
 
 
 def cmd_app(args: argparse.Namespace) -> int:
     """Start the Streamlit page bound to 127.0.0.1 (this process becomes the server)."""
     page = Path(__file__).resolve().parents[2] / "app" / "search_page.py"
+    if args.server and (args.db or args.checkpoint):
+        raise CliError("give either --db (and --checkpoint) or --server, not both")
+    if not args.server and (args.api_key_file or args.index):
+        raise CliError("--api-key-file and --index apply to --server only")
+    if args.server and not args.server.startswith(("http://", "https://")):
+        raise CliError(f"--server must be an http:// or https:// URL (got '{args.server}')")
+    if args.api_key_file and not args.api_key_file.is_file():
+        raise CliError(f"API key file not found: {args.api_key_file}")
     command = [
         sys.executable, "-m", "streamlit", "run", str(page),
         "--server.address", "127.0.0.1", "--server.port", str(args.port),
@@ -32,6 +43,9 @@ def cmd_app(args: argparse.Namespace) -> int:
         command += ["--db", str(args.db)]
     if args.checkpoint:
         command += ["--checkpoint", str(args.checkpoint)]
+    for flag, value in (("--server", args.server), ("--api-key-file", args.api_key_file), ("--index", args.index)):
+        if value:
+            command += [flag, str(value)]
     print(f"rsretrieve search page: http://127.0.0.1:{args.port}", file=sys.stderr, flush=True)
     os.execv(sys.executable, command)
 

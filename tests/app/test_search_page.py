@@ -35,7 +35,7 @@ def search(page: AppTest, text: str) -> AppTest:
 
 def results(page: AppTest) -> list:
     """The chips of the results the page shows now."""
-    return page.session_state["response"].chips
+    return [hit.chip for hit in page.session_state["response"].hits]
 
 
 def upload(page: AppTest, name: str, data: bytes) -> AppTest:
@@ -80,7 +80,7 @@ def test_text_query_fills_the_grid_with_k_results(page: AppTest) -> None:
     assert len(page.image) == 7 + 1  # card thumbnails and the highlighted chip
     assert any("7 results for “a river crossing farmland”" in markdown.value for markdown in page.markdown)
     assert any("ms search" in caption.value for caption in page.caption)
-    assert [button.label for button in page.get("download_button")][:2] == ["GeoJSON", "CSV"]
+    assert [button.label for button in page.get("download_button")][:3] == ["GeoJSON", "GeoParquet", "CSV"]
     assert len(page.get("deck_gl_json_chart")) == 1
 
 
