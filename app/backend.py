@@ -12,16 +12,16 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from rsretrieve.chips import Chip, Window
 from rsretrieve.errors import UserError
+from rsretrieve.hits import Hit
 from rsretrieve.query import Filters, Part, Query
+from rsretrieve.service.client import RemoteError, api_key, call
 
 TIMEOUT_S = 120.0
 SEARCH_STAGES = ("combine", "filter", "ann", "rerank", "records")
@@ -29,18 +29,6 @@ SEARCH_STAGES = ("combine", "filter", "ann", "rerank", "records")
 
 class BackendError(UserError):
     """The index or the service cannot answer; one line for the page."""
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One result: a score (similarity or classifier probability) and its chip."""
-
-    score: float
-    chip: Chip
-
-    def record(self) -> dict[str, Any]:
-        """Score and the chip's record (the service's and ``--json``'s shape)."""
-        return {"score": self.score, **self.chip.record()}
 
 
 @dataclass(frozen=True)
@@ -218,12 +206,6 @@ class LocalBackend:
 # --- over HTTP ------------------------------------------------------------------------------------
 
 
-def _api_key(path: Path | None) -> str | None:
-    from rsretrieve.service.client import api_key
-
-    return api_key(path)
-
-
 class ServiceBackend:
     """One index of ``rsretrieve serve`` at ``server`` (``index``: its name; None: the service's default)."""
 
@@ -238,31 +220,15 @@ class ServiceBackend:
     @classmethod
     def connect(cls, server: str, key_file: Path | None = None, index: str | None = None) -> ServiceBackend:
         """A backend with the key of ``key_file``, else of $RSRETRIEVE_API_KEY."""
-        return cls(server, _api_key(key_file), index)
+        return cls(server, api_key(key_file), index)
 
     def _call(self, method: str, route: str, body: dict | None = None, params: dict | None = None) -> Any:
         """JSON (or, for images, bytes) of one request; BackendError with the service's one-line error."""
-        query = {name: value for name, value in (params or {}).items() if value is not None}
-        url = self.server + route + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data, headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-                kind = response.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode("utf-8", "replace")
-            try:
-                detail = json.loads(detail)["error"]
-            except (ValueError, KeyError, TypeError):
-                detail = " ".join(detail.split())[:200] or error.reason
-            raise BackendError(f"the service at {self.server} answered {error.code}: {detail}") from None
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", None) or error
-            raise BackendError(f"cannot reach the rsretrieve service at {self.server} ({reason})") from None
+            payload, headers = call(self.server, method, route, body, self.key, params, self.timeout)
+        except RemoteError as error:
+            raise BackendError(str(error)) from None
+        kind = headers.get("Content-Type", "")
         return json.loads(payload) if kind.startswith("application/json") else payload
 
     def facts(self) -> IndexFacts:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rsretrieve.chips import BBOX_FIELDS, WINDOW_FIELDS
-from rsretrieve.search import Hit
+from rsretrieve.hits import Hit
 
 CSV_COLUMNS = ["rank", "score", "id", "path", "date", "crs", *WINDOW_FIELDS, *BBOX_FIELDS, "item_id", "collection"]
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from rsretrieve import ann
 from rsretrieve.chips import Chip, day_date
+from rsretrieve.hits import Hit
 from rsretrieve.imported import VectorOnlyModel, is_vector_only, refuse_encoding
 from rsretrieve.query import Part, Query, QueryError, combine
 from rsretrieve.store import ChipStore, StoreError, check_same_model
@@ -39,18 +40,6 @@ REOPEN_ATTEMPTS = 5
 MAX_RANKS = 100_000  # the deepest rank a query reaches (k, or offset + k of a page)
 RECORD_BLOCK = 10_000  # records read at a time when results stream to a file
 SCAN_BLOCK = 65_536  # vectors scored at a time by a whole-archive exact scan
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One matching chip and its cosine similarity to the query."""
-
-    score: float
-    chip: Chip
-
-    def record(self) -> dict[str, Any]:
-        """Score and the chip's machine-readable record."""
-        return {"score": self.score, **self.chip.record()}
 
 
 @dataclass(frozen=True)

@@ -184,7 +184,7 @@ def result() -> Callable[..., object]:
     import datetime as dt
 
     from rsretrieve.chips import Chip, Window
-    from rsretrieve.search import Hit
+    from rsretrieve.hits import Hit
 
     def make(chip_id: str, score: float = 0.5, georeferenced: bool = True) -> Hit:
         chip = Chip(

@@ -10,7 +10,13 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PACKAGES = ("rsretrieve", "indexer", "app")
 APP_MAY_USE = {"rsretrieve.errors", "rsretrieve.query", "rsretrieve.render", "rsretrieve.search", "rsretrieve.chips"}
-APP_MAY_USE |= {"rsretrieve.thumbnails", "rsretrieve.labels", "rsretrieve.classify", "rsretrieve.geoparquet"}
+APP_MAY_USE |= {
+    "rsretrieve.hits",
+    "rsretrieve.thumbnails",
+    "rsretrieve.labels",
+    "rsretrieve.classify",
+    "rsretrieve.geoparquet",
+}
 APP_MAY_USE |= {"rsretrieve.service.client"}  # the API key rules of `rsretrieve query --server`
 CLI = "rsretrieve.cli"  # the composition root: a package whose modules alone print and may load indexer/ lazily
 

@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from argparse import Namespace
 from pathlib import Path
@@ -83,13 +84,24 @@ def api_key(path: Path | None) -> str | None:
     return os.environ.get(KEY_ENV) or None
 
 
-def post(server: str, route: str, body: dict[str, Any], key: str | None, timeout: float = TIMEOUT_S):
-    """POST JSON; returns (body bytes, headers). Raises RemoteError with the service's one-line error."""
-    url = server.rstrip("/") + route
-    headers = {"Content-Type": "application/json"}
+def call(
+    server: str,
+    method: str,
+    route: str,
+    body: dict[str, Any] | None,
+    key: str | None,
+    params: dict[str, Any] | None = None,
+    timeout: float = TIMEOUT_S,
+):
+    """One request (JSON body when given, query parameters without None values); returns (body bytes, headers).
+    Raises RemoteError with the service's one-line error."""
+    query = {name: value for name, value in (params or {}).items() if value is not None}
+    url = server.rstrip("/") + route + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read(), response.headers
@@ -103,6 +115,11 @@ def post(server: str, route: str, body: dict[str, Any], key: str | None, timeout
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
         raise RemoteError(f"cannot reach the rsretrieve service at {server} ({reason})") from None
+
+
+def post(server: str, route: str, body: dict[str, Any], key: str | None, timeout: float = TIMEOUT_S):
+    """POST JSON; returns (body bytes, headers). Raises RemoteError with the service's one-line error."""
+    return call(server, "POST", route, body, key, timeout=timeout)
 
 
 def remote_query(args: Namespace, server: str) -> tuple[str, str | None]:

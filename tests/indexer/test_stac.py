@@ -20,9 +20,9 @@ import pytest
 
 from indexer.build import ChipOptions, RunOptions, index_archive
 from rsretrieve.chips import chips_from_table
+from rsretrieve.hits import Hit
 from rsretrieve.raster.stac import StacError, stac_scenes
 from rsretrieve.render import as_table
-from rsretrieve.search import Hit
 from rsretrieve.store import ChipStore
 
 ROOT = Path(__file__).parents[2]
