@@ -25,13 +25,13 @@ size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows).
 - qps: queries/s with all queries in one FAISS call, their candidates' stored vectors read at once
   and each re-ranked exactly (what a batch API would get);
 - build_s = train_s + add_s: FAISS train and add as ``StoreWriter`` times them (its ``manifest.index``), building
-  the index from the stored vectors (``StoreWriter.retrain``; read back from ``vectors.f32`` inside the timing,
+  the index from the stored vectors (``StoreWriter.retrain``; read back from ``vectors.i8`` inside the timing,
   the FAISS file write apart); retrain_s: the whole retrain with its commit; lancedb_write_s: ``StoreWriter.append``
   wall time, all batches (LanceDB rows, the query-side columns and each batch's commit of the flat index);
   finish_s: ``StoreWriter.finish`` (scalar indexes);
 - bytes_per_vector: the FAISS file over the vectors (codes, ids, centroids and codebooks);
-  code_bytes_per_vector: what one more vector costs (PQ code + 8-byte id); stored_vector_bytes: the float32
-  vectors (kept both in LanceDB, lancedb_bytes with the metadata, and in the re-rank file, vector_file_bytes);
+  code_bytes_per_vector: what one more vector costs (PQ code + 8-byte id); stored_vector_bytes: the 8-bit
+  vectors (their one copy, the re-rank file, vector_file_bytes; lancedb_bytes: the chip records in LanceDB);
   filter_and_record_bytes: the query path's other copies (``bounds.f64``, ``records/``);
   index_bytes_per_chip: the whole index folder over the chips (FAISS files of earlier commits, which the writer
   deletes a minute later, left out).
@@ -45,9 +45,11 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -64,7 +66,7 @@ from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import Chip, Window
 from rsretrieve.query import Filters, Query
 from rsretrieve.search import Results, Searcher
-from rsretrieve.store import ChipStore, StoreWriter
+from rsretrieve.store import ChipStore, StoreWriter, vector_codes
 from rsretrieve.store.query_columns import BOUNDS, RECORDS, VECTORS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -114,28 +116,47 @@ class Mixture:
 
     def sample(self, n: int, stream: int) -> np.ndarray:
         """n unit vectors; the same (stream, n) always gives the same rows, and fewer rows are a prefix."""
-        out = np.empty((n, self.dim), np.float32)
-        for start in range(0, n, CHUNK):
-            rng = np.random.default_rng([self.seed, stream, start // CHUNK])
-            size = min(CHUNK, n - start)
+        return self.rows(0, n, n, stream)
+
+    def rows(self, start: int, stop: int, n: int, stream: int) -> np.ndarray:
+        """Rows start..stop of the n of a stream, made chunk by chunk (any block of a 10M archive, never all of it)."""
+        parts = []
+        for first in range(start - start % CHUNK, stop, CHUNK):
+            rng = np.random.default_rng([self.seed, stream, first // CHUNK])
+            size = min(CHUNK, n - first)
             group = rng.choice(len(self.weights), size, p=self.weights)
             noise = rng.standard_normal((size, self.dim), dtype=np.float32)
             noise *= (self.spread[group] / np.sqrt(self.dim)).astype(np.float32)[:, None]
-            out[start : start + size] = unit(self.centres[group] + noise)
-        return out
+            chunk = unit(self.centres[group] + noise)
+            parts.append(chunk[max(start - first, 0) : stop - first])
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
 
 
-def load_vectors(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """(n data rows, query rows, description): synthetic, or ``--vectors`` with queries held back at random."""
+@dataclass(frozen=True)
+class VectorSource:
+    """The archive's vectors, read block by block (``rows``), and the queries."""
+
+    rows: Callable[[int, int], np.ndarray]
+    queries: np.ndarray
+    description: str
+
+
+def load_vectors(args: argparse.Namespace, n: int) -> VectorSource:
+    """Synthetic vectors, or ``--vectors`` with queries held back at random; data rows are read per block."""
     if args.vectors is None:
         mixture = Mixture(args.dim, args.seed, n // PLACE_ROWS if args.mixture == "places" else 0)
-        return mixture.sample(n, stream=1), mixture.sample(args.queries, stream=2), mixture.description
+        return VectorSource(
+            lambda start, stop: mixture.rows(start, stop, n, stream=1),
+            mixture.sample(args.queries, stream=2),
+            mixture.description,
+        )
     matrix = np.load(args.vectors, mmap_mode="r")
     if matrix.ndim != 2 or len(matrix) < n + args.queries:
         sys.exit(f"{args.vectors}: need an N×d matrix of at least {n} + {args.queries} rows, got {matrix.shape}")
     held = np.zeros(len(matrix), bool)
     held[np.random.default_rng(args.seed).choice(len(matrix), args.queries, replace=False)] = True
-    return unit(matrix[~held][:n]), unit(matrix[held]), str(args.vectors)
+    kept = np.flatnonzero(~held)[:n]
+    return VectorSource(lambda start, stop: unit(matrix[kept[start:stop]]), unit(matrix[held]), str(args.vectors))
 
 
 class Layout:
@@ -197,15 +218,21 @@ class Layout:
             scale *= 1.05
 
 
-def write_store(db: Path, model: Any, vectors: np.ndarray, layout: Layout) -> tuple[StoreWriter, dict[str, float]]:
-    """Append all chips to a new flat-index store in whole-scene batches and finish it; seconds per phase."""
-    writer = StoreWriter.open(db, model, AnnSettings(kind="flat"))
+def write_store(
+    db: Path, model: Any, source: VectorSource, layout: Layout, kind: str, seen: Callable[[np.ndarray, int], None]
+) -> tuple[StoreWriter, dict[str, float]]:
+    """Append all chips to a new store (index ``kind``) in whole-scene batches and finish it; seconds per phase.
+
+    Each block of vectors is made once, appended, and shown to ``seen`` (the streaming ground truth)."""
+    writer = StoreWriter.open(db, model, AnnSettings(kind=kind))
     appending = 0.0
     for start in range(0, len(layout), APPEND_ROWS):
         stop = min(start + APPEND_ROWS, len(layout))
+        vectors = source.rows(start, stop)
+        seen(vectors, start)
         chips = layout.chips(start, stop)
         started = time.perf_counter()
-        writer.append(chips, vectors[start:stop], new_files=layout.scenes_in(start, stop))
+        writer.append(chips, vectors, new_files=layout.scenes_in(start, stop))
         appending += time.perf_counter() - started
     started = time.perf_counter()
     writer.finish()
@@ -256,7 +283,7 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
         "index_file_bytes": index_bytes,
         "bytes_per_vector": round(index_bytes / n, 2),
         "code_bytes_per_vector": described["bytes_per_vector"],
-        "stored_vector_bytes": n * dim * 4,
+        "stored_vector_bytes": n * vector_codes.row_bytes(dim),
         "lancedb_bytes": folder_bytes(db / "chips.lance"),
         "vector_file_bytes": vector_bytes,
         "filter_and_record_bytes": bounds_bytes + folder_bytes(db / RECORDS),
@@ -369,20 +396,51 @@ def batched_qps(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> 
     return len(queries) / (time.perf_counter() - started)
 
 
+class TopK:
+    """The exact top k of each query over the blocks of vectors seen so far (equal scores: lower id first)."""
+
+    def __init__(self, queries: np.ndarray, k: int):
+        self.queries, self.k = queries, k
+        self.scores = np.full((len(queries), k), -np.inf, np.float32)
+        self.ids = np.full((len(queries), k), -1, np.int64)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Take the rows ``vectors`` named ``ids`` into account."""
+        if len(ids) == 0:
+            return
+        scores, found = ann.exact_search(vectors, ids, self.queries, self.k)
+        scores, found = np.hstack([self.scores, scores]), np.hstack([self.ids, found])
+        order = np.lexsort((found, -scores), axis=-1)[:, : self.k]
+        self.scores, self.ids = np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)
+
+    def ranking(self, k: int = K) -> Ranking:
+        """(scores, ids) of the top ``k``."""
+        return self.scores[:, :k], self.ids[:, :k]
+
+
 @dataclass(frozen=True)
 class BboxCase:
     """A bbox filter keeping about ``fraction`` of the chips, and the exact top k of each query under it."""
 
     box: tuple[float, float, float, float]
     allowed: np.ndarray
-    truth: Ranking
+    top: TopK
 
     @classmethod
-    def build(cls, layout: Layout, fraction: float, vectors: np.ndarray, queries: np.ndarray) -> BboxCase:
-        """The case for ``fraction`` of the chips of ``layout``."""
+    def build(cls, layout: Layout, fraction: float, queries: np.ndarray) -> BboxCase:
+        """The case for ``fraction`` of the chips of ``layout`` (its truth filled block by block by ``add``)."""
         box = layout.box_keeping(fraction)
-        allowed = layout.intersecting(box)
-        return cls(box, allowed, ann.exact_search(vectors[allowed], allowed, queries, K))
+        return cls(box, layout.intersecting(box), TopK(queries, K))
+
+    def add(self, vectors: np.ndarray, start: int) -> None:
+        """Take the block of rows start.. into account."""
+        rows = self.allowed[(self.allowed >= start) & (self.allowed < start + len(vectors))]
+        self.top.add(vectors[rows - start], rows)
+
+    @property
+    def truth(self) -> Ranking:
+        """The exact top k under the filter."""
+        return self.top.ranking()
 
     def describe(self, n: int) -> dict[str, Any]:
         """What the filter is: its box and how many chips it keeps."""
@@ -409,6 +467,29 @@ def filtered_figures(searcher: Searcher, queries: np.ndarray, case: BboxCase) ->
     }
 
 
+SERVE = """
+import resource, sys, types
+import numpy as np
+from rsretrieve.query import Query
+from rsretrieve.search import Searcher
+db, queries, nprobe, rerank = sys.argv[1], np.load(sys.argv[2]), int(sys.argv[3]) or None, int(sys.argv[4])
+model = types.SimpleNamespace(name="speed-benchmark", architecture="synthetic", checkpoint="none", dim=queries.shape[1])
+searcher = Searcher(db, model=model, rerank_factor=rerank, nprobe=nprobe)
+for query in queries:
+    searcher.search(Query.build(vectors=[query], k=10))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def serving_rss_mb(db: Path, queries: np.ndarray, nprobe: int | None, rerank: int) -> float:
+    """Peak resident memory of a fresh process that opens the index and answers the queries (what a server holds)."""
+    path = db.parent / "queries.npy"
+    np.save(path, queries)
+    command = [sys.executable, "-c", SERVE, str(db), str(path), str(nprobe or 0), str(rerank)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return round(float(done.stdout.strip().splitlines()[-1]), 1)
+
+
 def measure(
     db: Path, model: Any, queries: np.ndarray, truth: Ranking, cases: list[BboxCase], nprobe: int | None, rerank: int
 ) -> dict[str, Any]:
@@ -431,31 +512,37 @@ def measure(
         "p50_ms_ann_stage": stages.get("ann"),
         "p50_ms_stages": stages,
         "qps": round(batched_qps(searcher, queries, nprobe), 1),
+        "rss_mb": serving_rss_mb(db, queries, nprobe, rerank),
     }
 
 
-def ground_truth(vectors: np.ndarray, queries: np.ndarray) -> tuple[Ranking, dict[str, float]]:
-    """Exact top k of each query, and the mean exact scores at ranks 1, 10 and 100."""
-    scores, nearest = ann.exact_search(vectors, np.arange(len(vectors)), queries, DIFFICULTY_RANK)
-    difficulty = {f"score_at_{rank}": round(float(scores[:, rank - 1].mean()), 4) for rank in (1, K, DIFFICULTY_RANK)}
-    return (scores[:, :K], nearest[:, :K]), difficulty
+def difficulty(top: TopK) -> dict[str, float]:
+    """The mean exact scores at ranks 1, 10 and 100."""
+    return {f"score_at_{rank}": round(float(top.scores[:, rank - 1].mean()), 4) for rank in (1, K, DIFFICULTY_RANK)}
 
 
-def bench_size(
-    vectors: np.ndarray, queries: np.ndarray, args: argparse.Namespace, base: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """All records of one archive size."""
-    n, dim = vectors.shape
+def bench_size(n: int, source: VectorSource, args: argparse.Namespace, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """All records of one archive size; the exact top k (with and without filters) is found while the store is
+    written, block by block."""
+    queries = source.queries
+    dim = queries.shape[1]
     layout = Layout(n, args.seed)
-    cases = [BboxCase.build(layout, fraction, vectors, queries) for fraction in args.filter_fraction]
-    truth, difficulty = ground_truth(vectors, queries)
-    size = {**base, "n": n, "dim": dim, **difficulty}
+    cases = [BboxCase.build(layout, fraction, queries) for fraction in args.filter_fraction]
+    top = TopK(queries, DIFFICULTY_RANK)
+
+    def seen(vectors: np.ndarray, start: int) -> None:
+        top.add(vectors, np.arange(start, start + len(vectors)))
+        for case in cases:
+            case.add(vectors, start)
+
     model = SimpleNamespace(name="speed-benchmark", architecture="synthetic", checkpoint="none", dim=dim)
     kinds = sorted({ann.choose_params(n, dim, kind, args.flat_threshold).kind for kind in args.index})
     records = []
     with tempfile.TemporaryDirectory(prefix="rsretrieve-speed-", dir=args.workdir) as folder:
         db = Path(folder) / "db"
-        writer, loaded = write_store(db, model, vectors, layout)
+        # a 10M store cannot commit a flat index at every batch (20 GB each): without flat, IVF-PQ from the start
+        writer, loaded = write_store(db, model, source, layout, kinds[0], seen)
+        truth, size = top.ranking(), {**base, "n": n, "dim": dim, **difficulty(top)}
         try:
             for kind in kinds:  # "flat" first: the store was loaded with a flat index, built again here to time it
                 built = {
@@ -562,8 +649,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     records: list[dict[str, Any]] = []
     for n in args.sizes:
-        vectors, queries, source = load_vectors(args, n)
-        records += bench_size(vectors, queries, args, {**base, "data": source})
+        source = load_vectors(args, n)
+        records += bench_size(n, source, args, {**base, "data": source.description})
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(records, indent=2) + "\n")
     print(markdown_table(records))

@@ -3,7 +3,9 @@
 A LanceDB take costs ~2 ms plus ~0.6 ms per column at 1M rows, and its bbox SQL 50–190 ms; these files answer
 the same questions from the page cache in well under a millisecond (benchmarks/speed.py):
 
-- ``vectors.f32``: the float32 vectors, a raw little-endian (n, dim) matrix memory-mapped for the exact re-rank;
+- ``vectors.i8``: the vectors for the exact re-rank and every other reader of stored vectors, in compact form
+  (``vector_codes``: int8 components and a float32 scale per row, ``dim + 4`` bytes), memory-mapped; the only copy
+  of the vectors (format 3; formats 1-2 kept float32 ones in LanceDB and ``vectors.f32``);
 - ``bounds.f64``: the filter matrix (``chips.FILTER_FIELDS``: WGS84 bbox, acquisition day), raw (n, 5) float64;
 - ``records/<first>-<end>.arrow``: the chip records (``chips.RECORD_COLUMNS``) as Arrow IPC files, one per
   committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``).
@@ -27,11 +29,13 @@ import pyarrow as pa
 
 from rsretrieve.chips import FILTER_FIELDS, RECORD_COLUMNS, filter_matrix, record_columns, vectors_of
 from rsretrieve.files import atomic_write
+from rsretrieve.store import vector_codes
 
-VECTORS = "vectors.f32"
+VECTORS = "vectors.i8"
+OLD_VECTORS = "vectors.f32"  # formats 1-2: float32 vectors, replaced by ``vectors.i8``
 BOUNDS = "bounds.f64"
 RECORDS = "records"
-OLD_RECORD_FILES = ("records.jsonl", "records.end")  # format 1, replaced by ``records/``
+OLD_FILES = ("records.jsonl", "records.end", OLD_VECTORS)  # replaced by ``records/`` (format 2), ``vectors.i8`` (3)
 REBUILD_ROWS = 65536
 
 
@@ -212,7 +216,12 @@ class QueryColumns:
 
     def __init__(self, db: Path, dim: int):
         self.db = db
-        self.vectors = QueryColumn(MatrixFile(db / VECTORS, np.float32, dim), ("vector",), lambda t: vectors_of(t, dim))
+        self.vectors = QueryColumn(
+            MatrixFile(db / VECTORS, np.int8, vector_codes.row_bytes(dim)),
+            ("vector",),
+            lambda t: vector_codes.encode(vectors_of(t, dim)),
+        )
+        self.old_vectors = MatrixFile(db / OLD_VECTORS, np.float32, dim)  # read until the folder is upgraded
         bound_columns = (*FILTER_FIELDS[:4], "date")
         self.bounds = QueryColumn(MatrixFile(db / BOUNDS, np.float64, len(FILTER_FIELDS)), bound_columns, filter_matrix)
         self.records = QueryColumn(RecordFiles(db / RECORDS), tuple(RECORD_COLUMNS), record_columns)
@@ -240,7 +249,7 @@ class QueryColumns:
             for start in range(0, count, REBUILD_ROWS):
                 fids = np.arange(start, min(start + REBUILD_ROWS, count), dtype=np.int64)
                 column.append(read_rows(fids, list(column.columns)), start)
-        for name in OLD_RECORD_FILES:
+        for name in OLD_FILES:
             (self.db / name).unlink(missing_ok=True)
 
     def remove(self) -> None:

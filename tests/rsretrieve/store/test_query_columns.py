@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from rsretrieve.chips import RECORD_COLUMNS, Chip, Window, chips_from_table, chips_table, filter_matrix, record_columns
-from rsretrieve.store.query_columns import OLD_RECORD_FILES, MatrixFile, QueryColumns, RecordFiles
+from rsretrieve.store import vector_codes
+from rsretrieve.store.query_columns import OLD_FILES, MatrixFile, QueryColumns, RecordFiles
 
 FOOTPRINT = {"type": "Polygon", "coordinates": [[[1.0, 2.0], [1.5, 2.0], [1.5, 2.5], [1.0, 2.0]]]}
 
@@ -163,7 +164,7 @@ def test_sync_cuts_extra_rows_and_rebuilds_short_columns(tmp_path: Path) -> None
     columns = QueryColumns(tmp_path, 4)
     columns.append(table.slice(0, 4), 0)
     columns.records.file.remove()  # e.g. an index written before the column existed
-    for name in OLD_RECORD_FILES:  # and its format-1 records
+    for name in OLD_FILES:  # and its format-1 records
         (tmp_path / name).write_bytes(b"old")
     asked = []
 
@@ -174,9 +175,9 @@ def test_sync_cuts_extra_rows_and_rebuilds_short_columns(tmp_path: Path) -> None
     rebuilt = []
     columns.sync(3, read_rows, rebuilt.append)
     assert asked == [list(columns.records.columns)] and rebuilt == ["records"]  # only the short column is rebuilt
-    assert columns.rows() == {"vectors.f32": 3, "bounds.f64": 3, "records": 3}
+    assert columns.rows() == {"vectors.i8": 3, "bounds.f64": 3, "records": 3}
     assert columns.records.file.read([2], 3).equals(record_columns(table.slice(2, 1)))
-    np.testing.assert_array_equal(columns.vectors.file.view(3), [[0.0] * 4, [1.0] * 4, [2.0] * 4])
-    assert not any((tmp_path / name).exists() for name in OLD_RECORD_FILES)
+    np.testing.assert_array_equal(vector_codes.decode(columns.vectors.file.view(3)), [[0.0] * 4, [1.0] * 4, [2.0] * 4])
+    assert not any((tmp_path / name).exists() for name in OLD_FILES)
     columns.remove()
     assert [path.name for path in tmp_path.iterdir()] == ["records"] and not any((tmp_path / "records").iterdir())
