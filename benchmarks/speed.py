@@ -42,6 +42,7 @@ A markdown table of all records is printed; the JSON list is rewritten after eac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -219,12 +220,17 @@ class Layout:
 
 
 def write_store(
-    db: Path, model: Any, source: VectorSource, layout: Layout, kind: str, seen: Callable[[np.ndarray, int], None]
+    db: Path,
+    model: Any,
+    source: VectorSource,
+    layout: Layout,
+    settings: AnnSettings,
+    seen: Callable[[np.ndarray, int], None],
 ) -> tuple[StoreWriter, dict[str, float]]:
-    """Append all chips to a new store (index ``kind``) in whole-scene batches and finish it; seconds per phase.
+    """Append all chips to a new store (index ``settings``) in whole-scene batches and finish it; seconds per phase.
 
     Each block of vectors is made once, appended, and shown to ``seen`` (the streaming ground truth)."""
-    writer = StoreWriter.open(db, model, AnnSettings(kind=kind))
+    writer = StoreWriter.open(db, model, settings)
     appending = 0.0
     for start in range(0, len(layout), APPEND_ROWS):
         stop = min(start + APPEND_ROWS, len(layout))
@@ -249,7 +255,7 @@ def rebuild(writer: StoreWriter, kind: str) -> dict[str, float]:
     train_s and add_s are the writer's own timings of this build (``manifest.index``); they are checked to be
     plausible: present, not negative, within the retrain's wall time, and train_s > 0 for IVF-PQ.
     """
-    writer.settings = AnnSettings(kind=kind)
+    writer.settings = dataclasses.replace(writer.settings, kind=kind)
     started = time.perf_counter()
     writer.retrain()
     retrain_s = time.perf_counter() - started
@@ -556,7 +562,8 @@ def bench_size(
     with tempfile.TemporaryDirectory(prefix="rsretrieve-speed-", dir=args.workdir) as folder:
         db = Path(folder) / "db"
         # a 10M store cannot commit a flat index at every batch (20 GB each): without flat, IVF-PQ from the start
-        writer, loaded = write_store(db, model, source, layout, kinds[0], seen)
+        loading = AnnSettings(kind=kinds[0], nlist=args.nlist, training_samples=args.training_samples)
+        writer, loaded = write_store(db, model, source, layout, loading, seen)
         truth, size = top.ranking(), {**base, "n": n, "dim": dim, **difficulty(top)}
         try:
             for kind in kinds:  # "flat" first: the store was loaded with a flat index, built again here to time it
@@ -642,6 +649,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--build-while-loading", action="store_true",
         help="with --index ivfpq alone: IVF-PQ built as the store is written, not rebuilt after (build_s: the load)",
     )  # fmt: skip
+    parser.add_argument("--nlist", type=int, help="IVF lists (default: the store's 4·√N, ≤ 4096)")
+    parser.add_argument("--training-samples", type=int, help="cap on the IVF-PQ k-means sample (default: the store's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="where the temporary stores go (default: system temp)")
     parser.add_argument("--out", type=Path, help="JSON out (default benchmarks/results/speed-<device>.json)")

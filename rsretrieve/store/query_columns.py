@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from rsretrieve.chips import FILTER_FIELDS, RECORD_COLUMNS, filter_matrix, record_columns, vectors_of
 from rsretrieve.files import atomic_write
-from rsretrieve.store import vector_codes
+from rsretrieve.store.vector_codes import encode, row_bytes
 
 VECTORS = "vectors.i8"
 OLD_VECTORS = "vectors.f32"  # formats 1-2: float32 vectors, replaced by ``vectors.i8``
@@ -217,9 +217,9 @@ class QueryColumns:
     def __init__(self, db: Path, dim: int):
         self.db = db
         self.vectors = QueryColumn(
-            MatrixFile(db / VECTORS, np.int8, vector_codes.row_bytes(dim)),
+            MatrixFile(db / VECTORS, np.int8, row_bytes(dim)),
             ("vector",),
-            lambda t: vector_codes.encode(vectors_of(t, dim)),
+            lambda t: encode(vectors_of(t, dim)),
         )
         self.old_vectors = MatrixFile(db / OLD_VECTORS, np.float32, dim)  # read until the folder is upgraded
         bound_columns = (*FILTER_FIELDS[:4], "date")

@@ -21,7 +21,7 @@ from rsretrieve.chips import (
 )
 from rsretrieve.store.errors import StoreError
 from rsretrieve.store.manifest import FORMAT_VERSION, Manifest, manifest_stamp
-from rsretrieve.store import vector_codes
+from rsretrieve.store.vector_codes import decode
 from rsretrieve.store.query_columns import MatrixFile, QueryColumn, QueryColumns
 from rsretrieve.store.table import TABLE, connect
 
@@ -115,7 +115,7 @@ class ChipStore:
         fids = np.asarray(fids, np.int64)
         codes = self._view(self.columns.vectors)
         if codes is not None:
-            return vector_codes.decode(codes[fids]).reshape(-1, self.manifest.dim)
+            return decode(codes[fids]).reshape(-1, self.manifest.dim)
         old = self._view(self.columns.old_vectors)
         if old is not None:
             return np.asarray(old[fids], np.float32).reshape(-1, self.manifest.dim)

@@ -185,7 +185,8 @@ class StoreWriter:
                 log.warning("%d chips are too few to train IVF-PQ (256 needed); using flat", count)
                 self._warned_too_small = True
             kind = "flat"
-        return ann.choose_params(count, self.manifest.dim, kind, self.settings.flat_threshold, self.settings.nprobe)
+        settings = self.settings
+        return ann.choose_params(count, self.manifest.dim, kind, settings.flat_threshold, settings.nprobe, settings.nlist)
 
     def _needs_new_index(self, growth: int) -> bool:
         """Whether the index kind should change, or IVF lists are ``growth``× too few for the archive."""
@@ -214,7 +215,10 @@ class StoreWriter:
         started = time.perf_counter()
         params = self._wanted_params()
         index = ann.new_index(self.manifest.dim, params)
-        sample_size = min(self.manifest.count, ann.max_training_samples(params))
+        wanted = ann.max_training_samples(params)
+        if params.kind == "ivfpq" and self.settings.training_samples:
+            wanted = max(min(wanted, self.settings.training_samples), params.nlist, 2**params.nbits)
+        sample_size = min(self.manifest.count, wanted)
         sample = np.sort(np.random.default_rng(0).choice(self.manifest.count, sample_size, replace=False))
         ann.train(index, self.store.vectors(sample))
         trained = time.perf_counter()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rsretrieve import ann
+from rsretrieve.ann import AnnSettings
 from rsretrieve.store import StoreWriter
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
@@ -115,7 +116,7 @@ def test_own_vectors_hold_back_the_queries(tmp_path: Path) -> None:
     records, _ = run(tmp_path, "--vectors", str(vectors), "--index", "flat")
     assert [(r["n"], r["dim"], r["index"], r["data"]) for r in records] == [(1000, 16, "flat", str(vectors))]
     record = records[0]
-    assert record["recall_at_10"] == record["recall_at_10_filtered"] == 1.0
+    assert min(record["recall_at_10"], record["recall_at_10_filtered"]) >= 0.98  # scored from the 8-bit vectors
     assert_plausible(record)
     # at the default limit (4096 chips) every match of a 1000-chip index is scored exactly
     assert (record["path"], record["filter_path"], record["path_filtered"]) == ("flat", "exact", "exact-filtered")
@@ -131,7 +132,7 @@ def loaded_store(speed, tmp_path: Path):
     model = SimpleNamespace(name="speed-benchmark", architecture="synthetic", checkpoint="none", dim=dim)
     seen = []
     writer, loaded = speed.write_store(
-        tmp_path / "db", model, source, speed.Layout(n, seed=0), "flat", lambda block, start: seen.append(start)
+        tmp_path / "db", model, source, speed.Layout(n, seed=0), AnnSettings(kind="flat"), lambda block, start: seen.append(start)
     )
     assert seen == [0]  # every block shown to the ground truth as it is appended
     yield writer, loaded
