@@ -240,6 +240,7 @@ def write_store(
         started = time.perf_counter()
         writer.append(chips, vectors, new_files=layout.scenes_in(start, stop))
         appending += time.perf_counter() - started
+        print(f"loaded {stop:,} of {len(layout):,} chips ({appending:.0f} s appending)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     writer.finish()
     return writer, {"lancedb_write_s": appending, "finish_s": time.perf_counter() - started}
