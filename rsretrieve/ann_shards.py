@@ -13,16 +13,18 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any
 
 import faiss
 import numpy as np
 
 from rsretrieve import ann
 
-Result = TypeVar("Result")
-ShardMap = Callable[[Callable[..., np.ndarray], Iterable[tuple]], Iterator[np.ndarray]]
-"""Applies a function to argument tuples, yielding the results in order, a few in flight at a time."""
+Blocks = Iterable[tuple[int, np.ndarray]]
+ShardFill = Callable[[np.ndarray, int, np.ndarray], np.ndarray]
+ShardMap = Callable[[ShardFill, np.ndarray, Blocks], Iterator[np.ndarray]]
+"""``shard_map(fill_shard, trained, blocks)`` yields ``fill_shard(trained, first, vectors)`` of every block, in
+order, a few in flight at a time (``trained`` is the same for every block: a cluster ships it once)."""
 
 
 def fill_shard(trained: np.ndarray, first: int, vectors: np.ndarray) -> np.ndarray:
@@ -35,17 +37,22 @@ def fill_shard(trained: np.ndarray, first: int, vectors: np.ndarray) -> np.ndarr
 def threaded_map(workers: int) -> ShardMap:
     """A ``ShardMap`` on ``workers`` threads (FAISS releases the GIL), at most ``workers + 1`` shards in memory."""
 
-    def mapped(function: Callable[..., Result], arguments: Iterable[tuple]) -> Iterator[Result]:
+    def mapped(function: ShardFill, trained: np.ndarray, blocks: Blocks) -> Iterator[np.ndarray]:
         with ThreadPoolExecutor(workers) as pool:
-            pending: deque = deque()
-            for item in arguments:
-                pending.append(pool.submit(function, *item))
-                if len(pending) > workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            yield from in_order((pool.submit(function, trained, first, vectors) for first, vectors in blocks), workers)
 
     return mapped
+
+
+def in_order(started: Iterator[Any], window: int, result: Callable[[Any], Any] = lambda job: job.result()):
+    """Results of jobs as ``started`` starts them, in order, with at most ``window + 1`` started and not yet taken."""
+    pending: deque = deque()
+    for job in started:
+        pending.append(job)
+        if len(pending) > window:
+            yield result(pending.popleft())
+    while pending:
+        yield result(pending.popleft())
 
 
 def fill(index: faiss.Index, blocks: Iterable[tuple[int, np.ndarray]], shard_map: ShardMap | None = None) -> None:
@@ -56,8 +63,7 @@ def fill(index: faiss.Index, blocks: Iterable[tuple[int, np.ndarray]], shard_map
         for first, vectors in blocks:
             ann.add(index, vectors, np.arange(first, first + len(vectors), dtype=np.int64))
         return
-    trained = faiss.serialize_index(index)
-    shards = (shard_map or threaded_map(2))(fill_shard, ((trained, first, vectors) for first, vectors in blocks))
+    shards = (shard_map or threaded_map(2))(fill_shard, faiss.serialize_index(index), blocks)
     for shard in shards:
         part = faiss.deserialize_index(shard)  # held: the IVF extracted from it points into it
         ivf.merge_from(faiss.extract_index_ivf(part), 0)
