@@ -112,8 +112,14 @@ def main() -> None:
             data = {"n": n, "dim": args.dim, "data": mixture.description, "clusters": CLUSTERS}
             for record in measure(vectors, queries, search.DEFAULT_RERANK_FACTOR):
                 records.append({**base, **data, **record})
-                print(json.dumps({key: records[-1][key] for key in ("n", "data", "form", "recall_at_10",
-                                                                     "max_score_error", "bytes_per_vector")}))
+                print(
+                    json.dumps(
+                        {
+                            key: records[-1][key]
+                            for key in ("n", "data", "form", "recall_at_10", "max_score_error", "bytes_per_vector")
+                        }
+                    )
+                )
     args.out.write_text(json.dumps(records, indent=2) + "\n")
 
 

@@ -21,9 +21,9 @@ from rsretrieve.chips import (
 )
 from rsretrieve.store.errors import StoreError
 from rsretrieve.store.manifest import FORMAT_VERSION, Manifest, manifest_stamp
-from rsretrieve.store.vector_codes import decode
 from rsretrieve.store.query_columns import MatrixFile, QueryColumn, QueryColumns
 from rsretrieve.store.table import TABLE, connect
+from rsretrieve.store.vector_codes import decode
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,9 @@ class ChipStore:
         if len(fids) == 0 or self.table is None:
             return np.empty((0, self.manifest.dim), np.float32)
         name = self.columns.vectors.file.path.name
-        raise StoreError(f"{self.db}: {name} is missing or short, and the vectors are kept only there; re-index with --rebuild")
+        raise StoreError(
+            f"{self.db}: {name} is missing or short, and only it holds the vectors; re-index with --rebuild"
+        )
 
     def vector_blocks(self, block: int = 65536):
         """(first fid, float32 vectors) of every committed chip, ``block`` rows at a time (bounded memory).

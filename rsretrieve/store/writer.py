@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from datetime import timedelta
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +185,8 @@ class StoreWriter:
                 log.warning("%d chips are too few to train IVF-PQ (256 needed); using flat", count)
                 self._warned_too_small = True
             kind = "flat"
-        settings = self.settings
-        return ann.choose_params(count, self.manifest.dim, kind, settings.flat_threshold, settings.nprobe, settings.nlist)
+        wanted = self.settings
+        return ann.choose_params(count, self.manifest.dim, kind, wanted.flat_threshold, wanted.nprobe, wanted.nlist)
 
     def _needs_new_index(self, growth: int) -> bool:
         """Whether the index kind should change, or IVF lists are ``growth``× too few for the archive."""

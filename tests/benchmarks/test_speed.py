@@ -132,7 +132,12 @@ def loaded_store(speed, tmp_path: Path):
     model = SimpleNamespace(name="speed-benchmark", architecture="synthetic", checkpoint="none", dim=dim)
     seen = []
     writer, loaded = speed.write_store(
-        tmp_path / "db", model, source, speed.Layout(n, seed=0), AnnSettings(kind="flat"), lambda block, start: seen.append(start)
+        tmp_path / "db",
+        model,
+        source,
+        speed.Layout(n, seed=0),
+        AnnSettings(kind="flat"),
+        lambda block, start: seen.append(start),
     )
     assert seen == [0]  # every block shown to the ground truth as it is appended
     yield writer, loaded

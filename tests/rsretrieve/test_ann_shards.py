@@ -47,5 +47,5 @@ def test_a_flat_index_is_filled_in_order() -> None:
     vectors = unit_vectors(500, 16, seed=3)
     index = ann.new_index(16, ann.IndexParams(kind="flat"))
     ann_shards.fill(index, [(0, vectors[:200]), (200, vectors[200:])])
-    scores, fids = ann.search(index, vectors[[7, 300]], 1)
+    _, fids = ann.search(index, vectors[[7, 300]], 1)
     assert fids[:, 0].tolist() == [7, 300]

@@ -82,5 +82,5 @@ def test_a_current_index_without_its_vector_file_says_so(tmp_path: Path) -> None
     db = tmp_path / "db"
     write_store(db, [3])
     (db / "vectors.i8").unlink()
-    with pytest.raises(StoreError, match="vectors.i8 is missing"):
+    with pytest.raises(StoreError, match=r"vectors\.i8 is missing"):
         ChipStore(db).vectors([0])

@@ -13,7 +13,15 @@ import pytest
 from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import chips_table
 from rsretrieve.store import FORMAT_VERSION, LOCK, MANIFEST, ChipStore, Manifest, StoreError, StoreWriter
-from tests.rsretrieve.store.conftest import MODEL, as_stored, make_chips, make_format_1, messages, unit_vectors, write_store
+from tests.rsretrieve.store.conftest import (
+    MODEL,
+    as_stored,
+    make_chips,
+    make_format_1,
+    messages,
+    unit_vectors,
+    write_store,
+)
 
 COLUMN_FILES = ("vectors.i8", "bounds.f64", "records")
 
@@ -110,7 +118,7 @@ def test_query_columns_hold_exactly_the_committed_rows(tmp_path: Path) -> None:
     writer.lock.release()
     assert column_rows(db) == [9, 9, 9]
     reader = ChipStore(db)
-    np.testing.assert_array_equal(reader.vectors([6, 0]), as_stored(vectors[[6, 0]]))  # readers use the committed prefix
+    np.testing.assert_array_equal(reader.vectors([6, 0]), as_stored(vectors[[6, 0]]))  # the committed prefix
     assert len(reader.filter_columns()) == 7 and reader.chips([6])[0].id == f"{6:016x}"
     StoreWriter.open(db, MODEL).close()  # the next writer cuts the uncommitted rows
     assert column_rows(db) == [7, 7, 7]
