@@ -8,7 +8,10 @@ the same questions from the page cache in well under a millisecond (benchmarks/s
   of the vectors (format 3; formats 1-2 kept float32 ones in LanceDB and ``vectors.f32``);
 - ``bounds.f64``: the filter matrix (``chips.FILTER_FIELDS``: WGS84 bbox, acquisition day), raw (n, 5) float64;
 - ``records/<first>-<end>.arrow``: the chip records (``chips.RECORD_COLUMNS``) as Arrow IPC files, one per
-  committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``).
+  committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``). Since format 3 each file
+  is LZ4-compressed record batches of ``RECORD_BATCH_ROWS`` rows (its schema's ``rows_per_batch``): a result reads
+  only the batches holding its rows (~0.1 ms each), and records take ~60 bytes a chip instead of ~370 with the
+  speed benchmark's footprints (``benchmarks/speed.py``); files of formats 1-2 (one plain batch) are read whole.
 
 Each column is derived from rows of the LanceDB table by one function, used both when a batch is appended and
 when a column is rebuilt from LanceDB (an older index, or a damaged file), so the two never disagree in form.
@@ -37,6 +40,9 @@ BOUNDS = "bounds.f64"
 RECORDS = "records"
 OLD_FILES = ("records.jsonl", "records.end", OLD_VECTORS)  # replaced by ``records/`` (format 2), ``vectors.i8`` (3)
 REBUILD_ROWS = 65536
+RECORD_BATCH_ROWS = 512
+RECORD_COMPRESSION = "lz4"
+ROWS_PER_BATCH = b"rows_per_batch"  # schema metadata of a record file written in batches
 
 
 def append_durably(path: Path, data: bytes) -> None:
@@ -86,7 +92,8 @@ class MatrixFile:
 class RecordFiles:
     """Chip records as Arrow IPC files ``<first>-<end>.arrow`` (fids first..end-1), each written whole (tmp+rename).
 
-    Which rows exist is known from the names alone; a file is memory-mapped the first time a result needs it.
+    Which rows exist is known from the names alone; a file is memory-mapped the first time a result needs it, and
+    of a file written in compressed batches only the batches holding the wanted rows are decompressed.
     """
 
     suffix = ".arrow"
@@ -94,6 +101,7 @@ class RecordFiles:
     def __init__(self, folder: Path):
         self.path = folder
         self._opened: dict[Path, pa.Table] = {}
+        self._readers: dict[Path, tuple[pa.ipc.RecordBatchFileReader, int]] = {}
         self._covered: tuple[int, list[tuple[int, int, Path]] | None] = (-1, None)  # last count asked, its files
 
     def _spans(self) -> list[tuple[int, int, Path]]:
@@ -139,22 +147,25 @@ class RecordFiles:
             empty = record_columns(pa.table({}))
             return empty.select(columns) if columns else empty
         which = np.searchsorted([first for first, _, _ in spans], fids, side="right") - 1
-        if which.min() == which.max():  # all in one file (a small index, or the usual top-k of a large one)
-            first, _, path = spans[int(which[0])]
-            return self._columns(path, columns).take(pa.array(fids - first))
-        parts, order = [], []
-        for span in np.unique(which).tolist():
-            first, _, path = spans[span]
-            rows = np.flatnonzero(which == span)
-            parts.append(self._columns(path, columns).take(pa.array(fids[rows] - first)))
-            order.append(rows)
-        found = pa.concat_tables(parts)
-        return found.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        found = _gathered(which, lambda span, rows: self._rows(spans[span][2], rows - spans[span][0]), fids)
+        return found.select(columns) if columns else found
 
-    def _columns(self, path: Path, columns: list[str] | None) -> pa.Table:
-        """The table of one file, or only some of its columns."""
-        table = self._table(path)
-        return table.select(columns) if columns else table
+    def _rows(self, path: Path, offsets: np.ndarray) -> pa.Table:
+        """Rows at ``offsets`` of one file, in order (all record columns)."""
+        reader = self._reader(path)
+        if reader is None:  # one plain batch (formats 1-2): the mapped table
+            return self._table(path).take(pa.array(offsets))
+        file, per_batch = reader
+        found = _gathered(offsets // per_batch, lambda batch, rows: _batch_rows(file, batch, rows % per_batch), offsets)
+        return record_columns(found)
+
+    def _reader(self, path: Path) -> tuple[pa.ipc.RecordBatchFileReader, int] | None:
+        """The open reader of a file written in batches and its rows per batch, or None for a one-batch file."""
+        if path not in self._readers:
+            file = pa.ipc.open_file(pa.memory_map(str(path)))
+            per_batch = (file.schema.metadata or {}).get(ROWS_PER_BATCH)
+            self._readers[path] = (file, int(per_batch)) if per_batch else None
+        return self._readers[path]
 
     def _table(self, path: Path) -> pa.Table:
         """The memory-mapped table of one file (opened once)."""
@@ -169,9 +180,13 @@ class RecordFiles:
         self.path.mkdir(exist_ok=True)
         path = self.path / f"{first:012d}-{first + records.num_rows:012d}{self.suffix}"
 
+        records = records.combine_chunks()  # batches of exactly RECORD_BATCH_ROWS rows, the last one shorter
+        schema = records.schema.with_metadata({ROWS_PER_BATCH: str(RECORD_BATCH_ROWS)})
+        options = pa.ipc.IpcWriteOptions(compression=RECORD_COMPRESSION)
+
         def write(tmp: Path) -> None:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, records.schema) as writer:
-                writer.write_table(records)
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
+                writer.write_table(records.replace_schema_metadata(schema.metadata), max_chunksize=RECORD_BATCH_ROWS)
 
         atomic_write(path, write)
 
@@ -184,6 +199,7 @@ class RecordFiles:
             elif end > count:
                 kept = self._table(path).slice(0, count - first)
                 self._opened.pop(path, None)
+                self._readers.pop(path, None)
                 path.unlink()
                 self.append(kept, first)
 
@@ -192,7 +208,25 @@ class RecordFiles:
         for _, _, path in self._spans():
             path.unlink()
         self._opened.clear()
+        self._readers.clear()
         self._covered = (-1, None)
+
+
+def _gathered(groups: np.ndarray, rows_of: Callable[[int, np.ndarray], pa.Table], wanted: np.ndarray) -> pa.Table:
+    """The rows of ``wanted`` in order, read group by group (``rows_of(group, wanted values in it)``)."""
+    if groups.min() == groups.max():  # one file or batch: the usual top k
+        return rows_of(int(groups[0]), wanted)
+    parts, order = [], []
+    for group in np.unique(groups).tolist():
+        rows = np.flatnonzero(groups == group)
+        parts.append(rows_of(group, wanted[rows]))
+        order.append(rows)
+    return pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+
+
+def _batch_rows(file: pa.ipc.RecordBatchFileReader, batch: int, offsets: np.ndarray) -> pa.Table:
+    """Rows at ``offsets`` of one record batch (decompressed once for them)."""
+    return pa.Table.from_batches([file.get_batch(batch)]).take(pa.array(offsets))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 
 from rsretrieve.chips import RECORD_COLUMNS, Chip, Window, chips_from_table, chips_table, filter_matrix, record_columns
 from rsretrieve.store import vector_codes
+from rsretrieve.store import query_columns
 from rsretrieve.store.query_columns import OLD_FILES, MatrixFile, QueryColumns, RecordFiles
 
 FOOTPRINT = {"type": "Polygon", "coordinates": [[[1.0, 2.0], [1.5, 2.0], [1.5, 2.5], [1.0, 2.0]]]}
@@ -119,6 +120,30 @@ def test_truncate_keeps_the_first_rows_of_a_file_across_the_count(record_files: 
     assert record_files.read([5, 4, 0], 6).equals(records_of(6).take([5, 4, 0]))
     record_files.remove()
     assert record_files.rows_on_disk() == 0 and not any(record_files.path.iterdir())
+
+
+def test_records_are_compressed_batches_read_one_batch_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(query_columns, "RECORD_BATCH_ROWS", 4)
+    files = RecordFiles(tmp_path / "records")
+    records = records_of(23)
+    files.append(records.slice(0, 10), 0)
+    files.append(records.slice(10, 13), 10)
+    reader = pa.ipc.open_file(files.path / file_name(10, 23))
+    assert reader.num_record_batches == 4 and reader.schema.metadata[b"rows_per_batch"] == b"4"  # 4+4+4+1 rows
+    assert reader.read_all().equals(records_of(23, 10))  # any Arrow reader decompresses them
+    fids = [22, 0, 5, 5, 11, 9, 3, 20]  # across files and batches, repeated, out of order
+    assert files.read(fids, 23).equals(records.take(fids))
+    assert files.read([22, 12], 23, ["id", "date"]).equals(records.select(["id", "date"]).take([22, 12]))
+
+
+def test_a_record_file_of_format_2_is_read_whole(tmp_path: Path) -> None:
+    folder = tmp_path / "records"
+    folder.mkdir()
+    older = records_of(6).drop_columns(["item_id", "collection"])  # one plain batch, before these columns existed
+    with pa.OSFile(str(folder / file_name(0, 6)), "wb") as sink, pa.ipc.new_file(sink, older.schema) as writer:
+        writer.write_table(older)
+    found = RecordFiles(folder).read([4, 1], 6)
+    assert found.column("id").to_pylist() == ["chip4", "chip1"] and found.column("item_id").null_count == 2
 
 
 def test_a_file_left_half_written_is_not_a_record_file(record_files: RecordFiles) -> None:
