@@ -10,8 +10,7 @@ import pyarrow as pa
 import pytest
 
 from rsretrieve.chips import RECORD_COLUMNS, Chip, Window, chips_from_table, chips_table, filter_matrix, record_columns
-from rsretrieve.store import vector_codes
-from rsretrieve.store import query_columns
+from rsretrieve.store import query_columns, vector_codes
 from rsretrieve.store.query_columns import OLD_FILES, MatrixFile, QueryColumns, RecordFiles
 
 FOOTPRINT = {"type": "Polygon", "coordinates": [[[1.0, 2.0], [1.5, 2.0], [1.5, 2.5], [1.0, 2.0]]]}
