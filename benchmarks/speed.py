@@ -2,13 +2,21 @@
 
     python benchmarks/speed.py [--sizes 10000 100000 1000000] [--dim 512] [--vectors FILE.npy]
         [--index flat ivfpq] [--nprobe 8 16 32 64] [--rerank-factors 10] [--out FILE.json]
+        [--build-while-loading] [--nlist N] [--training-samples N]     # 10M: see below
 
 Each size is stored through the real store (``StoreWriter``: LanceDB rows + FAISS index) with chips laid
 out as 8×8-chip scenes at random places over Europe on random days, then searched through ``Searcher``:
 exact Flat, and IVF-PQ at each nprobe (and re-rank factor). Vectors are a seeded Gaussian mixture on the
 unit sphere shaped like image embeddings (a shared mean direction, 2048 clusters of uneven size and
 spread; ``--mixture places``: tight groups of ~64 drawn from them, so neighbours stay as close at any
-size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows). Per record:
+size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows).
+
+Nothing holds all the vectors: they are made (or read) one block of ``APPEND_ROWS`` at a time, appended to the
+store and searched exactly right away for the ground truth (with and without the filters), so a 10M-chip run
+needs memory for a block, not 20 GB. ``--build-while-loading`` (with ``--index ivfpq`` alone) writes the store
+with IVF-PQ from the first batch, as an indexer appending batch by batch would, instead of a flat index
+committed at every batch (20 GB a commit at 10M) and rebuilt after; ``--nlist`` and ``--training-samples`` fix the
+IVF lists and cap the k-means sample (``AnnSettings``) so that such a build fits in the time there is. Per record:
 
 - recall@10 of the product's search (IVF-PQ candidates re-ranked exactly) against brute force, without
   and with a bbox filter that keeps ``--filter-fraction`` of the chips (several: ``filters`` holds the figures
@@ -29,6 +37,8 @@ size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows).
   the FAISS file write apart); retrain_s: the whole retrain with its commit; lancedb_write_s: ``StoreWriter.append``
   wall time, all batches (LanceDB rows, the query-side columns and each batch's commit of the flat index);
   finish_s: ``StoreWriter.finish`` (scalar indexes);
+- rss_mb: peak resident memory of a fresh process that opens the index with ``Searcher`` and answers the
+  queries (what a server needs; the filter matrix, FAISS index and the pages of vectors and records it touched);
 - bytes_per_vector: the FAISS file over the vectors (codes, ids, centroids and codebooks);
   code_bytes_per_vector: what one more vector costs (PQ code + 8-byte id); stored_vector_bytes: the 8-bit
   vectors (their one copy, the re-rank file, vector_file_bytes; lancedb_bytes: the chip records in LanceDB);
