@@ -46,7 +46,7 @@ IVF lists and cap the k-means sample (``AnnSettings``) so that such a build fits
   index_bytes_per_chip: the whole index folder over the chips (FAISS files of earlier commits, which the writer
   deletes a minute later, left out).
 
-A markdown table of all records is printed; the JSON list is rewritten after each size.
+A markdown table of all records is printed; the JSON list is rewritten after each record.
 """
 
 from __future__ import annotations
