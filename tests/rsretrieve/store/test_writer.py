@@ -184,3 +184,16 @@ def test_ivfpq_asked_for_a_small_archive_stays_flat_until_it_can_train(tmp_path:
         writer.close()
     assert ChipStore(tmp_path / "db").info()["index_type"] == "flat"
     assert "too few to train IVF-PQ" in messages(store_log)
+
+
+def test_a_large_archive_can_fix_its_ivf_lists_and_training_sample(tmp_path: Path) -> None:
+    settings = AnnSettings(kind="ivfpq", nlist=8, training_samples=300)
+    writer = StoreWriter.open(tmp_path / "db", MODEL, settings)
+    try:
+        for start in (0, 400):
+            writer.append(make_chips(400, start), unit_vectors(400, seed=start), new_files=1)
+        writer.finish()
+    finally:
+        writer.close()
+    info = ChipStore(tmp_path / "db").info()
+    assert (info["index_type"], info["index"]["nlist"], info["index_vectors"]) == ("ivfpq", 8, 800)
