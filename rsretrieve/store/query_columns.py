@@ -190,6 +190,15 @@ class RecordFiles:
 
         atomic_write(path, write)
 
+    def compress(self) -> None:
+        """Rewrite files of formats 1-2 (one plain batch) as compressed batches (``rsretrieve upgrade``)."""
+        for first, _, path in self._spans():
+            if self._reader(path) is None:
+                table = self._table(path)
+                self._opened.pop(path, None)
+                self._readers.pop(path, None)
+                self.append(table, first)  # the same name, replaced atomically
+
     def truncate(self, count: int) -> None:
         """Drop records beyond ``count``: whole files past it, and the tail of a file across it."""
         self._covered = (-1, None)

@@ -74,8 +74,11 @@ def as_stored(vectors: np.ndarray) -> np.ndarray:
 
 def make_format_2(db: Path, vectors: np.ndarray) -> None:
     """Turn a current index into one written by rsretrieve format 2: the float32 vectors in the LanceDB table and in
-    ``vectors.f32``, no ``vectors.i8``, ``format_version`` 2 (the table rewritten as format 2's writer wrote it)."""
+    ``vectors.f32``, no ``vectors.i8``, record files of one plain batch, ``format_version`` 2 (the table rewritten as
+    format 2's writer wrote it)."""
     import json
+
+    import pyarrow as pa
 
     from rsretrieve.chips import chips_table
     from rsretrieve.store import MANIFEST, ChipStore
@@ -89,6 +92,11 @@ def make_format_2(db: Path, vectors: np.ndarray) -> None:
     table = connection.create_table(TABLE, old_rows)
     (db / "vectors.f32").write_bytes(np.ascontiguousarray(vectors, np.float32).tobytes())
     (db / "vectors.i8").unlink()
+    for path in (db / "records").iterdir():
+        records = pa.ipc.open_file(path).read_all()
+        records = records.replace_schema_metadata(None)
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, records.schema) as writer:
+            writer.write_table(records.combine_chunks())
     manifest = json.loads((db / MANIFEST).read_text())
     (db / MANIFEST).write_text(json.dumps({**manifest, "format_version": 2, "lance_version": table.version}))
 
