@@ -23,7 +23,7 @@ KEYS = {
     "filter_path", "filter_fraction", "p50_ms_filtered", "code_bytes_per_vector", "train_s", "add_s", "retrain_s",
     "path", "candidates", "path_filtered", "candidates_filtered", "p50_ms_ann_stage", "p50_ms_stages",
     "index_bytes_per_chip", "index_folder_bytes", "index_file_bytes", "lancedb_bytes", "vector_file_bytes",
-    "filter_and_record_bytes", "rss_mb",
+    "filter_and_record_bytes", "rss_mb", "p50_cpu_ms", "p50_cpu_ms_filtered",
 }  # fmt: skip
 
 
