@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from rsretrieve import ann, ann_shards
-from rsretrieve.chips import INDEXED_COLUMNS, Chip, chips_table, missing_columns
+from rsretrieve.chips import INDEXED_COLUMNS, Chip, chips_table, missing_columns, vector_column
 from rsretrieve.files import TEMPORARY_PATTERN
 from rsretrieve.store.errors import StoreError, reason, writing
 from rsretrieve.store.lock import LOCK, WriteLock
@@ -142,9 +142,7 @@ class StoreWriter:
         """Table rows for rebuilding query-side columns; vectors from wherever the folder's format keeps them."""
         if columns != ["vector"]:
             return self.store.rows(fids, columns)
-        vectors = self.store.vectors(fids)
-        flat = pa.array(np.ascontiguousarray(vectors, np.float32).ravel())
-        return pa.table({"vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+        return pa.table({"vector": vector_column(self.store.vectors(fids))})
 
     def _announce_rebuild(self, name: str) -> None:
         """Tell the user why opening an older (or damaged) index for writing takes a while."""
