@@ -505,7 +505,8 @@ def filtered_figures(searcher: Searcher, queries: np.ndarray, case: BboxCase) ->
 
 
 SERVE = """
-import resource, sys, types
+import re, sys, types
+from pathlib import Path
 import numpy as np
 from rsretrieve.query import Query
 from rsretrieve.search import Searcher
@@ -514,12 +515,13 @@ model = types.SimpleNamespace(name="speed-benchmark", architecture="synthetic", 
 searcher = Searcher(db, model=model, rerank_factor=rerank, nprobe=nprobe)
 for query in queries:
     searcher.search(Query.build(vectors=[query], k=10))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(int(re.search(r"VmHWM:\\s*(\\d+) kB", Path("/proc/self/status").read_text())[1]) / 1024)
 """
 
 
 def serving_rss_mb(db: Path, queries: np.ndarray, nprobe: int | None, rerank: int) -> float:
-    """Peak resident memory of a fresh process that opens the index and answers the queries (what a server holds)."""
+    """Peak resident memory of a fresh process that opens the index and answers the queries (what a server holds):
+    its ``VmHWM``, not ``ru_maxrss``, which Linux carries over from this (much larger) process across fork+exec."""
     path = db.parent / "queries.npy"
     np.save(path, queries)
     command = [sys.executable, "-c", SERVE, str(db), str(path), str(nprobe or 0), str(rerank)]
