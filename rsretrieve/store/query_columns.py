@@ -101,7 +101,7 @@ class RecordFiles:
     def __init__(self, folder: Path):
         self.path = folder
         self._opened: dict[Path, pa.Table] = {}
-        self._readers: dict[Path, tuple[pa.ipc.RecordBatchFileReader, int]] = {}
+        self._readers: dict[Path, tuple[pa.ipc.RecordBatchFileReader, int] | None] = {}
         self._covered: tuple[int, list[tuple[int, int, Path]] | None] = (-1, None)  # last count asked, its files
 
     def _spans(self) -> list[tuple[int, int, Path]]:
@@ -168,7 +168,7 @@ class RecordFiles:
         return self._readers[path]
 
     def _table(self, path: Path) -> pa.Table:
-        """The memory-mapped table of one file (opened once)."""
+        """The whole table of one file, opened once: memory-mapped (one plain batch) or decompressed (a rewrite)."""
         table = self._opened.get(path)
         if table is None:
             with pa.memory_map(str(path)) as source:  # files written before a column existed read it as null
