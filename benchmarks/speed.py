@@ -626,7 +626,7 @@ COLUMNS = [
     ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p50_ms_filtered", "p50 ms bbox"),
     ("p50_ms_ann_stage", "p50 ms FAISS only"), ("qps", "QPS batched"),
     ("build_s", "build s"), ("lancedb_write_s", "LanceDB write s"), ("bytes_per_vector", "bytes/vector"),
-    ("index_bytes_per_chip", "index bytes/chip"),
+    ("index_bytes_per_chip", "index bytes/chip"), ("p50_cpu_ms", "p50 CPU ms"), ("rss_mb", "serving RSS MB"),
 ]  # fmt: skip
 
 
