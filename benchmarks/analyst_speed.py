@@ -6,9 +6,9 @@ Each size is written through the real store (``StoreWriter``, flat FAISS) as chi
 0.005° chips with square footprints; 1 % of them, in 4 × 4-chip blocks at random places, are a planted class
 (vector = normalise(noise + 1.5 · class direction)), the rest seeded noise on the unit sphere. Per size:
 
-- read_vectors_s: one pass reading every stored vector (``ChipStore.vector_blocks``: views of the memory map; a
-  column sum per block; page cache warm, the second of two passes; read_vectors_first_s: the first, which also
-  maps the pages): the floor of any whole-archive scoring; score_s: the classifier's scoring pass
+- read_vectors_s: one pass reading every stored vector (``ChipStore.vector_blocks``: blocks decoded from
+  ``vectors.i8``; a column sum per block; page cache warm, the second of two passes; read_vectors_first_s: the
+  first, which also maps the pages): the floor of any whole-archive scoring; score_s: the classifier's scoring pass
   (``classify``'s own timing: the same blocks, one matrix-vector product and a sigmoid each); score_to_read:
   their ratio (target ≤ 2);
 - train_s, cv_s: fitting the final model and the 5-fold cross-validation by area, for 100 labelled positives and

@@ -2,13 +2,21 @@
 
     python benchmarks/speed.py [--sizes 10000 100000 1000000] [--dim 512] [--vectors FILE.npy]
         [--index flat ivfpq] [--nprobe 8 16 32 64] [--rerank-factors 10] [--out FILE.json]
+        [--build-while-loading] [--nlist N] [--training-samples N]     # 10M: see below
 
 Each size is stored through the real store (``StoreWriter``: LanceDB rows + FAISS index) with chips laid
 out as 8×8-chip scenes at random places over Europe on random days, then searched through ``Searcher``:
 exact Flat, and IVF-PQ at each nprobe (and re-rank factor). Vectors are a seeded Gaussian mixture on the
 unit sphere shaped like image embeddings (a shared mean direction, 2048 clusters of uneven size and
 spread; ``--mixture places``: tight groups of ~64 drawn from them, so neighbours stay as close at any
-size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows). Per record:
+size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows).
+
+Nothing holds all the vectors: they are made (or read) one block of ``APPEND_ROWS`` at a time, appended to the
+store and searched exactly right away for the ground truth (with and without the filters), so a 10M-chip run
+needs memory for a block, not 20 GB. ``--build-while-loading`` (with ``--index ivfpq`` alone) writes the store
+with IVF-PQ from the first batch, as an indexer appending batch by batch would, instead of a flat index
+committed at every batch (20 GB a commit at 10M) and rebuilt after; ``--nlist`` and ``--training-samples`` fix the
+IVF lists and cap the k-means sample (``AnnSettings``) so that such a build fits in the time there is. Per record:
 
 - recall@10 of the product's search (IVF-PQ candidates re-ranked exactly) against brute force, without
   and with a bbox filter that keeps ``--filter-fraction`` of the chips (several: ``filters`` holds the figures
@@ -19,35 +27,42 @@ size), or the rows of ``--vectors`` (L2-normalised; queries are held-back rows).
   (exact: the matches scored exactly; faiss: FAISS searched with allowed ids; ``path_filtered`` is the
   ``Results.path`` itself); ``candidates``/``candidates_filtered``: mean IVF-PQ candidates re-ranked exactly
   per query (``Results.candidates``, 0 when none);
+- p50_cpu_ms (and _filtered): the CPU time of this process per query (all its threads), which a machine shared
+  with other jobs does not stretch the way it stretches wall time;
 - single-query latency p50/p95 of ``Searcher.search`` (CPU, no text encoding; results' records included), and
   p50 of its FAISS stage alone (``Results.timings["ann"]``; the rest: the bbox filter over ``bounds.f64``,
   re-rank from the stored vectors, reading the results' records; ``p50_ms_stages`` has every stage);
 - qps: queries/s with all queries in one FAISS call, their candidates' stored vectors read at once
   and each re-ranked exactly (what a batch API would get);
 - build_s = train_s + add_s: FAISS train and add as ``StoreWriter`` times them (its ``manifest.index``), building
-  the index from the stored vectors (``StoreWriter.retrain``; read back from ``vectors.f32`` inside the timing,
+  the index from the stored vectors (``StoreWriter.retrain``; read back from ``vectors.i8`` inside the timing,
   the FAISS file write apart); retrain_s: the whole retrain with its commit; lancedb_write_s: ``StoreWriter.append``
   wall time, all batches (LanceDB rows, the query-side columns and each batch's commit of the flat index);
   finish_s: ``StoreWriter.finish`` (scalar indexes);
+- rss_mb: peak resident memory of a fresh process that opens the index with ``Searcher`` and answers the
+  queries (what a server needs; the filter matrix, FAISS index and the pages of vectors and records it touched);
 - bytes_per_vector: the FAISS file over the vectors (codes, ids, centroids and codebooks);
-  code_bytes_per_vector: what one more vector costs (PQ code + 8-byte id); stored_vector_bytes: the float32
-  vectors (kept both in LanceDB, lancedb_bytes with the metadata, and in the re-rank file, vector_file_bytes);
+  code_bytes_per_vector: what one more vector costs (PQ code + 8-byte id); stored_vector_bytes: the 8-bit
+  vectors (their one copy, the re-rank file, vector_file_bytes; lancedb_bytes: the chip records in LanceDB);
   filter_and_record_bytes: the query path's other copies (``bounds.f64``, ``records/``);
   index_bytes_per_chip: the whole index folder over the chips (FAISS files of earlier commits, which the writer
   deletes a minute later, left out).
 
-A markdown table of all records is printed; the JSON list is rewritten after each size.
+A markdown table of all records is printed; the JSON list is rewritten after each record.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -64,7 +79,7 @@ from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import Chip, Window
 from rsretrieve.query import Filters, Query
 from rsretrieve.search import Results, Searcher
-from rsretrieve.store import ChipStore, StoreWriter
+from rsretrieve.store import ChipStore, StoreWriter, vector_codes
 from rsretrieve.store.query_columns import BOUNDS, RECORDS, VECTORS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -114,28 +129,47 @@ class Mixture:
 
     def sample(self, n: int, stream: int) -> np.ndarray:
         """n unit vectors; the same (stream, n) always gives the same rows, and fewer rows are a prefix."""
-        out = np.empty((n, self.dim), np.float32)
-        for start in range(0, n, CHUNK):
-            rng = np.random.default_rng([self.seed, stream, start // CHUNK])
-            size = min(CHUNK, n - start)
+        return self.rows(0, n, n, stream)
+
+    def rows(self, start: int, stop: int, n: int, stream: int) -> np.ndarray:
+        """Rows start..stop of the n of a stream, made chunk by chunk (any block of a 10M archive, never all of it)."""
+        parts = []
+        for first in range(start - start % CHUNK, stop, CHUNK):
+            rng = np.random.default_rng([self.seed, stream, first // CHUNK])
+            size = min(CHUNK, n - first)
             group = rng.choice(len(self.weights), size, p=self.weights)
             noise = rng.standard_normal((size, self.dim), dtype=np.float32)
             noise *= (self.spread[group] / np.sqrt(self.dim)).astype(np.float32)[:, None]
-            out[start : start + size] = unit(self.centres[group] + noise)
-        return out
+            chunk = unit(self.centres[group] + noise)
+            parts.append(chunk[max(start - first, 0) : stop - first])
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
 
 
-def load_vectors(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """(n data rows, query rows, description): synthetic, or ``--vectors`` with queries held back at random."""
+@dataclass(frozen=True)
+class VectorSource:
+    """The archive's vectors, read block by block (``rows``), and the queries."""
+
+    rows: Callable[[int, int], np.ndarray]
+    queries: np.ndarray
+    description: str
+
+
+def load_vectors(args: argparse.Namespace, n: int) -> VectorSource:
+    """Synthetic vectors, or ``--vectors`` with queries held back at random; data rows are read per block."""
     if args.vectors is None:
         mixture = Mixture(args.dim, args.seed, n // PLACE_ROWS if args.mixture == "places" else 0)
-        return mixture.sample(n, stream=1), mixture.sample(args.queries, stream=2), mixture.description
+        return VectorSource(
+            lambda start, stop: mixture.rows(start, stop, n, stream=1),
+            mixture.sample(args.queries, stream=2),
+            mixture.description,
+        )
     matrix = np.load(args.vectors, mmap_mode="r")
     if matrix.ndim != 2 or len(matrix) < n + args.queries:
         sys.exit(f"{args.vectors}: need an N×d matrix of at least {n} + {args.queries} rows, got {matrix.shape}")
     held = np.zeros(len(matrix), bool)
     held[np.random.default_rng(args.seed).choice(len(matrix), args.queries, replace=False)] = True
-    return unit(matrix[~held][:n]), unit(matrix[held]), str(args.vectors)
+    kept = np.flatnonzero(~held)[:n]
+    return VectorSource(lambda start, stop: unit(matrix[kept[start:stop]]), unit(matrix[held]), str(args.vectors))
 
 
 class Layout:
@@ -197,16 +231,28 @@ class Layout:
             scale *= 1.05
 
 
-def write_store(db: Path, model: Any, vectors: np.ndarray, layout: Layout) -> tuple[StoreWriter, dict[str, float]]:
-    """Append all chips to a new flat-index store in whole-scene batches and finish it; seconds per phase."""
-    writer = StoreWriter.open(db, model, AnnSettings(kind="flat"))
+def write_store(
+    db: Path,
+    model: Any,
+    source: VectorSource,
+    layout: Layout,
+    settings: AnnSettings,
+    seen: Callable[[np.ndarray, int], None],
+) -> tuple[StoreWriter, dict[str, float]]:
+    """Append all chips to a new store (index ``settings``) in whole-scene batches and finish it; seconds per phase.
+
+    Each block of vectors is made once, appended, and shown to ``seen`` (the streaming ground truth)."""
+    writer = StoreWriter.open(db, model, settings)
     appending = 0.0
     for start in range(0, len(layout), APPEND_ROWS):
         stop = min(start + APPEND_ROWS, len(layout))
+        vectors = source.rows(start, stop)
+        seen(vectors, start)
         chips = layout.chips(start, stop)
         started = time.perf_counter()
-        writer.append(chips, vectors[start:stop], new_files=layout.scenes_in(start, stop))
+        writer.append(chips, vectors, new_files=layout.scenes_in(start, stop))
         appending += time.perf_counter() - started
+        print(f"loaded {stop:,} of {len(layout):,} chips ({appending:.0f} s appending)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     writer.finish()
     return writer, {"lancedb_write_s": appending, "finish_s": time.perf_counter() - started}
@@ -222,7 +268,7 @@ def rebuild(writer: StoreWriter, kind: str) -> dict[str, float]:
     train_s and add_s are the writer's own timings of this build (``manifest.index``); they are checked to be
     plausible: present, not negative, within the retrain's wall time, and train_s > 0 for IVF-PQ.
     """
-    writer.settings = AnnSettings(kind=kind)
+    writer.settings = dataclasses.replace(writer.settings, kind=kind)
     started = time.perf_counter()
     writer.retrain()
     retrain_s = time.perf_counter() - started
@@ -233,6 +279,19 @@ def rebuild(writer: StoreWriter, kind: str) -> dict[str, float]:
     if min(train_s, add_s) < 0 or train_s + add_s > retrain_s or (kind == "ivfpq" and train_s <= 0):
         raise ImplausibleFigures(f"{kind} build times train_s={train_s}, add_s={add_s} in a retrain of {retrain_s} s")
     return {"build_s": train_s + add_s, "train_s": train_s, "add_s": add_s, "retrain_s": retrain_s}
+
+
+def built_while_loading(writer: StoreWriter, loaded: dict[str, float]) -> dict[str, float]:
+    """Build figures of an IVF-PQ index built as the store was written, without a rebuild (``--build-while-loading``):
+    build_s is the whole load (rows, columns, training when the archive outgrew the lists, every add and commit);
+    train_s/add_s are the writer's last full build within it."""
+    committed = writer.manifest.index
+    return {
+        "build_s": loaded["lancedb_write_s"] + loaded["finish_s"],
+        "train_s": float(committed.get("train_s", 0.0)),
+        "add_s": float(committed.get("add_s", 0.0)),
+        "retrain_s": 0.0,
+    }
 
 
 def folder_bytes(folder: Path) -> int:
@@ -256,7 +315,7 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
         "index_file_bytes": index_bytes,
         "bytes_per_vector": round(index_bytes / n, 2),
         "code_bytes_per_vector": described["bytes_per_vector"],
-        "stored_vector_bytes": n * dim * 4,
+        "stored_vector_bytes": n * vector_codes.row_bytes(dim),
         "lancedb_bytes": folder_bytes(db / "chips.lance"),
         "vector_file_bytes": vector_bytes,
         "filter_and_record_bytes": bounds_bytes + folder_bytes(db / RECORDS),
@@ -289,17 +348,19 @@ def accuracy(found: list[Ranking], truth: Ranking) -> tuple[float | None, float 
 
 @dataclass(frozen=True)
 class Searched:
-    """What ``Searcher.search`` did for each query: milliseconds, results, path taken, candidates, stage timings."""
+    """What ``Searcher.search`` did for each query: milliseconds (wall and CPU), results, path taken, candidates,
+    stage timings."""
 
     milliseconds: np.ndarray
+    cpu_milliseconds: np.ndarray
     found: list[Ranking]
     paths: list[str]
     candidates: list[int]
     timings: list[dict[str, float]]
 
-    def p_ms(self, percentile: float) -> float:
-        """A percentile of the latency, milliseconds."""
-        return round(float(np.percentile(self.milliseconds, percentile)), 3)
+    def p_ms(self, percentile: float, cpu: bool = False) -> float:
+        """A percentile of the latency (or of the CPU time of this process per query), milliseconds."""
+        return round(float(np.percentile(self.cpu_milliseconds if cpu else self.milliseconds, percentile)), 3)
 
     def path(self) -> str:
         """The ``Results.path`` the queries took (several joined by "+" if they differed)."""
@@ -323,11 +384,12 @@ def timed_queries(searcher: Searcher, queries: np.ndarray, filters: Filters | No
     built = [Query.build(vectors=[query], k=K, filters=filters or Filters()) for query in queries]
     for query in built[:WARM_UP_QUERIES]:
         searcher.search(query)
-    milliseconds, answers = [], []
+    milliseconds, cpu_milliseconds, answers = [], [], []
     for query in built:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         results: Results = searcher.search(query)
         milliseconds.append((time.perf_counter() - started) * 1000)
+        cpu_milliseconds.append((time.process_time() - cpu_started) * 1000)
         answers.append(results)
     found = [
         (
@@ -338,6 +400,7 @@ def timed_queries(searcher: Searcher, queries: np.ndarray, filters: Filters | No
     ]
     return Searched(
         np.array(milliseconds),
+        np.array(cpu_milliseconds),
         found,
         [results.path for results in answers],
         [results.candidates for results in answers],
@@ -369,20 +432,51 @@ def batched_qps(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> 
     return len(queries) / (time.perf_counter() - started)
 
 
+class TopK:
+    """The exact top k of each query over the blocks of vectors seen so far (equal scores: lower id first)."""
+
+    def __init__(self, queries: np.ndarray, k: int):
+        self.queries, self.k = queries, k
+        self.scores = np.full((len(queries), k), -np.inf, np.float32)
+        self.ids = np.full((len(queries), k), -1, np.int64)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Take the rows ``vectors`` named ``ids`` into account."""
+        if len(ids) == 0:
+            return
+        scores, found = ann.exact_search(vectors, ids, self.queries, self.k)
+        scores, found = np.hstack([self.scores, scores]), np.hstack([self.ids, found])
+        order = np.lexsort((found, -scores), axis=-1)[:, : self.k]
+        self.scores, self.ids = np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)
+
+    def ranking(self, k: int = K) -> Ranking:
+        """(scores, ids) of the top ``k``."""
+        return self.scores[:, :k], self.ids[:, :k]
+
+
 @dataclass(frozen=True)
 class BboxCase:
     """A bbox filter keeping about ``fraction`` of the chips, and the exact top k of each query under it."""
 
     box: tuple[float, float, float, float]
     allowed: np.ndarray
-    truth: Ranking
+    top: TopK
 
     @classmethod
-    def build(cls, layout: Layout, fraction: float, vectors: np.ndarray, queries: np.ndarray) -> BboxCase:
-        """The case for ``fraction`` of the chips of ``layout``."""
+    def build(cls, layout: Layout, fraction: float, queries: np.ndarray) -> BboxCase:
+        """The case for ``fraction`` of the chips of ``layout`` (its truth filled block by block by ``add``)."""
         box = layout.box_keeping(fraction)
-        allowed = layout.intersecting(box)
-        return cls(box, allowed, ann.exact_search(vectors[allowed], allowed, queries, K))
+        return cls(box, layout.intersecting(box), TopK(queries, K))
+
+    def add(self, vectors: np.ndarray, start: int) -> None:
+        """Take the block of rows start.. into account."""
+        rows = self.allowed[(self.allowed >= start) & (self.allowed < start + len(vectors))]
+        self.top.add(vectors[rows - start], rows)
+
+    @property
+    def truth(self) -> Ranking:
+        """The exact top k under the filter."""
+        return self.top.ranking()
 
     def describe(self, n: int) -> dict[str, Any]:
         """What the filter is: its box and how many chips it keeps."""
@@ -405,8 +499,34 @@ def filtered_figures(searcher: Searcher, queries: np.ndarray, case: BboxCase) ->
         "recall_at_10_filtered": recall,
         "score_gap_at_10_filtered": gap,
         "p50_ms_filtered": searched.p_ms(50),
+        "p50_cpu_ms_filtered": searched.p_ms(50, cpu=True),
         "p95_ms_filtered": searched.p_ms(95),
     }
+
+
+SERVE = """
+import re, sys, types
+from pathlib import Path
+import numpy as np
+from rsretrieve.query import Query
+from rsretrieve.search import Searcher
+db, queries, nprobe, rerank = sys.argv[1], np.load(sys.argv[2]), int(sys.argv[3]) or None, int(sys.argv[4])
+model = types.SimpleNamespace(name="speed-benchmark", architecture="synthetic", checkpoint="none", dim=queries.shape[1])
+searcher = Searcher(db, model=model, rerank_factor=rerank, nprobe=nprobe)
+for query in queries:
+    searcher.search(Query.build(vectors=[query], k=10))
+print(int(re.search(r"VmHWM:\\s*(\\d+) kB", Path("/proc/self/status").read_text())[1]) / 1024)
+"""
+
+
+def serving_rss_mb(db: Path, queries: np.ndarray, nprobe: int | None, rerank: int) -> float:
+    """Peak resident memory of a fresh process that opens the index and answers the queries (what a server holds):
+    its ``VmHWM``, not ``ru_maxrss``, which Linux carries over from this (much larger) process across fork+exec."""
+    path = db.parent / "queries.npy"
+    np.save(path, queries)
+    command = [sys.executable, "-c", SERVE, str(db), str(path), str(nprobe or 0), str(rerank)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return round(float(done.stdout.strip().splitlines()[-1]), 1)
 
 
 def measure(
@@ -426,42 +546,55 @@ def measure(
         "candidates": plain.mean_candidates(),
         "p50_ms": plain.p_ms(50),
         "p95_ms": plain.p_ms(95),
+        "p50_cpu_ms": plain.p_ms(50, cpu=True),
         **filters[0],
         "filters": filters,
         "p50_ms_ann_stage": stages.get("ann"),
         "p50_ms_stages": stages,
         "qps": round(batched_qps(searcher, queries, nprobe), 1),
+        "rss_mb": serving_rss_mb(db, queries, nprobe, rerank),
     }
 
 
-def ground_truth(vectors: np.ndarray, queries: np.ndarray) -> tuple[Ranking, dict[str, float]]:
-    """Exact top k of each query, and the mean exact scores at ranks 1, 10 and 100."""
-    scores, nearest = ann.exact_search(vectors, np.arange(len(vectors)), queries, DIFFICULTY_RANK)
-    difficulty = {f"score_at_{rank}": round(float(scores[:, rank - 1].mean()), 4) for rank in (1, K, DIFFICULTY_RANK)}
-    return (scores[:, :K], nearest[:, :K]), difficulty
+def difficulty(top: TopK) -> dict[str, float]:
+    """The mean exact scores at ranks 1, 10 and 100."""
+    return {f"score_at_{rank}": round(float(top.scores[:, rank - 1].mean()), 4) for rank in (1, K, DIFFICULTY_RANK)}
 
 
 def bench_size(
-    vectors: np.ndarray, queries: np.ndarray, args: argparse.Namespace, base: dict[str, Any]
+    n: int, source: VectorSource, args: argparse.Namespace, base: dict[str, Any], save: Callable[[list], None]
 ) -> list[dict[str, Any]]:
-    """All records of one archive size."""
-    n, dim = vectors.shape
+    """All records of one archive size (each handed to ``save`` with those before it as soon as it is measured);
+    the exact top k (with and without filters) is found while the store is written, block by block."""
+    queries = source.queries
+    dim = queries.shape[1]
     layout = Layout(n, args.seed)
-    cases = [BboxCase.build(layout, fraction, vectors, queries) for fraction in args.filter_fraction]
-    truth, difficulty = ground_truth(vectors, queries)
-    size = {**base, "n": n, "dim": dim, **difficulty}
+    cases = [BboxCase.build(layout, fraction, queries) for fraction in args.filter_fraction]
+    top = TopK(queries, DIFFICULTY_RANK)
+
+    def seen(vectors: np.ndarray, start: int) -> None:
+        top.add(vectors, np.arange(start, start + len(vectors)))
+        for case in cases:
+            case.add(vectors, start)
+
     model = SimpleNamespace(name="speed-benchmark", architecture="synthetic", checkpoint="none", dim=dim)
     kinds = sorted({ann.choose_params(n, dim, kind, args.flat_threshold).kind for kind in args.index})
     records = []
     with tempfile.TemporaryDirectory(prefix="rsretrieve-speed-", dir=args.workdir) as folder:
         db = Path(folder) / "db"
-        writer, loaded = write_store(db, model, vectors, layout)
+        # a 10M store cannot commit a flat index at every batch (20 GB each): without flat, IVF-PQ from the start
+        loading = AnnSettings(kind=kinds[0], nlist=args.nlist, training_samples=args.training_samples)
+        writer, loaded = write_store(db, model, source, layout, loading, seen)
+        truth, size = top.ranking(), {**base, "n": n, "dim": dim, **difficulty(top)}
         try:
             for kind in kinds:  # "flat" first: the store was loaded with a flat index, built again here to time it
-                built = {
-                    **(loaded if kind == "flat" else {"lancedb_write_s": loaded["lancedb_write_s"]}),
-                    **rebuild(writer, kind),
-                }
+                if args.build_while_loading and kind == kinds[0] == "ivfpq":
+                    built = {**loaded, **built_while_loading(writer, loaded)}
+                else:
+                    built = {
+                        **(loaded if kind == "flat" else {"lancedb_write_s": loaded["lancedb_write_s"]}),
+                        **rebuild(writer, kind),
+                    }
                 sizes = index_sizes(db, n, dim)
                 for nprobe, rerank in settings(kind, sizes["nlist"], args):
                     record = {**size, "index": kind, "nprobe": nprobe, "rerank_factor": rerank, **sizes}
@@ -470,6 +603,7 @@ def bench_size(
                     )
                     record.update({key: round(value, 3) for key, value in built.items()})
                     records.append(record)
+                    save(records)
                     print(table_row(record), file=sys.stderr, flush=True)
         finally:
             writer.close()
@@ -492,7 +626,7 @@ COLUMNS = [
     ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p50_ms_filtered", "p50 ms bbox"),
     ("p50_ms_ann_stage", "p50 ms FAISS only"), ("qps", "QPS batched"),
     ("build_s", "build s"), ("lancedb_write_s", "LanceDB write s"), ("bytes_per_vector", "bytes/vector"),
-    ("index_bytes_per_chip", "index bytes/chip"),
+    ("index_bytes_per_chip", "index bytes/chip"), ("p50_cpu_ms", "p50 CPU ms"), ("rss_mb", "serving RSS MB"),
 ]  # fmt: skip
 
 
@@ -532,6 +666,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--exact-filter-limit", type=int, help="exact-scoring limit for filters (a fixed count)")
     parser.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: FAISS's)")
+    parser.add_argument(
+        "--build-while-loading", action="store_true",
+        help="with --index ivfpq alone: IVF-PQ built as the store is written, not rebuilt after (build_s: the load)",
+    )  # fmt: skip
+    parser.add_argument("--nlist", type=int, help="IVF lists (default: the store's 4·√N, ≤ 4096)")
+    parser.add_argument("--training-samples", type=int, help="cap on the IVF-PQ k-means sample (default: the store's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="where the temporary stores go (default: system temp)")
     parser.add_argument("--out", type=Path, help="JSON out (default benchmarks/results/speed-<device>.json)")
@@ -561,11 +701,17 @@ def main(argv: list[str] | None = None) -> None:
         "k": K,
     }
     records: list[dict[str, Any]] = []
+    out.parent.mkdir(parents=True, exist_ok=True)
     for n in args.sizes:
-        vectors, queries, source = load_vectors(args, n)
-        records += bench_size(vectors, queries, args, {**base, "data": source})
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(records, indent=2) + "\n")
+        source = load_vectors(args, n)
+        done = list(records)
+        records += bench_size(
+            n,
+            source,
+            args,
+            {**base, "data": source.description},
+            lambda new: out.write_text(json.dumps(done + new, indent=2) + "\n"),  # noqa: B023 (called within)
+        )
     print(markdown_table(records))
 
 

@@ -303,6 +303,7 @@ def index_archive(
     limit_gdal_cache()  # before planning: the stretch statistics of a 16-bit scene decode all its tiles
     bands = list(chips.bands) if chips.bands else None
     writer = StoreWriter.open(db, model, ann_settings, run.rebuild, chips.chip_size, chips.overlap, bands)
+    writer.shard_map = getattr(groups, "shard_map", None)  # who fills a new FAISS index (Ray tasks on Ray)
     summary = IndexSummary(db=str(db))
     try:
         counts = Counter(writer.column("path").to_pylist()) if len(writer) else Counter()

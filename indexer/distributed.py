@@ -15,6 +15,10 @@ run skips the committed files and embeds the rest: every chip exactly once. Rows
 (pickled ``ScenePlan`` without its chip list + one ``Chip``), and ``preserve_order`` keeps the files in order,
 so the index is the one the single-process indexer builds (same ids, windows, footprints and fids).
 
+The FAISS index of a large archive is trained in the driver on a sample and filled shard by shard by Ray tasks
+(``ray_shard_map``: each task adds one block of stored vectors to an empty copy of the trained index, the driver
+merges the shards in order, ``rsretrieve.ann_shards``), instead of the driver encoding every vector itself.
+
 Why not commit in the workers: LanceDB appends from many processes would race for versions, the FAISS file and
 the manifest must be rewritten by one process per commit, and a crash between workers' commits would leave a
 partial file group. One committing process is cheap beside embedding (``docs/distributed.md``: the writer
@@ -45,6 +49,7 @@ from indexer.build import (
     index_archive,
 )
 from rsretrieve.ann import AnnSettings
+from rsretrieve.ann_shards import Blocks, ShardFill, in_order
 from rsretrieve.chips import Chip
 from rsretrieve.embedding import SKIPPED, default_batch_size
 from rsretrieve.errors import UserError
@@ -204,10 +209,24 @@ class Embedder:
 # -- the driver ---------------------------------------------------------------------------------------
 
 
+def ray_shard_map(function: ShardFill, trained: np.ndarray, blocks: Blocks) -> Iterator[np.ndarray]:
+    """``ann_shards.ShardMap`` on Ray: one task per block, the trained index shipped once, as many tasks in flight
+    as the cluster has CPUs."""
+    import ray
+
+    remote = ray.remote(num_cpus=1)(function)
+    shared = ray.put(trained)
+    window = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    started = (remote.remote(shared, first, vectors) for first, vectors in blocks)
+    yield from in_order(started, window, ray.get)
+
+
 class RayGroups:
-    """Group source of ``index_archive``: the files embedded on Ray, reassembled and grouped in the driver."""
+    """Group source of ``index_archive``: the files embedded on Ray, reassembled and grouped in the driver; the
+    writer fills new FAISS indexes with Ray tasks (``shard_map``)."""
 
     estimates_total = False  # no header pass over the archive in the driver: planning runs on Ray
+    shard_map = staticmethod(ray_shard_map)
 
     def __init__(self, model: EmbeddingModel, source: dict[str, Any], chips: ChipOptions, options: RayOptions):
         self.model = model

@@ -68,11 +68,14 @@ class IndexParams:
 @dataclass(frozen=True)
 class AnnSettings:
     """Which FAISS index the writer builds: ``auto`` (flat below ``flat_threshold`` chips, else IVF-PQ), ``flat`` or
-    ``ivfpq``, and the nprobe stored with it (None: ``default_nprobe``)."""
+    ``ivfpq``, and the nprobe stored with it (None: ``default_nprobe``). For very large archives: a fixed number of
+    IVF lists (None: ``choose_nlist``) and a cap on the k-means sample (None: ``max_training_samples``)."""
 
     kind: str = "auto"
     flat_threshold: int = DEFAULT_FLAT_THRESHOLD
     nprobe: int | None = None
+    nlist: int | None = None
+    training_samples: int | None = None
 
 
 def choose_params(
@@ -81,6 +84,7 @@ def choose_params(
     kind: str = "auto",
     flat_threshold: int = DEFAULT_FLAT_THRESHOLD,
     nprobe: int | None = None,
+    nlist: int | None = None,
 ) -> IndexParams:
     """Index parameters for `n` vectors of `dim` dimensions.
 
@@ -95,6 +99,7 @@ def choose_params(
       dim/m ≥ 4 dimensions each and a code length the GPU IVF-PQ supports (512-d → 64, i.e. 8
       dimensions per byte; 768 → 64; 64 → 16); nbits = 8. Codes plus 8-byte ids: 72 bytes/vector.
     - nprobe = `default_nprobe(nlist)` = max(8, nlist/64) unless given.
+    - `nlist` given: that many lists, as long as n/39 vectors can train them (else as many as can).
     """
     if kind == "auto":
         kind = "flat" if n < flat_threshold else "ivfpq"
@@ -104,7 +109,7 @@ def choose_params(
         raise ValueError(f"unknown index kind {kind!r} (auto, flat or ivfpq)")
     if n < MIN_IVFPQ_VECTORS:
         raise ValueError(f"an ivfpq index needs at least 256 vectors to train, got {n}")
-    nlist = choose_nlist(n)
+    nlist = choose_nlist(n) if nlist is None else max(1, min(nlist, n // MIN_POINTS_PER_CENTROID))
     return IndexParams(
         kind="ivfpq",
         nlist=nlist,

@@ -118,7 +118,8 @@ class Chip:
 
 
 def table_schema(dim: int) -> pa.Schema:
-    """Arrow schema of the store's ``chips`` table: fid (= FAISS id), the record columns, the vector."""
+    """Arrow schema of a batch of chips as the writer receives it: fid (= FAISS id), the record columns, the vector
+    (the LanceDB ``chips`` table keeps all but the vector since format 3: ``store.vector_codes`` holds it)."""
     return pa.schema([("fid", pa.int64()), *RECORD_COLUMNS.items(), ("vector", pa.list_(pa.float32(), dim))])
 
 
@@ -141,11 +142,15 @@ def record_table(chips: Sequence[Chip]) -> pa.Table:
 
 def chips_table(chips: Sequence[Chip], fids: np.ndarray, vectors: np.ndarray) -> pa.Table:
     """Rows of the ``chips`` table for ``chips`` with their fids and vectors."""
-    dim = vectors.shape[1]
     records = record_table(chips)
+    columns = [pa.array(np.asarray(fids, np.int64)), *records.columns, vector_column(vectors)]
+    return pa.Table.from_arrays(columns, schema=table_schema(vectors.shape[1]))
+
+
+def vector_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """An (n, dim) matrix as the ``vector`` column: one fixed-size list of float32 a row."""
     flat = pa.array(np.ascontiguousarray(vectors, np.float32).ravel())
-    columns = [pa.array(np.asarray(fids, np.int64)), *records.columns, pa.FixedSizeListArray.from_arrays(flat, dim)]
-    return pa.Table.from_arrays(columns, schema=table_schema(dim))
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
 
 
 def record_columns(table: pa.Table) -> pa.Table:

@@ -57,7 +57,8 @@ def add_upgrade_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    """Rewrite an index's query-side files in this version's format (LanceDB rows and FAISS stay as they are)."""
+    """Bring an index to this version's format: query-side files rewritten; from formats 1-2 the float32 vectors
+    become ``vectors.i8`` and leave the LanceDB table (compacted); LanceDB records and the FAISS index stay."""
     from rsretrieve.store import FORMAT_VERSION, Manifest, StoreWriter
 
     manifest = Manifest.read(args.db)

@@ -3,9 +3,11 @@
 Layout of a ``--db`` folder (details in docs/architecture.md)::
 
     manifest.json          model, dim, count, committed LanceDB version, current FAISS file, format version
-    chips.lance/           LanceDB table: one row per chip (``chips.table_schema``), ``fid`` = row offset = FAISS id
+    chips.lance/           LanceDB table: one row per chip, its record (``chips.RECORD_COLUMNS``) and ``fid`` = row
+                           offset = FAISS id; no vectors (format 3)
     index-<version>.faiss  FAISS index matching LanceDB version <version>
-    vectors.f32, bounds.f64, records/*.arrow
+    vectors.i8             the vectors, stored once, 8-bit with a scale per row (``store.vector_codes``)
+    bounds.f64, records/*.arrow
                            the query side's copies of table columns (``store.query_columns``)
     write.lock             pid of the indexer writing now, flock-ed while it runs (absent otherwise)
 
@@ -18,9 +20,10 @@ manifest, so a crash while starting over leaves an empty index, never a manifest
 A failed write (disk full, read-only) is a StoreError; what was committed stays.
 
 Modules: ``manifest`` (what is committed), ``lock`` (one writer), ``table`` (LanceDB), ``query_columns`` (the
-query side's files), ``reader`` (``ChipStore``), ``writer`` (``StoreWriter``, which has a reader),
-``remote_db`` (an index on s3://: a local working copy whose commits are published with conditional writes) and
-``object_store`` (its S3 calls: the pointer object and the content-addressed blocks).
+query side's files), ``vector_codes`` (the vectors' 8-bit form), ``reader`` (``ChipStore``), ``writer``
+(``StoreWriter``, which has a reader), ``remote_db`` (an index on s3://: a local working copy whose commits are
+published with conditional writes) and ``object_store`` (its S3 calls: the pointer object and the
+content-addressed blocks).
 """
 
 from rsretrieve.store.errors import StoreError, reason, writing

@@ -16,7 +16,9 @@ from rsretrieve.files import atomic_write
 from rsretrieve.models import is_random_checkpoint
 from rsretrieve.store.errors import StoreError
 
-FORMAT_VERSION = 2  # 2: result records in Arrow IPC files (``records/``) instead of records.jsonl + records.end
+FORMAT_VERSION = 3
+# 2: result records in Arrow IPC files (``records/``) instead of records.jsonl + records.end
+# 3: the vectors stored once, in 8-bit form (``vectors.i8``), no longer in LanceDB and ``vectors.f32``
 MANIFEST = "manifest.json"
 
 

@@ -3,10 +3,15 @@
 A LanceDB take costs ~2 ms plus ~0.6 ms per column at 1M rows, and its bbox SQL 50–190 ms; these files answer
 the same questions from the page cache in well under a millisecond (benchmarks/speed.py):
 
-- ``vectors.f32``: the float32 vectors, a raw little-endian (n, dim) matrix memory-mapped for the exact re-rank;
+- ``vectors.i8``: the vectors for the exact re-rank and every other reader of stored vectors, in compact form
+  (``vector_codes``: int8 components and a float32 scale per row, ``dim + 4`` bytes), memory-mapped; the only copy
+  of the vectors (format 3; formats 1-2 kept float32 ones in LanceDB and ``vectors.f32``);
 - ``bounds.f64``: the filter matrix (``chips.FILTER_FIELDS``: WGS84 bbox, acquisition day), raw (n, 5) float64;
 - ``records/<first>-<end>.arrow``: the chip records (``chips.RECORD_COLUMNS``) as Arrow IPC files, one per
-  committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``).
+  committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``). Since format 3 each file
+  is LZ4-compressed record batches of ``RECORD_BATCH_ROWS`` rows (its schema's ``rows_per_batch``): a result reads
+  only the batches holding its rows (~0.1 ms each), and records take ~60 bytes a chip instead of ~370 with the
+  speed benchmark's footprints (``benchmarks/speed.py``); files of formats 1-2 (one plain batch) are read whole.
 
 Each column is derived from rows of the LanceDB table by one function, used both when a batch is appended and
 when a column is rebuilt from LanceDB (an older index, or a damaged file), so the two never disagree in form.
@@ -27,12 +32,17 @@ import pyarrow as pa
 
 from rsretrieve.chips import FILTER_FIELDS, RECORD_COLUMNS, filter_matrix, record_columns, vectors_of
 from rsretrieve.files import atomic_write
+from rsretrieve.store.vector_codes import encode, row_bytes
 
-VECTORS = "vectors.f32"
+VECTORS = "vectors.i8"
+OLD_VECTORS = "vectors.f32"  # formats 1-2: float32 vectors, replaced by ``vectors.i8``
 BOUNDS = "bounds.f64"
 RECORDS = "records"
-OLD_RECORD_FILES = ("records.jsonl", "records.end")  # format 1, replaced by ``records/``
+OLD_FILES = ("records.jsonl", "records.end", OLD_VECTORS)  # replaced by ``records/`` (format 2), ``vectors.i8`` (3)
 REBUILD_ROWS = 65536
+RECORD_BATCH_ROWS = 512
+RECORD_COMPRESSION = "lz4"
+ROWS_PER_BATCH = b"rows_per_batch"  # schema metadata of a record file written in batches
 
 
 def append_durably(path: Path, data: bytes) -> None:
@@ -82,7 +92,8 @@ class MatrixFile:
 class RecordFiles:
     """Chip records as Arrow IPC files ``<first>-<end>.arrow`` (fids first..end-1), each written whole (tmp+rename).
 
-    Which rows exist is known from the names alone; a file is memory-mapped the first time a result needs it.
+    Which rows exist is known from the names alone; a file is memory-mapped the first time a result needs it, and
+    of a file written in compressed batches only the batches holding the wanted rows are decompressed.
     """
 
     suffix = ".arrow"
@@ -90,6 +101,7 @@ class RecordFiles:
     def __init__(self, folder: Path):
         self.path = folder
         self._opened: dict[Path, pa.Table] = {}
+        self._readers: dict[Path, tuple[pa.ipc.RecordBatchFileReader, int] | None] = {}
         self._covered: tuple[int, list[tuple[int, int, Path]] | None] = (-1, None)  # last count asked, its files
 
     def _spans(self) -> list[tuple[int, int, Path]]:
@@ -135,25 +147,28 @@ class RecordFiles:
             empty = record_columns(pa.table({}))
             return empty.select(columns) if columns else empty
         which = np.searchsorted([first for first, _, _ in spans], fids, side="right") - 1
-        if which.min() == which.max():  # all in one file (a small index, or the usual top-k of a large one)
-            first, _, path = spans[int(which[0])]
-            return self._columns(path, columns).take(pa.array(fids - first))
-        parts, order = [], []
-        for span in np.unique(which).tolist():
-            first, _, path = spans[span]
-            rows = np.flatnonzero(which == span)
-            parts.append(self._columns(path, columns).take(pa.array(fids[rows] - first)))
-            order.append(rows)
-        found = pa.concat_tables(parts)
-        return found.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        found = _gathered(which, lambda span, rows: self._rows(spans[span][2], rows - spans[span][0]), fids)
+        return found.select(columns) if columns else found
 
-    def _columns(self, path: Path, columns: list[str] | None) -> pa.Table:
-        """The table of one file, or only some of its columns."""
-        table = self._table(path)
-        return table.select(columns) if columns else table
+    def _rows(self, path: Path, offsets: np.ndarray) -> pa.Table:
+        """Rows at ``offsets`` of one file, in order (all record columns)."""
+        reader = self._reader(path)
+        if reader is None:  # one plain batch (formats 1-2): the mapped table
+            return self._table(path).take(pa.array(offsets))
+        file, per_batch = reader
+        found = _gathered(offsets // per_batch, lambda batch, rows: _batch_rows(file, batch, rows % per_batch), offsets)
+        return record_columns(found)
+
+    def _reader(self, path: Path) -> tuple[pa.ipc.RecordBatchFileReader, int] | None:
+        """The open reader of a file written in batches and its rows per batch, or None for a one-batch file."""
+        if path not in self._readers:
+            file = pa.ipc.open_file(pa.memory_map(str(path)))
+            per_batch = (file.schema.metadata or {}).get(ROWS_PER_BATCH)
+            self._readers[path] = (file, int(per_batch)) if per_batch else None
+        return self._readers[path]
 
     def _table(self, path: Path) -> pa.Table:
-        """The memory-mapped table of one file (opened once)."""
+        """The whole table of one file, opened once: memory-mapped (one plain batch) or decompressed (a rewrite)."""
         table = self._opened.get(path)
         if table is None:
             with pa.memory_map(str(path)) as source:  # files written before a column existed read it as null
@@ -165,11 +180,24 @@ class RecordFiles:
         self.path.mkdir(exist_ok=True)
         path = self.path / f"{first:012d}-{first + records.num_rows:012d}{self.suffix}"
 
+        records = records.combine_chunks()  # batches of exactly RECORD_BATCH_ROWS rows, the last one shorter
+        schema = records.schema.with_metadata({ROWS_PER_BATCH: str(RECORD_BATCH_ROWS)})
+        options = pa.ipc.IpcWriteOptions(compression=RECORD_COMPRESSION)
+
         def write(tmp: Path) -> None:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, records.schema) as writer:
-                writer.write_table(records)
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
+                writer.write_table(records.replace_schema_metadata(schema.metadata), max_chunksize=RECORD_BATCH_ROWS)
 
         atomic_write(path, write)
+
+    def compress(self) -> None:
+        """Rewrite files of formats 1-2 (one plain batch) as compressed batches (``rsretrieve upgrade``)."""
+        for first, _, path in self._spans():
+            if self._reader(path) is None:
+                table = self._table(path)
+                self._opened.pop(path, None)
+                self._readers.pop(path, None)
+                self.append(table, first)  # the same name, replaced atomically
 
     def truncate(self, count: int) -> None:
         """Drop records beyond ``count``: whole files past it, and the tail of a file across it."""
@@ -180,6 +208,7 @@ class RecordFiles:
             elif end > count:
                 kept = self._table(path).slice(0, count - first)
                 self._opened.pop(path, None)
+                self._readers.pop(path, None)
                 path.unlink()
                 self.append(kept, first)
 
@@ -188,7 +217,25 @@ class RecordFiles:
         for _, _, path in self._spans():
             path.unlink()
         self._opened.clear()
+        self._readers.clear()
         self._covered = (-1, None)
+
+
+def _gathered(groups: np.ndarray, rows_of: Callable[[int, np.ndarray], pa.Table], wanted: np.ndarray) -> pa.Table:
+    """The rows of ``wanted`` in order, read group by group (``rows_of(group, wanted values in it)``)."""
+    if groups.min() == groups.max():  # one file or batch: the usual top k
+        return rows_of(int(groups[0]), wanted)
+    parts, order = [], []
+    for group in np.unique(groups).tolist():
+        rows = np.flatnonzero(groups == group)
+        parts.append(rows_of(group, wanted[rows]))
+        order.append(rows)
+    return pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+
+
+def _batch_rows(file: pa.ipc.RecordBatchFileReader, batch: int, offsets: np.ndarray) -> pa.Table:
+    """Rows at ``offsets`` of one record batch (decompressed once for them)."""
+    return pa.Table.from_batches([file.get_batch(batch)]).take(pa.array(offsets))
 
 
 @dataclass(frozen=True)
@@ -212,7 +259,12 @@ class QueryColumns:
 
     def __init__(self, db: Path, dim: int):
         self.db = db
-        self.vectors = QueryColumn(MatrixFile(db / VECTORS, np.float32, dim), ("vector",), lambda t: vectors_of(t, dim))
+        self.vectors = QueryColumn(
+            MatrixFile(db / VECTORS, np.int8, row_bytes(dim)),
+            ("vector",),
+            lambda t: encode(vectors_of(t, dim)),
+        )
+        self.old_vectors = MatrixFile(db / OLD_VECTORS, np.float32, dim)  # read until the folder is upgraded
         bound_columns = (*FILTER_FIELDS[:4], "date")
         self.bounds = QueryColumn(MatrixFile(db / BOUNDS, np.float64, len(FILTER_FIELDS)), bound_columns, filter_matrix)
         self.records = QueryColumn(RecordFiles(db / RECORDS), tuple(RECORD_COLUMNS), record_columns)
@@ -240,7 +292,7 @@ class QueryColumns:
             for start in range(0, count, REBUILD_ROWS):
                 fids = np.arange(start, min(start + REBUILD_ROWS, count), dtype=np.int64)
                 column.append(read_rows(fids, list(column.columns)), start)
-        for name in OLD_RECORD_FILES:
+        for name in OLD_FILES:
             (self.db / name).unlink(missing_ok=True)
 
     def remove(self) -> None:

@@ -22,8 +22,9 @@ from rsretrieve.chips import (
 )
 from rsretrieve.store.errors import StoreError
 from rsretrieve.store.manifest import FORMAT_VERSION, Manifest, manifest_stamp
-from rsretrieve.store.query_columns import QueryColumn, QueryColumns
+from rsretrieve.store.query_columns import MatrixFile, QueryColumn, QueryColumns
 from rsretrieve.store.table import TABLE, connect
+from rsretrieve.store.vector_codes import decode
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,10 @@ class ChipStore:
         self._filters: tuple[int, FilterColumns | None] = (-1, None)
         if warn_old_format and self.manifest.format_version < FORMAT_VERSION and self.manifest.count:
             log.warning(
-                "%s was written by an older rsretrieve: queries read records from LanceDB (slower); "
+                "%s was written by an older rsretrieve (format %d: float32 vectors stored twice, ~4 KB a chip); "
                 "run `rsretrieve upgrade --db %s` once",
                 self.db,
+                self.manifest.format_version,
                 self.db,
             )
 
@@ -99,33 +101,41 @@ class ChipStore:
         position = {fid: row for row, fid in enumerate(found.column("fid").to_pylist())}
         return found.take([position[fid] for fid in fids]).select(columns)
 
-    def _view(self, column: QueryColumn) -> np.ndarray | None:
+    def _view(self, column: QueryColumn | MatrixFile) -> np.ndarray | None:
         """Memory map of the committed rows of a matrix column, or None when the file is short (an older index)."""
+        file = column.file if isinstance(column, QueryColumn) else column
         count = self.manifest.count
-        cached = self._views.get(column.file.path)
-        if cached is None or cached[0] != count:
-            cached = self._views[column.file.path] = (count, column.file.view(count))
+        cached = self._views.get(file.path)
+        if cached is None or cached[0] != count or cached[1] is None:
+            cached = self._views[file.path] = (count, file.view(count))
         return cached[1]
 
     def vectors(self, fids: np.ndarray | list[int]) -> np.ndarray:
-        """Stored float32 vectors for ``fids``, in order (from ``vectors.f32``, else from LanceDB)."""
-        mapped = self._view(self.columns.vectors)
-        if mapped is not None:
-            return np.asarray(mapped[np.asarray(fids, np.int64)], np.float32).reshape(-1, self.manifest.dim)
-        return vectors_of(self.rows(fids, ["vector"]), self.manifest.dim)
+        """Stored vectors for ``fids`` as float32, in order (decoded from ``vectors.i8``; an index not yet upgraded
+        to format 3: from ``vectors.f32``, else from LanceDB)."""
+        fids = np.asarray(fids, np.int64)
+        codes = self._view(self.columns.vectors)
+        if codes is not None:
+            return decode(codes[fids]).reshape(-1, self.manifest.dim)
+        old = self._view(self.columns.old_vectors)
+        if old is not None:
+            return np.asarray(old[fids], np.float32).reshape(-1, self.manifest.dim)
+        if self.table is not None and "vector" in self.table.schema.names:
+            return vectors_of(self.rows(fids, ["vector"]), self.manifest.dim)
+        if len(fids) == 0 or self.table is None:
+            return np.empty((0, self.manifest.dim), np.float32)
+        name = self.columns.vectors.file.path.name
+        raise StoreError(
+            f"{self.db}: {name} is missing or short, and only it holds the vectors; re-index with --rebuild"
+        )
 
     def vector_blocks(self, block: int = 65536):
         """(first fid, float32 vectors) of every committed chip, ``block`` rows at a time (bounded memory).
 
-        From ``vectors.f32`` the blocks are read-only views of the memory map (no copy: a whole-archive pass reads
-        each vector once, straight from the page cache); else copies read from LanceDB."""
-        mapped = self._view(self.columns.vectors)
+        Each block is decoded from the memory map of ``vectors.i8`` (a whole-archive pass reads each stored vector
+        once, straight from the page cache, a quarter of the bytes of float32)."""
         for start in range(0, len(self), block):
-            stop = min(start + block, len(self))
-            if mapped is not None:
-                yield start, np.asarray(mapped[start:stop])
-            else:
-                yield start, self.vectors(np.arange(start, stop, dtype=np.int64))
+            yield start, self.vectors(np.arange(start, min(start + block, len(self)), dtype=np.int64))
 
     def filter_columns(self) -> FilterColumns:
         """The filter matrix of every chip by name (``chips.FilterColumns``).

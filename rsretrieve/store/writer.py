@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from rsretrieve import ann
-from rsretrieve.chips import INDEXED_COLUMNS, Chip, chips_table, missing_columns
+from rsretrieve import ann, ann_shards
+from rsretrieve.chips import INDEXED_COLUMNS, Chip, chips_table, missing_columns, vector_column
 from rsretrieve.files import TEMPORARY_PATTERN
 from rsretrieve.store.errors import StoreError, reason, writing
 from rsretrieve.store.lock import LOCK, WriteLock
@@ -40,6 +43,7 @@ class StoreWriter:
         self.lock = lock
         self.store = ChipStore(db, warn_old_format=False)  # brought to this format below
         self._warned_too_small = False
+        self.shard_map: ann_shards.ShardMap | None = None  # how a new IVF index is filled (default: threads)
         self._build_seconds = {key: value for key, value in self.manifest.index.items() if key in BUILD_TIMES}
         self._roll_back_uncommitted()
         if self.manifest.format_version < FORMAT_VERSION:
@@ -133,7 +137,13 @@ class StoreWriter:
                 table.restore(self.manifest.lance_version)
         self.store.table = table
         with writing(self.db):
-            self.columns.sync(self.manifest.count, self.store.rows, self._announce_rebuild)
+            self.columns.sync(self.manifest.count, self._stored_rows, self._announce_rebuild)
+
+    def _stored_rows(self, fids: np.ndarray, columns: list[str]) -> pa.Table:
+        """Table rows for rebuilding query-side columns; vectors from wherever the folder's format keeps them."""
+        if columns != ["vector"]:
+            return self.store.rows(fids, columns)
+        return pa.table({"vector": vector_column(self.store.vectors(fids))})
 
     def _announce_rebuild(self, name: str) -> None:
         """Tell the user why opening an older (or damaged) index for writing takes a while."""
@@ -147,13 +157,14 @@ class StoreWriter:
         start = self.manifest.count
         fids = np.arange(start, start + len(chips), dtype=np.int64)
         batch = chips_table(chips, fids, vectors)
+        rows = batch.drop_columns(["vector"])  # the vectors' one copy is the query side's ``vectors.i8``
         with writing(self.db):
             if self.table is None:
-                self.store.table = connect(self.db).create_table(TABLE, batch, mode="overwrite")
+                self.store.table = connect(self.db).create_table(TABLE, rows, mode="overwrite")
             else:
                 if missing := missing_columns(self.table.schema):  # an index written before these columns
                     self.table.add_columns(missing)  # null for the old rows; committed with this batch
-                self.table.add(batch)
+                self.table.add(rows)
             self.columns.append(batch, start)
         self.manifest.count += len(chips)
         self.manifest.files += new_files
@@ -173,7 +184,8 @@ class StoreWriter:
                 log.warning("%d chips are too few to train IVF-PQ (256 needed); using flat", count)
                 self._warned_too_small = True
             kind = "flat"
-        return ann.choose_params(count, self.manifest.dim, kind, self.settings.flat_threshold, self.settings.nprobe)
+        wanted = self.settings
+        return ann.choose_params(count, self.manifest.dim, kind, wanted.flat_threshold, wanted.nprobe, wanted.nlist)
 
     def _needs_new_index(self, growth: int) -> bool:
         """Whether the index kind should change, or IVF lists are ``growth``× too few for the archive."""
@@ -197,16 +209,19 @@ class StoreWriter:
         self._commit()
 
     def _build_index(self) -> None:
-        """Train a new index of the wanted kind on a sample of the stored vectors and add them all (timed)."""
+        """Train a new index of the wanted kind on a sample of the stored vectors and fill it with all of them, shard
+        by shard (``ann_shards``; timed)."""
         started = time.perf_counter()
         params = self._wanted_params()
         index = ann.new_index(self.manifest.dim, params)
-        sample_size = min(self.manifest.count, ann.max_training_samples(params))
+        wanted = ann.max_training_samples(params)
+        if params.kind == "ivfpq" and self.settings.training_samples:
+            wanted = max(min(wanted, self.settings.training_samples), params.nlist, 2**params.nbits)
+        sample_size = min(self.manifest.count, wanted)
         sample = np.sort(np.random.default_rng(0).choice(self.manifest.count, sample_size, replace=False))
         ann.train(index, self.store.vectors(sample))
         trained = time.perf_counter()
-        for first, vectors in self.store.vector_blocks(ADD_BLOCK):
-            ann.add(index, vectors, np.arange(first, first + len(vectors), dtype=np.int64))
+        ann_shards.fill(index, self.store.vector_blocks(ADD_BLOCK), self.shard_map)
         self.store.index = index
         self._build_seconds = {"train_s": trained - started, "add_s": time.perf_counter() - trained}
 
@@ -217,8 +232,20 @@ class StoreWriter:
             self._commit()
 
     def upgrade(self) -> None:
-        """Commit the current version in this rsretrieve's format (its columns were synced when opened)."""
+        """Commit the current version in this rsretrieve's format (its columns were synced when opened).
+
+        From formats 1-2, the float32 vectors leave the LanceDB table (``vectors.i8`` holds them now): the column is
+        dropped and the table compacted, and versions older than this one are removed, since they hold the vectors;
+        record files are rewritten as compressed batches.
+        """
+        with writing(self.db):
+            self.columns.records.file.compress()
         self.manifest.format_version = FORMAT_VERSION
+        if self.table is not None and "vector" in self.table.schema.names:
+            with writing(self.db), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # that older versions go is the point here
+                self.table.drop_columns(["vector"])
+                self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
         if self.table is not None:
             self._commit()
         else:

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from rsretrieve import ann
+from rsretrieve.ann import AnnSettings
 from rsretrieve.store import StoreWriter
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
@@ -21,7 +23,7 @@ KEYS = {
     "filter_path", "filter_fraction", "p50_ms_filtered", "code_bytes_per_vector", "train_s", "add_s", "retrain_s",
     "path", "candidates", "path_filtered", "candidates_filtered", "p50_ms_ann_stage", "p50_ms_stages",
     "index_bytes_per_chip", "index_folder_bytes", "index_file_bytes", "lancedb_bytes", "vector_file_bytes",
-    "filter_and_record_bytes",
+    "filter_and_record_bytes", "rss_mb", "p50_cpu_ms", "p50_cpu_ms_filtered",
 }  # fmt: skip
 
 
@@ -59,12 +61,14 @@ def assert_plausible(record: dict) -> None:
     # the build is the writer's own timing of it, inside the retrain that committed it
     assert record["train_s"] >= 0 and record["add_s"] >= 0 and record["build_s"] <= record["retrain_s"]
     assert record["build_s"] == pytest.approx(record["train_s"] + record["add_s"], abs=0.002)
-    # the whole folder: the FAISS file, LanceDB (vectors + metadata), vectors.f32, bounds.f64, records/, manifest
+    # the whole folder: the FAISS file, LanceDB (chip records), vectors.i8 (the one copy), bounds.f64, records/, …
     parts = ("index_file_bytes", "lancedb_bytes", "vector_file_bytes", "filter_and_record_bytes")
     assert record["index_folder_bytes"] > sum(record[key] for key in parts)
     assert record["vector_file_bytes"] == record["stored_vector_bytes"]
     assert record["index_bytes_per_chip"] == round(record["index_folder_bytes"] / record["n"], 2)
-    assert record["index_bytes_per_chip"] > 2 * 4 * record["dim"] + record["bytes_per_vector"]
+    assert record["stored_vector_bytes"] == record["n"] * (record["dim"] + 4)  # 8-bit, a float32 scale per row
+    assert record["index_bytes_per_chip"] > record["dim"] + 4 + record["bytes_per_vector"]
+    assert record["rss_mb"] > 10  # a fresh process that opened the index and answered the queries
 
 
 def test_synthetic_run_measures_flat_and_ivfpq(tmp_path: Path) -> None:
@@ -81,7 +85,8 @@ def test_synthetic_run_measures_flat_and_ivfpq(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert {(r["n"], r["dim"], r["filter_path"], r["device"]) for r in records} == {(2000, 32, "faiss", "cpu")}
     flat, ivfpq = records[0], records[-1]
-    assert flat["recall_at_10"] == flat["recall_at_10_filtered"] == 1.0
+    # the flat index rebuilt from the stored 8-bit vectors: near-ties of 32-d vectors may swap
+    assert flat["recall_at_10"] >= 0.95 and flat["recall_at_10_filtered"] >= 0.95
     assert ivfpq["recall_at_10"] >= 0.9 and ivfpq["bytes_per_vector"] < flat["bytes_per_vector"]
     assert 0.01 <= flat["filter_fraction"] <= 0.2
     for record in records:  # the first filter's figures are also the record's *_filtered keys
@@ -111,7 +116,7 @@ def test_own_vectors_hold_back_the_queries(tmp_path: Path) -> None:
     records, _ = run(tmp_path, "--vectors", str(vectors), "--index", "flat")
     assert [(r["n"], r["dim"], r["index"], r["data"]) for r in records] == [(1000, 16, "flat", str(vectors))]
     record = records[0]
-    assert record["recall_at_10"] == record["recall_at_10_filtered"] == 1.0
+    assert min(record["recall_at_10"], record["recall_at_10_filtered"]) >= 0.98  # scored from the 8-bit vectors
     assert_plausible(record)
     # at the default limit (4096 chips) every match of a 1000-chip index is scored exactly
     assert (record["path"], record["filter_path"], record["path_filtered"]) == ("flat", "exact", "exact-filtered")
@@ -123,8 +128,18 @@ def loaded_store(speed, tmp_path: Path):
     """A 512-chip flat store written the way the benchmark writes it, and its writer."""
     n, dim = 512, 16
     vectors = speed.Mixture(dim, seed=0).sample(n, stream=1)
+    source = speed.VectorSource(lambda start, stop: vectors[start:stop], vectors[:2], "test")
     model = SimpleNamespace(name="speed-benchmark", architecture="synthetic", checkpoint="none", dim=dim)
-    writer, loaded = speed.write_store(tmp_path / "db", model, vectors, speed.Layout(n, seed=0))
+    seen = []
+    writer, loaded = speed.write_store(
+        tmp_path / "db",
+        model,
+        source,
+        speed.Layout(n, seed=0),
+        AnnSettings(kind="flat"),
+        lambda block, start: seen.append(start),
+    )
+    assert seen == [0]  # every block shown to the ground truth as it is appended
     yield writer, loaded
     writer.close()
 
@@ -150,3 +165,19 @@ def test_implausible_build_times_stop_the_benchmark(speed, loaded_store, monkeyp
     monkeypatch.setattr(StoreWriter, "_build_index", build_with_other_times)
     with pytest.raises(speed.ImplausibleFigures):
         speed.rebuild(writer, "ivfpq")
+
+
+def test_blocks_of_vectors_and_their_top_k_match_the_whole_matrix(speed) -> None:
+    """A 10M archive is made and searched exactly block by block: the same rows and top k as all at once."""
+    mixture = speed.Mixture(16, seed=0)
+    n = speed.CHUNK + 1000
+    whole = mixture.sample(n, stream=1)
+    for start, stop in [(0, 10), (speed.CHUNK - 5, speed.CHUNK + 7), (n - 3, n)]:
+        np.testing.assert_array_equal(mixture.rows(start, stop, n, stream=1), whole[start:stop])
+    queries = mixture.sample(5, stream=2)
+    top = speed.TopK(queries, K)
+    for start in range(0, n, 20_000):
+        top.add(whole[start : start + 20_000], np.arange(start, min(start + 20_000, n)))
+    scores, ids = ann.exact_search(whole, np.arange(n), queries, K)
+    np.testing.assert_array_equal(top.ranking()[1], ids)
+    np.testing.assert_allclose(top.ranking()[0], scores, rtol=1e-6)

@@ -232,3 +232,21 @@ def test_a_ray_run_reads_s3_and_writes_an_index_on_s3(ray_address: str, s3_env, 
     with local_db(uri, tmp_path / "reader") as path:
         store = ChipStore(path)
         assert len(store) == 66 and set(store.column("path").to_pylist()) == {source}
+
+
+def test_ray_tasks_fill_the_faiss_index_shard_by_shard_as_one_add_would(ray_address: str) -> None:
+    """The writer of a --ray run fills a new IVF-PQ index with Ray tasks: the same lists and codes as one add."""
+    import faiss
+
+    from indexer.distributed import RayGroups
+    from rsretrieve import ann, ann_shards
+    from tests.rsretrieve.test_ann_shards import inverted_lists, unit_vectors
+
+    vectors = unit_vectors(2000, 32, seed=4)
+    trained = ann.new_index(32, ann.IndexParams(kind="ivfpq", nlist=8, m=8, nprobe=8))
+    ann.train(trained, vectors)
+    sequential, sharded = faiss.clone_index(trained), faiss.clone_index(trained)
+    ann.add(sequential, vectors, np.arange(len(vectors)))
+    blocks = [(first, vectors[first : first + 500]) for first in range(0, 2000, 500)]
+    ann_shards.fill(sharded, blocks, RayGroups.shard_map)
+    assert inverted_lists(sharded) == inverted_lists(sequential) and sharded.ntotal == 2000

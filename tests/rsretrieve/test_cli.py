@@ -129,7 +129,7 @@ def test_info_json_counts_agree(cli_index: Path) -> None:
     info = json.loads(result.stdout)
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == 31
     assert info["model"] == "tiny-test" and info["index_type"] == "flat" and info["files"] == 5
-    assert info["column_rows"] == {"vectors.f32": 31, "bounds.f64": 31, "records": 31}
+    assert info["column_rows"] == {"vectors.i8": 31, "bounds.f64": 31, "records": 31}
     shown = rsretrieve("info", "--db", cli_index).stdout
     assert "chips: 31 rows, 31 unique ids, 31 in FAISS" in shown and "records 31 rows" in shown
 
@@ -288,3 +288,35 @@ def test_demo_runs_on_the_archive_shipped_in_the_package(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "new chips from 5 files" in result.stderr and "0 bad files" in result.stderr
     assert "landsat_peru" in result.stdout and "2020" in result.stdout  # the date-filtered query found 2015-2020 chips
+
+
+def test_a_format_2_index_answers_then_upgrades_to_the_same_results(cli_index: Path, tmp_path: Path) -> None:
+    """An index written before format 3 (float32 vectors in LanceDB and vectors.f32) keeps answering, and
+    ``rsretrieve upgrade`` keeps the vectors once, in 8-bit form, with the same answers within tolerance."""
+    import shutil
+
+    import numpy as np
+    import pyarrow as pa
+
+    from rsretrieve.store import ChipStore
+    from tests.rsretrieve.store.conftest import make_format_2
+
+    db = tmp_path / "old.lance"
+    shutil.copytree(cli_index, db)
+    store = ChipStore(db)
+    vectors = np.vstack([store.index.reconstruct(fid) for fid in range(len(store))])  # the flat index: float32
+    make_format_2(db, vectors)
+    first = store.chips([0])[0].id
+    text = ("query", "a river crossing farmland", "--db", db, "-k", "10", "--json")
+    like = ("query", "--like", first, "--db", db, "-k", "10", "--json")
+    before = [json.loads(rsretrieve(*query).stdout) for query in (text, like)]
+    upgraded = rsretrieve("upgrade", "--db", db)
+    assert upgraded.returncode == 0 and "upgraded from format 2 to 3" in upgraded.stderr
+    assert not (db / "vectors.f32").exists() and (db / "vectors.i8").stat().st_size == 31 * (store.manifest.dim + 4)
+    for path in (db / "records").iterdir():  # format 2's plain record files rewritten as compressed batches
+        assert b"rows_per_batch" in pa.ipc.open_file(path).schema.metadata
+    after = [json.loads(rsretrieve(*query).stdout) for query in (text, like)]
+    assert after[0] == before[0]  # the flat index kept its float32 vectors: text queries are unchanged
+    scores = {hit["id"]: hit["score"] for hit in after[1]}  # the --like vector now comes from the 8-bit form
+    assert after[1][0]["id"] == first and len(set(scores) & {hit["id"] for hit in before[1]}) >= 9
+    assert all(abs(scores[hit["id"]] - hit["score"]) < 0.01 for hit in before[1] if hit["id"] in scores)

@@ -14,7 +14,7 @@ from rsretrieve import ann
 from rsretrieve.ann import AnnSettings
 from rsretrieve.query import Filters, Query
 from rsretrieve.search import Results, Searcher
-from rsretrieve.store import ChipStore, StoreWriter
+from rsretrieve.store import ChipStore, StoreWriter, vector_codes
 from tests.rsretrieve.test_search import make_chips
 
 DIM = 32  # PQ8: 8 sub-quantisers of 4 dimensions
@@ -142,13 +142,14 @@ def test_recall_at_10_against_exact_search(searcher, ivfpq_index, queries) -> No
     assert recall(found(searcher, queries), vectors, queries, np.arange(COUNT)) >= 0.9
 
 
-def test_reranked_scores_are_exact_inner_products(searcher, ivfpq_index, queries) -> None:
+def test_reranked_scores_are_inner_products_with_the_stored_vectors(searcher, ivfpq_index, queries) -> None:
     _, vectors = ivfpq_index
     for query in queries[:10]:
         results = search(searcher, query)
         scores = [hit.score for hit in results]
         assert len(results) == K and scores == sorted(scores, reverse=True)
-        np.testing.assert_allclose(scores, vectors[[int(hit.chip.id, 16) for hit in results]] @ query, atol=1e-5)
+        stored = vector_codes.decode(vector_codes.encode(vectors[[int(hit.chip.id, 16) for hit in results]]))
+        np.testing.assert_allclose(scores, stored @ query, atol=1e-5)  # the 8-bit form, decoded
         assert results.path == "ivfpq" and K < results.candidates <= K * 100  # what the probed lists hold
         assert {"ann", "rerank"} <= set(results.timings)
 
@@ -191,7 +192,8 @@ def test_filters_return_only_matching_chips_and_k_of_them(
     path = search(searcher, queries[0], filters).path
     assert path == ("exact-filtered" if exact_limit is None else "faiss-filtered")
     assert all(set(got) <= set(allowed.tolist()) and len(got) == min(K, len(allowed)) for got in results)
-    assert recall(results, vectors, queries[:20], allowed) >= (1.0 if exact_limit is None else 0.9)
+    # exact scoring of the matches reads the 8-bit vectors: near-ties of these 32-d vectors may swap
+    assert recall(results, vectors, queries[:20], allowed) >= (0.97 if exact_limit is None else 0.9)
 
 
 def test_index_reopened_from_disk_answers_the_same(tmp_path: Path, queries) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rsretrieve.chips import Chip, Window
-from rsretrieve.store import StoreWriter
+from rsretrieve.store import StoreWriter, vector_codes
 from tests.conftest import captured_logs
 
 MODEL = SimpleNamespace(name="tiny-test", architecture="rsretrieve-tiny", checkpoint="random-seed0", dim=8)
@@ -67,14 +67,49 @@ def messages(records: list[logging.LogRecord]) -> str:
     return "\n".join(record.getMessage() for record in records)
 
 
-def make_format_1(db: Path) -> None:
-    """Turn a current index into one written by rsretrieve format 1: records in ``records.jsonl`` + ``records.end``
-    (each chip's JSON line and the byte where it ends), no ``records/`` folder, ``format_version`` 1."""
+def as_stored(vectors: np.ndarray) -> np.ndarray:
+    """The vectors as the store gives them back (its 8-bit form, decoded)."""
+    return vector_codes.decode(vector_codes.encode(vectors))
+
+
+def make_format_2(db: Path, vectors: np.ndarray) -> None:
+    """Turn a current index into one written by rsretrieve format 2: the float32 vectors in the LanceDB table and in
+    ``vectors.f32``, no ``vectors.i8``, record files of one plain batch, ``format_version`` 2 (the table rewritten as
+    format 2's writer wrote it)."""
+    import json
+
+    import pyarrow as pa
+
+    from rsretrieve.chips import chips_table
+    from rsretrieve.store import MANIFEST, ChipStore
+    from rsretrieve.store.table import TABLE, connect
+
+    store = ChipStore(db)
+    fids = np.arange(len(store))
+    old_rows = chips_table(store.chips(fids), fids, vectors)  # with the vector column
+    connection = connect(db)
+    connection.drop_table(TABLE)
+    table = connection.create_table(TABLE, old_rows)
+    (db / "vectors.f32").write_bytes(np.ascontiguousarray(vectors, np.float32).tobytes())
+    (db / "vectors.i8").unlink()
+    for path in (db / "records").iterdir():
+        records = pa.ipc.open_file(path).read_all()
+        records = records.replace_schema_metadata(None)
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, records.schema) as writer:
+            writer.write_table(records.combine_chunks())
+    manifest = json.loads((db / MANIFEST).read_text())
+    (db / MANIFEST).write_text(json.dumps({**manifest, "format_version": 2, "lance_version": table.version}))
+
+
+def make_format_1(db: Path, vectors: np.ndarray) -> None:
+    """Turn a current index into one written by rsretrieve format 1: format 2's vectors, and records in
+    ``records.jsonl`` + ``records.end`` (each chip's JSON line and the byte where it ends), no ``records/`` folder."""
     import json
     import shutil
 
     from rsretrieve.store import MANIFEST, ChipStore
 
+    make_format_2(db, vectors)
     store = ChipStore(db)
     lines = [
         json.dumps({**chip.record(), "footprint": chip.footprint}, separators=(",", ":")).encode() + b"\n"

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from rsretrieve.chips import RECORD_COLUMNS, Chip, Window, chips_from_table, chips_table, filter_matrix, record_columns
-from rsretrieve.store.query_columns import OLD_RECORD_FILES, MatrixFile, QueryColumns, RecordFiles
+from rsretrieve.store import query_columns, vector_codes
+from rsretrieve.store.query_columns import OLD_FILES, MatrixFile, QueryColumns, RecordFiles
 
 FOOTPRINT = {"type": "Polygon", "coordinates": [[[1.0, 2.0], [1.5, 2.0], [1.5, 2.5], [1.0, 2.0]]]}
 
@@ -120,6 +121,30 @@ def test_truncate_keeps_the_first_rows_of_a_file_across_the_count(record_files: 
     assert record_files.rows_on_disk() == 0 and not any(record_files.path.iterdir())
 
 
+def test_records_are_compressed_batches_read_one_batch_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(query_columns, "RECORD_BATCH_ROWS", 4)
+    files = RecordFiles(tmp_path / "records")
+    records = records_of(23)
+    files.append(records.slice(0, 10), 0)
+    files.append(records.slice(10, 13), 10)
+    reader = pa.ipc.open_file(files.path / file_name(10, 23))
+    assert reader.num_record_batches == 4 and reader.schema.metadata[b"rows_per_batch"] == b"4"  # 4+4+4+1 rows
+    assert reader.read_all().equals(records_of(23, 10))  # any Arrow reader decompresses them
+    fids = [22, 0, 5, 5, 11, 9, 3, 20]  # across files and batches, repeated, out of order
+    assert files.read(fids, 23).equals(records.take(fids))
+    assert files.read([22, 12], 23, ["id", "date"]).equals(records.select(["id", "date"]).take([22, 12]))
+
+
+def test_a_record_file_of_format_2_is_read_whole(tmp_path: Path) -> None:
+    folder = tmp_path / "records"
+    folder.mkdir()
+    older = records_of(6).drop_columns(["item_id", "collection"])  # one plain batch, before these columns existed
+    with pa.OSFile(str(folder / file_name(0, 6)), "wb") as sink, pa.ipc.new_file(sink, older.schema) as writer:
+        writer.write_table(older)
+    found = RecordFiles(folder).read([4, 1], 6)
+    assert found.column("id").to_pylist() == ["chip4", "chip1"] and found.column("item_id").null_count == 2
+
+
 def test_a_file_left_half_written_is_not_a_record_file(record_files: RecordFiles) -> None:
     (record_files.path / f".{file_name(10, 12)}.tmp-123").write_bytes(b"ARROW1\0\0 cut short")
     (record_files.path / "notes.arrow").write_text("not ours")
@@ -163,7 +188,7 @@ def test_sync_cuts_extra_rows_and_rebuilds_short_columns(tmp_path: Path) -> None
     columns = QueryColumns(tmp_path, 4)
     columns.append(table.slice(0, 4), 0)
     columns.records.file.remove()  # e.g. an index written before the column existed
-    for name in OLD_RECORD_FILES:  # and its format-1 records
+    for name in OLD_FILES:  # and its format-1 records
         (tmp_path / name).write_bytes(b"old")
     asked = []
 
@@ -174,9 +199,9 @@ def test_sync_cuts_extra_rows_and_rebuilds_short_columns(tmp_path: Path) -> None
     rebuilt = []
     columns.sync(3, read_rows, rebuilt.append)
     assert asked == [list(columns.records.columns)] and rebuilt == ["records"]  # only the short column is rebuilt
-    assert columns.rows() == {"vectors.f32": 3, "bounds.f64": 3, "records": 3}
+    assert columns.rows() == {"vectors.i8": 3, "bounds.f64": 3, "records": 3}
     assert columns.records.file.read([2], 3).equals(record_columns(table.slice(2, 1)))
-    np.testing.assert_array_equal(columns.vectors.file.view(3), [[0.0] * 4, [1.0] * 4, [2.0] * 4])
-    assert not any((tmp_path / name).exists() for name in OLD_RECORD_FILES)
+    np.testing.assert_array_equal(vector_codes.decode(columns.vectors.file.view(3)), [[0.0] * 4, [1.0] * 4, [2.0] * 4])
+    assert not any((tmp_path / name).exists() for name in OLD_FILES)
     columns.remove()
     assert [path.name for path in tmp_path.iterdir()] == ["records"] and not any((tmp_path / "records").iterdir())

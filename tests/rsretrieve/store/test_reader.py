@@ -6,9 +6,10 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rsretrieve.chips import FilterColumns, day_number
-from rsretrieve.store import ChipStore, StoreWriter
+from rsretrieve.store import ChipStore, StoreError, StoreWriter
 from tests.rsretrieve.store.conftest import MODEL, make_chips, make_format_1, messages, unit_vectors, write_store
 
 
@@ -27,7 +28,7 @@ def test_chips_and_filter_columns_are_the_stored_chips(tmp_path: Path) -> None:
     assert len(filters) == 8
     np.testing.assert_allclose(filters.minx, np.arange(8) * 0.1)
     np.testing.assert_array_equal(filters.day, np.arange(8) + day_number(date(2020, 1, 1)))
-    assert store.info()["column_rows"] == {"vectors.f32": 8, "bounds.f64": 8, "records": 8}
+    assert store.info()["column_rows"] == {"vectors.i8": 8, "bounds.f64": 8, "records": 8}
 
 
 def test_an_empty_index_reads_as_empty(tmp_path: Path) -> None:
@@ -65,11 +66,21 @@ def test_a_format_1_index_answers_chips_from_lancedb(tmp_path: Path, store_log) 
     fresh = ChipStore(db)
     fids = [7, 2, 5, 2, 0]
     expected, bounds = fresh.chips(fids), filter_matrix_of(fresh.filter_columns())
-    make_format_1(db)
+    make_format_1(db, vectors)
     old = ChipStore(db)
     assert old.manifest.format_version == 1
     assert "written by an older rsretrieve" in messages(store_log) and "rsretrieve upgrade" in messages(store_log)
     assert old.chips(fids) == expected
     np.testing.assert_array_equal(filter_matrix_of(old.filter_columns()), bounds)
-    np.testing.assert_array_equal(old.vectors(fids), vectors[fids])
-    assert not (db / "records").exists()  # a reader never writes
+    np.testing.assert_array_equal(old.vectors(fids), vectors[fids])  # float32 from vectors.f32
+    (db / "vectors.f32").unlink()
+    np.testing.assert_array_equal(ChipStore(db).vectors(fids), vectors[fids])  # and from LanceDB
+    assert not (db / "records").exists() and not (db / "vectors.i8").exists()  # a reader never writes
+
+
+def test_a_current_index_without_its_vector_file_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    write_store(db, [3])
+    (db / "vectors.i8").unlink()
+    with pytest.raises(StoreError, match=r"vectors\.i8 is missing"):
+        ChipStore(db).vectors([0])

@@ -8,14 +8,23 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import chips_table
 from rsretrieve.store import FORMAT_VERSION, LOCK, MANIFEST, ChipStore, Manifest, StoreError, StoreWriter
-from tests.rsretrieve.store.conftest import MODEL, make_chips, make_format_1, messages, unit_vectors, write_store
+from tests.rsretrieve.store.conftest import (
+    MODEL,
+    as_stored,
+    make_chips,
+    make_format_1,
+    messages,
+    unit_vectors,
+    write_store,
+)
 
-COLUMN_FILES = ("vectors.f32", "bounds.f64", "records")
+COLUMN_FILES = ("vectors.i8", "bounds.f64", "records")
 
 
 def column_rows(db: Path) -> list[int]:
@@ -36,7 +45,7 @@ def test_appends_commit_rows_vectors_and_manifest_together(tmp_path: Path) -> No
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == info["manifest_count"] == 12
     assert info["files"] == 2 and info["index_type"] == "flat" and info["model"] == "tiny-test"
     assert info["format_version"] == FORMAT_VERSION
-    np.testing.assert_array_equal(store.vectors([11, 0, 5]), vectors[[11, 0, 5]])
+    np.testing.assert_array_equal(store.vectors([11, 0, 5]), as_stored(vectors[[11, 0, 5]]))
     assert store.rows([3, 1], ["id"]).column("id").to_pylist() == [f"{3:016x}", f"{1:016x}"]
     assert store.fid_of(f"{7:016x}") == 7 and store.fid_of("ffffffffffffffff") is None
     assert store.indexed_paths() == {f"/data/scene_{i}.tif" for i in range(3)}
@@ -110,13 +119,13 @@ def test_query_columns_hold_exactly_the_committed_rows(tmp_path: Path) -> None:
     writer.lock.release()
     assert column_rows(db) == [9, 9, 9]
     reader = ChipStore(db)
-    np.testing.assert_array_equal(reader.vectors([6, 0]), vectors[[6, 0]])  # readers use the committed prefix
+    np.testing.assert_array_equal(reader.vectors([6, 0]), as_stored(vectors[[6, 0]]))  # the committed prefix
     assert len(reader.filter_columns()) == 7 and reader.chips([6])[0].id == f"{6:016x}"
     StoreWriter.open(db, MODEL).close()  # the next writer cuts the uncommitted rows
     assert column_rows(db) == [7, 7, 7]
 
 
-@pytest.mark.parametrize("missing", [["vectors.f32"], ["bounds.f64", "records"]])
+@pytest.mark.parametrize("missing", [["bounds.f64"], ["bounds.f64", "records"]])
 def test_missing_query_columns_are_read_from_lancedb_then_rebuilt(tmp_path: Path, missing: list[str], store_log):
     db = tmp_path / "db"
     vectors = write_store(db, [5])
@@ -131,7 +140,7 @@ def test_missing_query_columns_are_read_from_lancedb_then_rebuilt(tmp_path: Path
             assert f"writing {missing[0]} for the 5 indexed chips" in messages(store_log)
             store = ChipStore(db)
             assert column_rows(db) == [5, 5, 5]
-        np.testing.assert_array_equal(store.vectors([4, 1]), vectors[[4, 1]])
+        np.testing.assert_array_equal(store.vectors([4, 1]), as_stored(vectors[[4, 1]]))
         np.testing.assert_array_equal(filter_matrix_of(store), bounds)
         assert store.chips([4, 1]) == chips
 
@@ -139,14 +148,15 @@ def test_missing_query_columns_are_read_from_lancedb_then_rebuilt(tmp_path: Path
 @pytest.mark.parametrize("how", ["upgrade", "append"])
 def test_a_format_1_index_is_rewritten_by_its_next_writer(tmp_path: Path, how: str) -> None:
     db = tmp_path / "db"
-    write_store(db, [5, 3])
+    vectors = write_store(db, [5, 3])
     fids = list(range(8))
     expected = ChipStore(db).chips(fids)
-    make_format_1(db)
+    make_format_1(db, vectors)
+    old_version = ChipStore(db).manifest.lance_version
     writer = StoreWriter.open(db, MODEL)
     try:
-        assert column_rows(db) == [8, 8, 8]  # records/ rebuilt from LanceDB when the writer opened
-        assert not (db / "records.jsonl").exists() and not (db / "records.end").exists()
+        assert column_rows(db) == [8, 8, 8]  # records/ and vectors.i8 rebuilt when the writer opened
+        assert not any((db / name).exists() for name in ("records.jsonl", "records.end", "vectors.f32"))
         if how == "upgrade":
             writer.upgrade()
         else:
@@ -159,6 +169,11 @@ def test_a_format_1_index_is_rewritten_by_its_next_writer(tmp_path: Path, how: s
     store = ChipStore(db)
     assert store.chips(fids) == expected
     assert store.columns.records.file.read(fids, len(store)) is not None  # answered from records/ now
+    np.testing.assert_array_equal(store.vectors(range(8)), as_stored(vectors))  # from vectors.i8, once
+    assert "vector" not in store.table.schema.names  # dropped, and the versions that held it removed
+    for path in (db / "records").iterdir():  # records/ rebuilt from format 1's records.jsonl: compressed batches
+        assert b"rows_per_batch" in pa.ipc.open_file(path).schema.metadata
+    assert min(version["version"] for version in store.table.list_versions()) > old_version
     info = store.info()
     assert info["rows"] == info["index_vectors"] == info["manifest_count"] == len(fids)
 
@@ -172,3 +187,16 @@ def test_ivfpq_asked_for_a_small_archive_stays_flat_until_it_can_train(tmp_path:
         writer.close()
     assert ChipStore(tmp_path / "db").info()["index_type"] == "flat"
     assert "too few to train IVF-PQ" in messages(store_log)
+
+
+def test_a_large_archive_can_fix_its_ivf_lists_and_training_sample(tmp_path: Path) -> None:
+    settings = AnnSettings(kind="ivfpq", nlist=8, training_samples=300)
+    writer = StoreWriter.open(tmp_path / "db", MODEL, settings)
+    try:
+        for start in (0, 400):
+            writer.append(make_chips(400, start), unit_vectors(400, seed=start), new_files=1)
+        writer.finish()
+    finally:
+        writer.close()
+    info = ChipStore(tmp_path / "db").info()
+    assert (info["index_type"], info["index"]["nlist"], info["index_vectors"]) == ("ivfpq", 8, 800)
