@@ -53,7 +53,8 @@ def test_ids_footprints_dates_sources_and_unit_vectors_are_kept(major_tom) -> No
         assert chip.bbox == pytest.approx(planted.footprints[row].bounds)
     vectors = store.vectors([fids[chip_id] for chip_id in planted.ids[:50]])
     expected = planted.vectors[:50] / np.linalg.norm(planted.vectors[:50], axis=1, keepdims=True)
-    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    half_step = np.abs(expected).max(axis=1, keepdims=True) / 254  # stored 8-bit with a scale per row (format 3)
+    assert np.all(np.abs(vectors - expected) <= half_step * 1.001 + 1e-7)
 
 
 def test_like_a_planted_chip_finds_the_planted_class(major_tom) -> None:

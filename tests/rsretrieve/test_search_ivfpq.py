@@ -248,8 +248,8 @@ def test_retrain_keeps_counts_consistent(tmp_path: Path, queries) -> None:
 
 
 def test_a_large_k_gets_every_rank_exactly(searcher, ivfpq_index, queries, monkeypatch) -> None:
-    _, vectors = ivfpq_index
-    wanted = ann.exact_search(vectors, np.arange(COUNT), queries[0], COUNT)[1][0].tolist()
+    stored = searcher.current().vectors(np.arange(COUNT))  # the exact ranking of the vectors as stored (8-bit)
+    wanted = ann.exact_search(stored, np.arange(COUNT), queries[0], COUNT)[1][0].tolist()
     results = searcher.search(Query.build(vectors=[queries[0]], k=2500))  # more than the probed lists hold: a scan
     assert results.path == "exact-scan" and [int(hit.chip.id, 16) for hit in results] == wanted[:2500]
     assert results.next_offset == 2500
