@@ -13,8 +13,9 @@ the records of format 3 at ~1 ms a hit (see below):
   is LZ4-compressed record batches of ``RECORD_BATCH_ROWS`` rows (its schema's ``rows_per_batch``): a result reads
   only the batches holding its rows — ~1 ms each on a quiet 2-core machine (every column's buffers are
   decompressed: 0.6–0.8 ms even at 32–128 rows; 0.36 ms uncompressed), so 10 hits at 1M take ~10 ms against
-  < 1 ms with the one mapped table of format 2: the next thing to mend — and records take ~60 bytes a chip instead of ~370 with the
-  speed benchmark's footprints (``benchmarks/speed.py``); files of formats 1-2 (one plain batch) are read whole.
+  < 1 ms with the one mapped table of format 2: the next thing to mend — and records take ~60 bytes a chip
+  instead of ~370 with the speed benchmark's footprints (``benchmarks/speed.py``); files of formats 1-2 (one plain
+  batch) are read whole.
 
 Each column is derived from rows of the LanceDB table by one function, used both when a batch is appended and
 when a column is rebuilt from LanceDB (an older index, or a damaged file), so the two never disagree in form.
