@@ -147,15 +147,14 @@ class LocalBackend:
         positives = list(query.positives) if query else []
         negatives = list(query.negatives) if query else []
         if labels:
-            from rsretrieve.labels import LabelStore
+            from rsretrieve.labels import refine
 
-            liked, disliked = LabelStore(self.db).ids(labels)
+            liked, disliked = refine(self.db, self.searcher.current(), labels, [], [])
             positives += [Part("like", chip_id, label=f"✓ {labels}") for chip_id in liked]
             negatives += [Part("like", chip_id, label=f"✗ {labels}") for chip_id in disliked]
         results = self.searcher.search(Query(tuple(positives), tuple(negatives), filters, k))
-        hits = [Hit(hit.score, hit.chip) for hit in results.hits]
         encode_ms = results.timings.get("encode", 0.0) * 1000
-        return Found(hits, results.path, results.search_seconds * 1000, encode_ms, results.version)
+        return Found(list(results.hits), results.path, results.search_seconds * 1000, encode_ms, results.version)
 
     def chip_png(self, chip: Chip, size: int | None = None) -> bytes | None:
         """The chip as PNG, read with the index's bands (None when its source cannot be read)."""
@@ -173,14 +172,10 @@ class LocalBackend:
 
     def add_labels(self, class_name: str, positive: list[str], negative: list[str], note: str = "") -> dict[str, Any]:
         """Label chips of a class (again: replaces); as ``POST /v1/labels``."""
-        from rsretrieve.labels import NEGATIVE, POSITIVE, Label, LabelStore, check_class, check_ids
+        from rsretrieve.labels import LabelStore, label_chips
 
-        name = check_class(class_name)
-        check_ids(self.searcher.current(), [*positive, *negative])
-        labels = [Label(chip_id, name, POSITIVE, note) for chip_id in positive]
-        labels += [Label(chip_id, name, NEGATIVE, note) for chip_id in negative]
-        store = LabelStore(self.db)
-        return {"added": store.add(labels), "classes": store.classes()}
+        added = label_chips(self.db, self.searcher.current(), class_name, positive, negative, note)
+        return {"added": added, "classes": LabelStore(self.db).classes()}
 
     def remove_labels(self, class_name: str, ids: list[str] | None = None) -> dict[str, Any]:
         """Remove labels of chip ids (None: the whole class); as ``POST /v1/labels/remove``."""
@@ -191,13 +186,10 @@ class LocalBackend:
 
     def classify(self, class_name: str, threshold: float, filters: Filters, limit: int) -> Classified:
         """Train on the class's labels, score the archive, the best ``limit`` chips at or above ``threshold``."""
-        from rsretrieve.classify import ClassifierOptions, classify
-        from rsretrieve.labels import check_class, resolve
+        from rsretrieve.classify import ClassifierOptions, classify_class
 
-        name = check_class(class_name)
         store = self.searcher.current()
-        labelled = resolve(self.db, store, name)
-        result = classify(store, labelled.positives, labelled.negatives, filters, ClassifierOptions(threshold), name)
+        result = classify_class(self.db, store, class_name, filters, ClassifierOptions(threshold))
         chips = store.chips(result.fids[:limit])
         hits = [Hit(float(score), chip) for score, chip in zip(result.scores[:limit], chips, strict=True)]
         return Classified(result.summary, len(result.fids), hits)
