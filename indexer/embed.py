@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from rsretrieve.chips import Chip
 from rsretrieve.embedding import SKIPPED, EmbeddedBatch, embed_dataset
-from rsretrieve.images import fit_to_model, to_chw
+from rsretrieve.images import fit_chw_to_model
 from rsretrieve.models import EmbeddingModel
 from rsretrieve.raster import ChipReader, ScenePlan, SourceError
 from rsretrieve.raster.read import GDAL_CACHE_BYTES
@@ -35,12 +35,12 @@ class ChipPixels(Dataset):
             self._reader = ChipReader(self.max_nodata_fraction)
         plan, chip = self.items[index]
         try:
-            pixels = self._reader.read(plan, chip)
+            pixels = self._reader.read(plan, chip, channels_first=True)
         except SourceError as error:
             return index, None, str(error)
         if pixels is None:
             return index, None, SKIPPED
-        return index, to_chw(fit_to_model(pixels, self.size)), ""
+        return index, fit_chw_to_model(pixels, self.size), ""
 
     def close(self) -> None:
         """Close the datasets held open by this process's reader."""

@@ -51,6 +51,13 @@ def fit_to_model(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+def fit_chw_to_model(pixels: np.ndarray, size: int) -> np.ndarray:
+    """(3, H, W) uint8 → (3, size, size): ``fit_to_model`` in the model's layout, with no copy when it fits."""
+    if pixels.shape[1:] == (size, size):
+        return pixels
+    return to_chw(fit_to_model(pixels.transpose(1, 2, 0), size))
+
+
 def to_chw(pixels: np.ndarray) -> np.ndarray:
     """(H, W, 3) → (3, H, W), the layout the model takes."""
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -88,14 +89,54 @@ def stretch_limits(src: DatasetReader, bands: tuple[int, int, int]) -> tuple[tup
     return tuple(limits[b] for b in bands)
 
 
-def to_uint8(data: np.ndarray, valid: np.ndarray, stretch: Sequence[tuple[float, float]] | None) -> np.ndarray:
-    """(3, h, w) source values -> (h, w, 3) uint8; invalid values become 0."""
+def all_valid(src: DatasetReader, alpha: int | None) -> bool:
+    """Whether every pixel of ``src`` is valid: no nodata, no mask, no extra alpha band, integer values."""
+    integer = all(np.dtype(dtype).kind in "iu" for dtype in src.dtypes)
+    return alpha is None and integer and all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums)
+
+
+@functools.lru_cache(maxsize=64)
+def _stretch_table(dtype: str, lo: float, hi: float) -> np.ndarray:
+    """uint8 output of the stretch for every value of an 8/16-bit integer dtype, indexed by value − dtype min."""
+    info = np.iinfo(dtype)
+    table = _stretched(np.arange(info.min, info.max + 1, dtype=np.float64), lo, hi)
+    table.flags.writeable = False
+    return table
+
+
+def _stretched(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Linear stretch of float64 values from [lo, hi] to uint8 (rounded, clipped)."""
+    scale = 255.0 / (hi - lo) if hi > lo else 255.0  # constant band: no divide by zero
+    return np.rint(np.clip((x - lo) * scale, 0, 255)).astype(np.uint8)
+
+
+def _stretch_band(values: np.ndarray, valid: np.ndarray | None, lo: float, hi: float) -> np.ndarray:
+    """(h, w) source values → uint8; invalid values become 0. 8/16-bit integers go through a lookup table."""
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
+        table = _stretch_table(values.dtype.name, lo, hi)
+        index = values if values.dtype.kind == "u" else values.astype(np.int32) - np.iinfo(values.dtype).min
+        out = table[index]
+        if valid is not None:
+            out[~valid] = 0
+        return out
+    values = values.astype(np.float64)
+    return _stretched(values if valid is None else np.where(valid, values, lo), lo, hi)
+
+
+def to_uint8(
+    data: np.ndarray,
+    valid: np.ndarray | None,
+    stretch: Sequence[tuple[float, float]] | None,
+    channels_first: bool = False,
+) -> np.ndarray:
+    """(3, h, w) source values -> (h, w, 3) uint8, or (3, h, w) with ``channels_first``; invalid values become 0.
+
+    ``valid`` None means every value is valid. The stretch maps [lo, hi] linearly to 0..255 (rounded, clipped).
+    """
     if stretch is None:
-        out = np.where(valid, data, 0).astype(np.uint8)
+        out = data if valid is None else np.where(valid, data, 0)
+        out = out.astype(np.uint8, copy=False)
     else:
-        out = np.empty(data.shape, np.uint8)
-        for c, (lo, hi) in enumerate(stretch):
-            scale = 255.0 / (hi - lo) if hi > lo else 255.0  # constant band: no divide by zero
-            x = np.where(valid[c], data[c].astype(np.float64), lo)
-            out[c] = np.rint(np.clip((x - lo) * scale, 0, 255))
-    return np.ascontiguousarray(out.transpose(1, 2, 0))
+        out = np.stack([_stretch_band(data[c], None if valid is None else valid[c], lo, hi)
+                        for c, (lo, hi) in enumerate(stretch)])  # fmt: skip
+    return np.ascontiguousarray(out if channels_first else out.transpose(1, 2, 0))

@@ -11,6 +11,7 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from rsretrieve.raster import SourceError, plan_scene
+from rsretrieve.raster.pixels import to_uint8
 from tests.rsretrieve.raster.conftest import read_all, source_pixels
 
 
@@ -171,3 +172,28 @@ def test_paletted_band_is_expanded_to_rgb(tmp_path: Path) -> None:
         dst.write_colormap(1, {0: (255, 0, 0, 255), 1: (0, 255, 0, 255), 2: (0, 0, 255, 255)})
     pixels = read_all(plan_scene(path))[0]
     np.testing.assert_array_equal(pixels[0, :3], [[255, 0, 0], [0, 255, 0], [0, 0, 255]])
+
+
+def stretched_by_formula(data: np.ndarray, valid: np.ndarray, stretch: list[tuple[float, float]]) -> np.ndarray:
+    """(h, w, 3) uint8: the documented stretch computed in float64 value by value (invalid → 0)."""
+    out = []
+    for c, (lo, hi) in enumerate(stretch):
+        scale = 255.0 / (hi - lo) if hi > lo else 255.0
+        x = np.where(valid[c], data[c].astype(np.float64), lo)
+        out.append(np.rint(np.clip((x - lo) * scale, 0, 255)).astype(np.uint8))
+    return np.stack(out, axis=-1)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32"])
+def test_stretch_equals_the_formula_for_every_dtype(dtype: str) -> None:
+    rng = np.random.default_rng(5)
+    low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype != "float32" else (-5e4, 5e4)
+    data = rng.uniform(low, high, (3, 40, 50)).astype(dtype)
+    data[:, 0, :2] = [low, high]  # both ends of the dtype
+    valid = rng.random((3, 40, 50)) > 0.2
+    stretch = [(-100.0, 3000.0), (5.0, 5.0), (200.5, 900.25)]  # one constant band
+    expected = stretched_by_formula(data, valid, stretch)
+    np.testing.assert_array_equal(to_uint8(data, valid, stretch), expected)
+    np.testing.assert_array_equal(to_uint8(data, valid, stretch, channels_first=True), expected.transpose(2, 0, 1))
+    all_valid = np.ones_like(valid)
+    np.testing.assert_array_equal(to_uint8(data, None, stretch), stretched_by_formula(data, all_valid, stretch))

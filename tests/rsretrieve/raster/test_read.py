@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.windows import Window as RioWindow
 
 from rsretrieve.raster import ChipReader, SourceError, plan_scene, plan_whole, read_preview, read_window
@@ -173,3 +174,48 @@ def test_a_preview_keeps_the_band_choice(make_geotiff, tmp_path: Path) -> None:
     np.testing.assert_array_equal(pixels, source_pixels(path, [4, 3, 2], plan_whole(path).chips[0]))
     with pytest.raises(SourceError, match="no such file"):
         read_preview(tmp_path / "missing.tif")
+
+
+# --- layout and block cache --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rgb", "stretched-with-nodata", "alpha"])
+def test_channels_first_reads_the_same_pixels(make_geotiff, tmp_path: Path, kind: str) -> None:
+    args = {"rgb": {}, "stretched-with-nodata": {"dtype": "uint16", "nodata": 0}, "alpha": {"alpha": True}}[kind]
+    plan = plan_scene(make_geotiff(tmp_path / f"{kind}.tif", 150, 100, **args), chip_size=64)
+    reader = ChipReader(max_nodata_fraction=1.0)
+    for chip in plan.chips:
+        np.testing.assert_array_equal(
+            reader.read(plan, chip, channels_first=True), reader.read(plan, chip).transpose(2, 0, 1)
+        )
+    reader.close()
+
+
+@pytest.fixture
+def gdal_cache_cap():
+    """Set GDAL's block cache cap for a test (no GDAL_CACHEMAX variable), restored afterwards."""
+    before = get_gdal_config("GDAL_CACHEMAX")  # rasterio reports GDAL's cap in bytes, also when unset
+    yield lambda cap: set_gdal_config("GDAL_CACHEMAX", cap)
+    set_gdal_config("GDAL_CACHEMAX", before)
+
+
+def test_block_cache_grows_to_hold_a_row_of_chips(make_geotiff, tmp_path: Path, monkeypatch, gdal_cache_cap) -> None:
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    path = make_geotiff(tmp_path / "wide.tif", 2048, 300, count=4, dtype="uint16", tiled=True)  # 256² blocks
+    plan = plan_scene(path, chip_size=100)
+    gdal_cache_cap(1 << 20)
+    ChipReader().read(plan, plan.chips[0])
+    row_of_blocks = 256 * 2048 * 4 * 2  # bytes of one row of 256² blocks across the scene, 4 uint16 bands
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == 2 * row_of_blocks  # a 100-px chip row spans ≤ 2 block rows
+    gdal_cache_cap(64 << 20)  # a larger cap is left alone
+    ChipReader().read(plan, plan.chips[0])
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == 64 << 20
+
+
+def test_block_cache_leaves_the_users_setting_alone(make_geotiff, tmp_path: Path, monkeypatch, gdal_cache_cap) -> None:
+    path = make_geotiff(tmp_path / "wide.tif", 2048, 300, count=4, dtype="uint16", tiled=True)
+    plan = plan_scene(path, chip_size=100)
+    monkeypatch.setenv("GDAL_CACHEMAX", "1")
+    gdal_cache_cap(1 << 20)
+    ChipReader().read(plan, plan.chips[0])
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == 1 << 20
