@@ -33,6 +33,7 @@ MIN_SUB_DIM = 4
 GPU_PQ_CODE_BYTES = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
 GPU_FLOAT32_MAX_M = 48
 GPU_MAX_K = 2048
+GPU_ADD_MIN_VECTORS = 16_384  # fewer are encoded on the CPU: the GPU's set-up would cost more than it saves
 FILTER_CANDIDATE_FACTOR = 2
 MIN_FILTER_CANDIDATES = 2048
 ID_BYTES = 8
@@ -199,8 +200,27 @@ def _train_with_gpu_kmeans(index: faiss.Index, sample: np.ndarray) -> None:
 
 
 def add(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> None:
-    """Append vectors under the given ids, without retraining."""
-    index.add_with_ids(_as_matrix(vectors), np.ascontiguousarray(ids, dtype=np.int64))
+    """Append vectors under the given ids, without retraining.
+
+    With a GPU, an empty IVF-PQ (a new index, or a shard of ``ann_shards``) of GPU_ADD_MIN_VECTORS or more is filled
+    there: cloned to GPU 0, filled, copied back and its lists moved into ``index`` (1M vectors: 2.3 s against 22 s
+    on 16 cores, benchmarks/gpu). A non-empty index is filled on the CPU: a clone would copy all its codes.
+    """
+    vectors, ids = _as_matrix(vectors), np.ascontiguousarray(ids, dtype=np.int64)
+    ivf = _ivf(index)
+    if ivf is not None and index.ntotal == 0 and len(vectors) >= GPU_ADD_MIN_VECTORS and faiss.get_num_gpus() > 0:
+        _fill_on_gpu(ivf, vectors, ids)
+    else:
+        index.add_with_ids(vectors, ids)
+
+
+def _fill_on_gpu(ivf: faiss.IndexIVFPQ, vectors: np.ndarray, ids: np.ndarray) -> None:
+    """Fill the empty, trained ``ivf`` with vectors encoded on GPU 0."""
+    resources = faiss.StandardGpuResources()
+    gpu = faiss.index_cpu_to_gpu(resources, 0, ivf, _gpu_options(ivf))
+    gpu.add_with_ids(vectors, ids)
+    filled = faiss.index_gpu_to_cpu(gpu)
+    ivf.merge_from(faiss.extract_index_ivf(filled), 0)
 
 
 def search(
@@ -335,13 +355,17 @@ def _gpu_clone(index: faiss.Index) -> faiss.Index:
     cached = _GPU_CLONES.get(index)
     if cached is not None and cached[0] == index.ntotal:
         return cached[1]
-    ivf = _ivf(index)
-    options = faiss.GpuClonerOptions()
-    options.useFloat16 = ivf is not None and ivf.pq.M > GPU_FLOAT32_MAX_M
     resources = faiss.StandardGpuResources()
-    clone = faiss.index_cpu_to_gpu(resources, 0, index, options)
+    clone = faiss.index_cpu_to_gpu(resources, 0, index, _gpu_options(_ivf(index)))
     _GPU_CLONES[index] = (index.ntotal, clone, resources)
     return clone
+
+
+def _gpu_options(ivf: faiss.IndexIVFPQ | None) -> faiss.GpuClonerOptions:
+    """Cloner options: float16 lookup tables beyond GPU_FLOAT32_MAX_M sub-quantisers (FAISS's float32 limit)."""
+    options = faiss.GpuClonerOptions()
+    options.useFloat16 = ivf is not None and ivf.pq.M > GPU_FLOAT32_MAX_M
+    return options
 
 
 def describe(index: faiss.Index) -> dict:

@@ -242,6 +242,7 @@ def run(args: argparse.Namespace) -> None:
         "train_whole_gpu": ratio(cpu["train_s"], gpu.get("whole_gpu", {}).get("train_s")),
         "train_product_path": ratio(cpu["train_s"], gpu.get("product_path", {}).get("train_s")),
         "add_whole_gpu": ratio(cpu["add_s"], gpu.get("whole_gpu", {}).get("add_s")),
+        "add_product_path": ratio(cpu["add_s"], gpu.get("product_path", {}).get("add_s")),
         "batch1_search": ratio(gpu.get("search", {}).get("batch1_qps"), cpu["search"]["batch1_qps"]),
         "batched_search": ratio(gpu.get("search", {}).get("batched_qps"), cpu["search"]["batched_qps"]),
     }

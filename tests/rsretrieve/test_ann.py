@@ -391,3 +391,27 @@ def test_gpu_clone_uses_float16_lookup_tables_beyond_48_sub_quantisers(fake_gpu,
     ann.add(index, points[:1000], np.arange(1000))
     ann.search(index, points[:2], K)
     assert fake_gpu.cloned[-1] == ("IndexIVFPQ", True)
+
+
+def test_an_empty_ivfpq_is_filled_through_a_gpu_clone(trained_empty, ivfpq, points, queries, monkeypatch) -> None:
+    # No GPU here: CPU copies stand in for FAISS's GPU clones; the branch, the copy back and the merge are tested
+    clones = []
+
+    def to_gpu(resources: object, device: int, index: faiss.Index, options: object = None) -> faiss.Index:
+        clones.append(index.ntotal)
+        return faiss.clone_index(index)
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: None)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu)
+    monkeypatch.setattr(faiss, "index_gpu_to_cpu", faiss.clone_index)
+    monkeypatch.setattr(ann, "GPU_ADD_MIN_VECTORS", 100)
+    index = faiss.clone_index(trained_empty)
+    ann.add(index, points, np.arange(N))  # empty and large enough: filled on the "GPU"
+    assert clones == [0] and index.ntotal == N
+    for list_no in range(index.nlist):  # the same lists, in the same order, as the CPU's add
+        assert index.invlists.list_size(list_no) == ivfpq.invlists.list_size(list_no)
+    np.testing.assert_array_equal(ann.search(index, queries, K)[1], ann.search(ivfpq, queries, K)[1])
+    clones.clear()  # (the searches cloned the index too, as with a GPU)
+    ann.add(index, points[:200], np.arange(N, N + 200))  # not empty: the CPU adds, nothing is cloned
+    assert clones == [] and index.ntotal == N + 200
