@@ -79,7 +79,7 @@ from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import Chip, Window
 from rsretrieve.query import Filters, Query
 from rsretrieve.search import Results, Searcher
-from rsretrieve.store import ChipStore, StoreWriter, vector_codes
+from rsretrieve.store import ChipStore, StoreWriter, index_files, vector_codes
 from rsretrieve.store.query_columns import BOUNDS, RECORDS, VECTORS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -303,8 +303,9 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
     """Index parameters and bytes on disk of the committed store."""
     store = ChipStore(db)
     described = store.manifest.index
-    index_bytes = (db / store.manifest.index_file).stat().st_size
-    stale = {path for path in db.glob("index-*.faiss") if path.name != store.manifest.index_file}
+    current = index_files.files(store.manifest)  # the FAISS file and the code files appended to it
+    index_bytes = sum((db / name).stat().st_size for name in current)
+    stale = {path for path in db.glob(index_files.PATTERN) if path.name not in current}
     whole = sum(path.stat().st_size for path in db.rglob("*") if path.is_file() and path not in stale)
     vector_bytes = (db / VECTORS).stat().st_size if (db / VECTORS).exists() else 0
     bounds_bytes = (db / BOUNDS).stat().st_size if (db / BOUNDS).exists() else 0

@@ -214,6 +214,16 @@ def add(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> None:
         index.add_with_ids(vectors, ids)
 
 
+def encode(index: faiss.Index, vectors: np.ndarray) -> np.ndarray:
+    """Standalone codes of vectors for a trained IVF-PQ (list number + PQ code a row), as ``add_codes`` takes them."""
+    return index.sa_encode(_as_matrix(vectors))
+
+
+def add_codes(index: faiss.Index, codes: np.ndarray, ids: np.ndarray) -> None:
+    """Append codes made by ``encode`` under the given ids: the same lists as ``add`` of their vectors."""
+    index.add_sa_codes(np.ascontiguousarray(codes, dtype=np.uint8), np.ascontiguousarray(ids, dtype=np.int64))
+
+
 def _fill_on_gpu(ivf: faiss.IndexIVFPQ, vectors: np.ndarray, ids: np.ndarray) -> None:
     """Fill the empty, trained ``ivf`` with vectors encoded on GPU 0."""
     resources = faiss.StandardGpuResources()

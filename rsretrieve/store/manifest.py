@@ -1,7 +1,7 @@
 """``manifest.json``: what an index was built with and which versions of its stores belong together.
 
 It is written last in every commit (tmp + rename), so it always names a consistent set: the LanceDB version,
-the FAISS file and how many rows of the query-side columns are committed.
+the FAISS file and the code files appended to it, and how many rows of the query-side columns are committed.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from rsretrieve.files import atomic_write
 from rsretrieve.models import is_random_checkpoint
 from rsretrieve.store.errors import StoreError
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # 2: result records in Arrow IPC files (``records/``) instead of records.jsonl + records.end
 # 3: the vectors stored once, in 8-bit form (``vectors.i8``), no longer in LanceDB and ``vectors.f32``
+# 4: IVF-PQ commits append code files to the FAISS file (``index_appended``) instead of rewriting it
 MANIFEST = "manifest.json"
 
 
@@ -48,6 +49,7 @@ class Manifest:
     files: int = 0
     lance_version: int = 0
     index_file: str | None = None
+    index_appended: list[dict[str, Any]] = field(default_factory=list)  # code files after index_file (index_files)
     index: dict[str, Any] = field(default_factory=dict)
     chip_size: int | None = None
     overlap: int | None = None

@@ -20,6 +20,7 @@ from rsretrieve.chips import (
     is_chip_id,
     vectors_of,
 )
+from rsretrieve.store import index_files
 from rsretrieve.store.errors import StoreError
 from rsretrieve.store.manifest import FORMAT_VERSION, Manifest, manifest_stamp
 from rsretrieve.store.query_columns import MatrixFile, QueryColumn, QueryColumns
@@ -67,10 +68,7 @@ class ChipStore:
             if self.manifest.index_file is None:
                 self._index = ann.new_index(self.manifest.dim, ann.choose_params(0, self.manifest.dim))
             else:
-                try:
-                    self._index = ann.read_index(self.db / self.manifest.index_file)
-                except ann.AnnIndexError as error:
-                    raise StoreError(str(error)) from error
+                self._index = index_files.load(self.db, self.manifest)
         return self._index
 
     @index.setter

@@ -20,6 +20,7 @@ import pyarrow as pa
 from rsretrieve import ann, ann_shards
 from rsretrieve.chips import INDEXED_COLUMNS, Chip, chips_table, missing_columns, vector_column
 from rsretrieve.files import TEMPORARY_PATTERN
+from rsretrieve.store import index_files
 from rsretrieve.store.errors import StoreError, reason, writing
 from rsretrieve.store.lock import LOCK, WriteLock
 from rsretrieve.store.manifest import FORMAT_VERSION, MANIFEST, Manifest, check_same_model, manifest_stamp
@@ -171,9 +172,18 @@ class StoreWriter:
         self.manifest.pending_finish = True
         if self._needs_new_index(growth=1):
             self._build_index()
+            self._commit()
         else:
+            self._commit(added=self._add(vectors, fids))
+
+    def _add(self, vectors: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Add a batch to the FAISS index; for IVF-PQ, return its (ids, codes) for the commit to append."""
+        if ann.describe(self.index)["index_type"] != "ivfpq":
             ann.add(self.index, vectors, fids)
-        self._commit()
+            return None
+        codes = ann.encode(self.index, vectors)
+        ann.add_codes(self.index, codes, fids)
+        return fids, codes
 
     def _wanted_params(self) -> ann.IndexParams:
         """The index kind for the current count; an archive too small to train IVF-PQ stays flat until it grows."""
@@ -198,7 +208,8 @@ class StoreWriter:
         """End of a run: retrain IVF-PQ if the archive outgrew it (4× the lists), refresh scalar indexes."""
         if self.table is None:
             return
-        if self._needs_new_index(growth=4):
+        rebuild = self._needs_new_index(growth=4)
+        if rebuild:
             self._build_index()
         from lancedb.index import BTree
 
@@ -206,7 +217,7 @@ class StoreWriter:
             for column in INDEXED_COLUMNS:
                 self.table.create_index(column, config=BTree(), replace=True)
         self.manifest.pending_finish = False
-        self._commit()
+        self._commit(index_changed=rebuild)
 
     def _build_index(self) -> None:
         """Train a new index of the wanted kind on a sample of the stored vectors and fill it with all of them, shard
@@ -252,27 +263,26 @@ class StoreWriter:
             with writing(self.db):
                 self.manifest.write(self.db)
 
-    def _commit(self) -> None:
-        """Write the FAISS file for the current table version, then the manifest, then tidy old files."""
+    def _commit(self, added: tuple[np.ndarray, np.ndarray] | None = None, index_changed: bool = True) -> None:
+        """Write the FAISS side for the current table version if it changed (``index_files``: the batch's codes
+        ``added`` to an IVF-PQ, or the whole index), then the manifest, then tidy old files."""
         version = self.table.version
-        name = f"index-{version}.faiss"
-        previous = self.manifest.index_file
+        previous = index_files.files(self.manifest)
         with writing(self.db):
-            ann.write_index(self.index, self.db / name)
+            index_files.commit(self.index, self.db, self.manifest, version, added, changed=index_changed)
             self.manifest.lance_version = version
-            self.manifest.index_file = name
             self.manifest.index = {**ann.describe(self.index), **self._build_seconds}
             self.manifest.format_version = FORMAT_VERSION
             self.manifest.write(self.db)
         self.store.manifest_stamp = manifest_stamp(self.db)
-        self._remove_stale_index_files(keep={name, previous})
+        self._remove_stale_index_files(keep=previous | index_files.files(self.manifest))
         if hook := COMMIT_HOOKS.get(self.db.resolve()):
             hook()  # publish the committed version (an index on object storage)
 
-    def _remove_stale_index_files(self, keep: set[str | None]) -> None:
-        """Delete FAISS files older than the previous commit (readers may still be loading that one)."""
+    def _remove_stale_index_files(self, keep: set[str]) -> None:
+        """Delete FAISS-side files older than the previous commit's (readers may still be loading those)."""
         cutoff = time.time() - STALE_INDEX_SECONDS
-        for path in self.db.glob("index-*.faiss"):
+        for path in self.db.glob(index_files.PATTERN):
             if path.name not in keep and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
 

@@ -29,7 +29,8 @@ warnings.filterwarnings("ignore", "lancedb fork support")
 import lancedb  # noqa: E402, F401  (restarts its event loop in forked children; unused here)
 
 import indexer.build  # noqa: E402, F401  (torch, rasterio, faiss: the slow imports, shared by every child)
-from rsretrieve import ann, cli, models, store  # noqa: E402
+from rsretrieve import cli, models, store  # noqa: E402
+from rsretrieve.store import index_files  # noqa: E402
 
 models._open_clip()  # imports open_clip and registers the tiny test model's config
 HANG_SECONDS = 300  # a child still running after this is killed (reported as rc -9), so a test cannot hang
@@ -54,15 +55,15 @@ def _always(*args, **kwargs) -> bool:
     return True
 
 
-def _replacing(suffix: str):
+def _replacing(suffix: str | tuple[str, ...]):
     return lambda src, dst, *args, **kwargs: str(dst).endswith(suffix)
 
 
 FAULTS = {  # step of the commit protocol → how to stop there: (module, attribute, condition)
-    "lance_appended": (ann, "write_index", _always),
+    "lance_appended": (index_files, "commit", _always),
     "records_written": (os, "replace", _replacing(".arrow")),
     "columns_appended": (os, "fsync", _always),  # fsync of appended columns and of every tmp file before rename
-    "faiss_tmp_written": (os, "replace", _replacing(".faiss")),
+    "faiss_tmp_written": (os, "replace", _replacing((".faiss", ".codes"))),
     "manifest_tmp_written": (os, "replace", _replacing(store.MANIFEST)),
     "committed": (store.StoreWriter, "_remove_stale_index_files", _always),  # manifest replaced, not tidied
 }

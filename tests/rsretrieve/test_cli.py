@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rsretrieve.store import FORMAT_VERSION
 from tests.conftest import assert_one_line_error, run_cli
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RUST_LOG": "error"}
@@ -311,7 +312,7 @@ def test_a_format_2_index_answers_then_upgrades_to_the_same_results(cli_index: P
     like = ("query", "--like", first, "--db", db, "-k", "10", "--json")
     before = [json.loads(rsretrieve(*query).stdout) for query in (text, like)]
     upgraded = rsretrieve("upgrade", "--db", db)
-    assert upgraded.returncode == 0 and "upgraded from format 2 to 3" in upgraded.stderr
+    assert upgraded.returncode == 0 and f"upgraded from format 2 to {FORMAT_VERSION}" in upgraded.stderr
     assert not (db / "vectors.f32").exists() and (db / "vectors.i8").stat().st_size == 31 * (store.manifest.dim + 4)
     for path in (db / "records").iterdir():  # format 2's plain record files rewritten as compressed batches
         assert b"rows_per_batch" in pa.ipc.open_file(path).schema.metadata

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -200,3 +201,48 @@ def test_a_large_archive_can_fix_its_ivf_lists_and_training_sample(tmp_path: Pat
         writer.close()
     info = ChipStore(tmp_path / "db").info()
     assert (info["index_type"], info["index"]["nlist"], info["index_vectors"]) == ("ivfpq", 8, 800)
+
+
+def test_ivfpq_commits_append_codes_until_a_share_of_the_index_file(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    writer = StoreWriter.open(db, MODEL, AnnSettings(kind="ivfpq", nlist=8, training_samples=300))
+    vectors = unit_vectors(700)
+    try:
+        writer.append(make_chips(400), vectors[:400], new_files=1)  # trains: the whole index is written
+        assert writer.manifest.index_appended == []
+        base = writer.manifest.index_file
+        for start in range(400, 600, 50):  # 200 rows appended: half the 400 in the index file
+            writer.append(make_chips(50, start), vectors[start : start + 50], new_files=1)
+            assert writer.manifest.index_file == base and not (db / f"index-{writer.table.version}.faiss").exists()
+        assert [part["rows"] for part in writer.manifest.index_appended] == [50] * 4
+        assert {p.name for p in db.glob("index-*")} == {base} | {p["file"] for p in writer.manifest.index_appended}
+        in_memory = writer.index
+        reader = ChipStore(db)
+        loaded = reader.index  # the index file and the four code files
+        assert loaded.ntotal == 600
+        for list_no in range(8):  # the same lists, in the same order, as the writer's own adds
+            assert loaded.invlists.list_size(list_no) == in_memory.invlists.list_size(list_no)
+            np.testing.assert_array_equal(ivf_ids(loaded, list_no), ivf_ids(in_memory, list_no))
+        writer.finish()  # nothing to rebuild: the FAISS side stays as it is
+        assert writer.manifest.index_file == base and len(writer.manifest.index_appended) == 4
+        writer.append(make_chips(100, 600), vectors[600:], new_files=1)  # 300 > half of 400: written whole
+        assert writer.manifest.index_file != base and writer.manifest.index_appended == []
+    finally:
+        writer.close()
+    assert ChipStore(db).index.ntotal == 700
+
+
+def ivf_ids(index, list_no: int) -> np.ndarray:
+    """The ids in one inverted list of an IVF index."""
+    size = index.invlists.list_size(list_no)
+    return faiss.rev_swig_ptr(index.invlists.get_ids(list_no), size).copy()
+
+
+def test_a_missing_code_file_is_one_store_error(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    write_store(db, [400, 50], settings=AnnSettings(kind="ivfpq", nlist=8, training_samples=300))
+    manifest = Manifest.read(db)
+    (db / manifest.index_appended[0]["file"]).unlink()
+    with pytest.raises(StoreError, match="appended codes") as error:
+        _ = ChipStore(db).index
+    assert "\n" not in str(error.value)
