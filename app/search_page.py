@@ -81,8 +81,8 @@ def png_store() -> dict[tuple[str, str, int], bytes | None]:
 
 def thumbnail_size(chip: Chip, size: int) -> int:
     """At most ``size`` px and never enlarged (the browser scales: a 64 px chip sent as 256 px was ~16× the
-    bytes)."""
-    return min(size, max(chip.window.width, chip.window.height))
+    bytes); ``size`` for a chip without a pixel window (an imported embedding: the backend finds no image)."""
+    return size if chip.window is None else min(size, max(chip.window.width, chip.window.height))
 
 
 def prefetch(chips: list[Chip], size: int) -> None:
@@ -94,8 +94,12 @@ def prefetch(chips: list[Chip], size: int) -> None:
         return
     if len(store) > MAX_THUMBNAILS:
         store.clear()
+
+    def cut(chip: Chip) -> bytes | None:
+        return None if chip.window is None else source.chip_png(chip, thumbnail_size(chip, size))  # no pixels
+
     with ThreadPoolExecutor(PREFETCH_THREADS) as pool:
-        pngs = list(pool.map(lambda chip: source.chip_png(chip, thumbnail_size(chip, size)), missing))
+        pngs = list(pool.map(cut, missing))
     for chip, png in zip(missing, pngs, strict=True):
         store[(name, chip.id, thumbnail_size(chip, size))] = png
 
@@ -191,9 +195,23 @@ def _bbox_filter(default: tuple[float, float, float, float] | None) -> tuple[flo
 # --- query ----------------------------------------------------------------------------------------
 
 
-def query_inputs() -> None:
-    """Text box and image upload, each with its search button; a submitted query becomes the active one."""
-    by_text, by_image = st.tabs([":material/text_fields: Describe it", ":material/image_search: Search by image"])
+VECTOR_ONLY = (
+    "Text and image search are off: this index holds embeddings imported from another tool, made by a model "
+    "rsretrieve cannot load. Search by a chip id, “Similar” on a result, or your labels."
+)
+
+
+def query_inputs(vector_only: bool) -> None:
+    """Text box, image upload and chip id box, each with its search button; a submitted query becomes the active
+    one. An index of imported embeddings (``vector_only``) gets the chip id box alone and one line saying why."""
+    if vector_only:
+        st.caption(f":material/block: {VECTOR_ONLY}")
+        chip_id_input()
+        return
+    by_text, by_image, by_chip = st.tabs(
+        [":material/text_fields: Describe it", ":material/image_search: Search by image",
+         ":material/fingerprint: By chip id"]
+    )  # fmt: skip
     with by_text, st.form("text_query", border=False):
         left, right = st.columns([6, 1], vertical_alignment="bottom")
         text = left.text_input("Describe what you are looking for", key="text", placeholder="a river crossing farmland")
@@ -208,6 +226,22 @@ def query_inputs() -> None:
             preview(left, upload.getvalue())
             if right.button("Search with this image", type="primary", icon=":material/image_search:"):
                 set_query(Query((Part("image", upload.getvalue(), label=upload.name),)))
+    with by_chip:
+        chip_id_input()
+
+
+def chip_id_input() -> None:
+    """A chip id typed or pasted: "more like this chip", as ``rsretrieve query --like CHIP_ID``."""
+    with st.form("chip_query", border=False):
+        left, right = st.columns([6, 1], vertical_alignment="bottom")
+        chip_id = left.text_input(
+            "More like this chip (its id)",
+            key="chip_id",
+            placeholder="a chip id, e.g. from a result or an export",
+            help="The id shown in the table view, the downloads or `rsretrieve query --json`",
+        ).strip(" \t\n\"'")
+        if right.form_submit_button("Search", key="chip_search", type="primary", width="stretch") and chip_id:
+            set_query(Query((Part("like", chip_id, label=f"chip {chip_id}"),)))
 
 
 def preview(column, data: bytes, caption: str | None = None) -> None:
@@ -263,7 +297,15 @@ def describe(query: Query | None, refine: str | None, labelled: dict[str, str]) 
 # --- results --------------------------------------------------------------------------------------
 
 
-def query_preview(query: Query | None) -> None:
+def like_chip(chip_id: str, hits: list[Hit]) -> Chip | None:
+    """The chip of a "like" query: the result card it came from, or the result with its id (a typed id)."""
+    chip = st.session_state.get("like_chip")
+    if chip is not None and chip.id == chip_id:
+        return chip
+    return next((hit.chip for hit in hits if hit.chip.id == chip_id), None)
+
+
+def query_preview(query: Query | None, hits: list[Hit]) -> None:
     """What is being searched for, above the results: the uploaded image or the "like" chip, with its words."""
     if query is None:
         return
@@ -271,8 +313,8 @@ def query_preview(query: Query | None) -> None:
     png = None
     if part.kind == "image":
         png = part.value
-    elif part.kind == "like" and st.session_state.get("like_chip") is not None:
-        png = thumbnail(st.session_state.like_chip, 128)
+    elif part.kind == "like" and (chip := like_chip(part.value, hits)) is not None:
+        png = thumbnail(chip, 128)
     if png is not None:
         left, right = st.columns([1, 8], vertical_alignment="center")
         preview(left, png)
@@ -445,15 +487,18 @@ def turn(step: int) -> None:
     st.session_state.page_no = st.session_state.get("page_no", 1) + step
 
 
-def show_results(k: int, filters: Filters, labelled: dict[str, str]) -> None:
+def show_results(k: int, filters: Filters, labelled: dict[str, str], vector_only: bool) -> None:
     """Search with the active request (if any) and draw the results."""
     query, refine = st.session_state.get("query"), st.session_state.get("refine_class")
     if query is None and not refine:
-        st.caption("Describe a place in words, upload an image, or pick “Similar” on any result.")
+        st.caption(
+            "Give the id of a chip to find more like it." if vector_only else
+            "Describe a place in words, upload an image, give a chip id, or pick “Similar” on any result."
+        )  # fmt: skip
         return
     found = respond(query, refine, labelled, k, filters)
     what = describe(query, refine, labelled)
-    query_preview(query)
+    query_preview(query, found.hits)
     if not found.hits:
         st.info(f"No chips match {what} with these filters.", icon=":material/search_off:")
         return
@@ -495,11 +540,11 @@ def main() -> None:
         extent = cached_extent(facts.name, facts.version, source)
         k, fields = sidebar_filters(extent)
         labelled = sidebar_labels(source)
-        query_inputs()
+        query_inputs(facts.vector_only)
         filters = Filters(**fields)
         if st.session_state.get("classify"):
             classifier_panel.run(source, st.session_state.label_class.strip(), filters)
-        show_results(k, filters, labelled)
+        show_results(k, filters, labelled, facts.vector_only)
         if "classified" in st.session_state:
             st.divider()
             classifier_panel.show(filters.within if filters.within is not None else filters.bbox)
