@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 import streamlit as st
 
 from app import classifier_panel
+from app.area_drawing import combined_area, draw_area, drawn_area
 from app.backend import Backend, Found, Hit, IndexFacts, LocalBackend, ServiceBackend
 from app.exports import FORMATS
 from app.footprint_map import footprint_deck, picked_id
@@ -159,6 +160,9 @@ def sidebar_filters(extent) -> tuple[int, dict]:
     bbox = None
     if st.sidebar.checkbox("Area (WGS84 bbox)", key="use_bbox"):
         bbox = _bbox_filter(extent.bbox if extent else None)
+    st.sidebar.checkbox(
+        "Area (drawn on a map)", key="use_drawn", help="Draw the area on a map above the results: click its corners"
+    )
     within = None
     if st.sidebar.checkbox("Area (GeoJSON polygon)", key="use_within"):
         upload = st.sidebar.file_uploader("Polygon or MultiPolygon, WGS84", type=["geojson", "json"], key="within")
@@ -292,6 +296,14 @@ def describe(query: Query | None, refine: str | None, labelled: dict[str, str]) 
         values = list(labelled.values())
         return f"my “{refine}” labels ({values.count(POSITIVE)} ✓, {values.count(NEGATIVE)} ✗)"
     return query.describe() if query else ""
+
+
+def area_panel(extent) -> None:
+    """The map to draw the search area on, with the footprints of the results."""
+    response = st.session_state.get("response")
+    st.markdown("**Search area** :gray[· click its corners on the map, then the first one again]")
+    if draw_area(response.hits if response else [], extent.bbox if extent else None) is None:
+        st.caption("No area drawn yet: the results are not limited by one.")
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -541,13 +553,21 @@ def main() -> None:
         k, fields = sidebar_filters(extent)
         labelled = sidebar_labels(source)
         query_inputs(facts.vector_only)
-        filters = Filters(**fields)
-        if st.session_state.get("classify"):
-            classifier_panel.run(source, st.session_state.label_class.strip(), filters)
-        show_results(k, filters, labelled, facts.vector_only)
-        if "classified" in st.session_state:
-            st.divider()
-            classifier_panel.show(filters.within if filters.within is not None else filters.bbox)
+        drawing = st.container() if st.session_state.get("use_drawn") else None  # above the results, drawn after
+        try:
+            if drawing is not None:
+                fields["within"] = combined_area(fields["within"], drawn_area())
+            filters = Filters(**fields)
+            if st.session_state.get("classify"):
+                classifier_panel.run(source, st.session_state.label_class.strip(), filters)
+            show_results(k, filters, labelled, facts.vector_only)
+            if "classified" in st.session_state:
+                st.divider()
+                classifier_panel.show(filters.within if filters.within is not None else filters.bbox)
+        finally:  # the drawing map every run, even after an error: a map not drawn in a run forgets its area
+            if drawing is not None:
+                with drawing:
+                    area_panel(extent)
     except Exception as error:  # one line for the user, never a traceback
         st.error(one_line(error))
 
