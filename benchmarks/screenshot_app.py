@@ -228,6 +228,7 @@ def area_to_draw(db: Path, query: str, k: int = 1000) -> tuple[list[list[float]]
     """The corners of a search area over the western part of the results (its east edge through a column of
     chip centres, so that a pixel either way changes nothing) and how many of the ``k`` results it keeps."""
     import shapely
+
     from app.footprint_map import union_bbox
     from rsretrieve.query import Query
     from rsretrieve.search import Searcher
