@@ -31,7 +31,7 @@ from rsretrieve.query import Filters, Part, Query
 
 PAGE_SIZE = 24  # cards per page; the table lists every result
 MAX_K = 1000
-CARD_PX = 228  # card width: as many per row as the window holds
+CARD_MIN_PX = 176  # narrowest card: the grid fits as many columns as the window holds, each at least this wide
 THUMB_PX, MAP_THUMB_PX = 256, 64
 PREFETCH_THREADS, MAX_THUMBNAILS = 8, 8192
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff")
@@ -39,9 +39,14 @@ ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page ico
 HOW_TO = """\
 rsretrieve index SOURCES --db PATH      # GeoTIFF / JPEG / PNG files or folders
 rsretrieve app --db PATH                # or: rsretrieve app --server http://HOST:PORT"""
-STYLE = """<style>
-.st-key-grid [data-testid="stImage"] img { aspect-ratio: 1; object-fit: cover; image-rendering: pixelated; }
-[class*="st-key-meta-"] p { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+STYLE = f"""<style>
+.st-key-grid {{ display: grid !important; grid-template-columns: repeat(auto-fill, minmax({CARD_MIN_PX}px, 1fr));
+  gap: 12px !important; }}
+.st-key-grid > div, .st-key-grid > div > div {{ width: 100% !important; min-width: 0; }}
+.st-key-grid > div > div {{ padding: 10px; }}
+.st-key-grid [data-testid="stButton"] button {{ padding: 0 6px; }}
+.st-key-grid [data-testid="stImage"] img {{ aspect-ratio: 1; object-fit: cover; image-rendering: pixelated; }}
+[class*="st-key-meta-"] p {{ white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
 </style>"""
 
 
@@ -424,7 +429,7 @@ def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
     """Thumbnail, rank, score, date, source file, and the card's actions on one line."""
     chip = hit.chip
     current = labelled.get(chip.id)
-    with st.container(border=True, width=CARD_PX, gap="small"):
+    with st.container(border=True, gap="small"):
         png = thumbnail(chip)
         if png is None and chip.window is None:
             st.caption(":material/hub: imported embedding: no image")
@@ -437,7 +442,7 @@ def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
         mark_text = " · :green[✓]" if current == POSITIVE else " · :red[✗]" if current == NEGATIVE else ""
         with st.container(key=f"meta-{chip.id}"):
             name = PurePath(chip.path).name
-            st.markdown(f"{rank_text} · **{hit.score:.3f}** · {date_text(chip)}{mark_text}  \n:gray[{name}]")
+            st.markdown(f"{rank_text} · **{hit.score:.3f}**{mark_text}  \n{date_text(chip)} · :gray[{name}]")
         with st.container(horizontal=True, wrap=False, gap="small", vertical_alignment="center"):
             st.button("", key=f"like-{chip.id}", on_click=like, args=(hit, rank), icon=":material/image_search:",
                       help="More like this: search with this chip")  # fmt: skip
@@ -453,7 +458,8 @@ def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
 
 
 def results_grid(hits: list[Hit], first: int, labelled: dict[str, str]) -> None:
-    """Result cards flowing in rows: as many per row as the window is wide."""
+    """Result cards in a CSS grid (``STYLE``): as many columns as the window's width holds at ``CARD_MIN_PX``
+    each, the cards stretched to fill the row."""
     with st.container(horizontal=True, key="grid", gap="small"):
         for rank, hit in enumerate(hits, first):
             result_card(hit, rank, labelled)

@@ -42,7 +42,7 @@ def test_text_query_in_chromium(tmp_path: Path, shared_data: Path) -> None:
     assert report["labels"] == "3 ✓ · 2 ✗"  # ✓ / ✗ on the cards counted in the sidebar
     assert "chips score ≥ 0.80" in report["classifier"] and report["maps"] == 2  # the classifier's own layer
     assert report["table"] and report["paged"].startswith("Results 25–48 of 66")  # k = 1000: pages of 24 cards
-    assert report["card_columns"] == {"wide": 4, "narrow": 1}  # the grid follows the window's width
+    assert report["card_columns"] == {"wide": 5, "narrow": 2}  # the grid fills the window: 176 px cards at least
     assert 0 < report["drawn_results"] == report["area_expected"] < 66  # an area drawn by clicks filters the results
     with Image.open(shot) as image:
         assert image.width == 1440 and image.height > 1500  # header, map and a grid of cards
