@@ -248,6 +248,7 @@ def draw_search_area(page, corners: list[list[float]], expected: int, shot: Path
     ``expected``), and a screenshot of the map."""
     from playwright.sync_api import expect
 
+    started = time.monotonic()
     page.get_by_text("Area (drawn on a map)").click()
     frame = page.frame_locator("iframe[src*=area_draw]").first
     frame.locator("#map path.footprint").wait_for(state="attached")
@@ -260,11 +261,12 @@ def draw_search_area(page, corners: list[list[float]], expected: int, shot: Path
     header = page.get_by_text(re.compile(r"^\d+ results? for")).first
     with contextlib.suppress(AssertionError):  # the count shown is reported either way
         expect(header).to_have_text(re.compile(rf"^{expected} results? for"), timeout=30_000)
+    drawn = {"drawn_results": int(header.inner_text().split()[0]), "draw_seconds": round(time.monotonic() - started, 2)}
     if shot is not None:
         page.locator("iframe[src*=area_draw]").first.scroll_into_view_if_needed()
         page.wait_for_timeout(500)
         page.screenshot(path=str(shot))
-    return {"drawn_results": int(header.inner_text().split()[0])}
+    return drawn
 
 
 def query_and_screenshot(
