@@ -419,6 +419,7 @@ def details(chip: Chip) -> None:
     if chip.item_id:  # from a STAC catalogue
         lines.append(f":material/dataset: {chip.collection or '-'} / {chip.item_id}")
     lines.append(f":material/folder_open: {chip.path}")  # the full path or URI
+    lines.append(f":material/fingerprint: `{chip.id}`")  # for the chip id box, `--like` and labels files
     st.caption("  \n".join(lines))
     if png is not None:
         st.download_button("Chip PNG", png, f"{chip.id}.png", "image/png", key="png", icon=":material/download:",
