@@ -250,7 +250,12 @@ def chip_id_input() -> None:
             help="The id shown in the table view, the downloads or `rsretrieve query --json`",
         ).strip(" \t\n\"'")
         if right.form_submit_button("Search", key="chip_search", type="primary", width="stretch") and chip_id:
-            set_query(Query((Part("like", chip_id, label=f"chip {chip_id}"),)))
+            set_query(Query((Part("like", chip_id, label=f"chip {short_id(chip_id)}"),)))
+
+
+def short_id(chip_id: str, keep: int = 20) -> str:
+    """A chip id short enough for a heading (Major TOM's are 64 characters): its head and tail around "…"."""
+    return chip_id if len(chip_id) <= keep else f"{chip_id[: keep - 7]}…{chip_id[-6:]}"
 
 
 def preview(column, data: bytes, caption: str | None = None) -> None:
