@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from rsretrieve.chips import Chip, Window
 from rsretrieve.errors import UserError
 from rsretrieve.hits import Hit
+from rsretrieve.imported import is_vector_only
 from rsretrieve.query import Filters, Part, Query
 from rsretrieve.service.client import RemoteError, api_key, call
 
@@ -55,6 +56,7 @@ class IndexFacts:
     version: int
     bands: tuple[int, ...] | None = None
     random_weights: bool = False
+    vector_only: bool = False  # imported embeddings without a loadable model: chip ids and labels only
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,11 @@ class Backend(Protocol):
 def chip_of(record: dict[str, Any]) -> Chip:
     """A ``Chip`` from a service record (``/v1/search`` result, ``/v1/chips/{id}``)."""
     bbox = record.get("bbox")
-    day = record.get("date")
+    day, window = record.get("date"), record.get("window")
     return Chip(
         record["id"],
         record["path"],
-        Window(**record["window"]),
+        Window(**window) if window else None,  # None: an imported embedding, no pixels
         record.get("crs"),
         tuple(bbox) if bbox else None,
         record.get("footprint"),
@@ -136,6 +138,7 @@ class LocalBackend:
             manifest.lance_version,
             tuple(manifest.bands) if manifest.bands else None,
             self.searcher.model.random_weights,
+            is_vector_only(manifest.checkpoint),
         )
 
     def extent(self) -> Any:
@@ -237,6 +240,7 @@ class ServiceBackend:
             entry["files"],
             entry.get("index_type") or "?",
             entry["version"],
+            vector_only=entry.get("vector_only", False),
         )
 
     def extent(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 import streamlit as st
 
 from app import classifier_panel
+from app.area_drawing import combined_area, draw_area, drawn_area
 from app.backend import Backend, Found, Hit, IndexFacts, LocalBackend, ServiceBackend
 from app.exports import FORMATS
 from app.footprint_map import footprint_deck, picked_id
@@ -30,7 +31,7 @@ from rsretrieve.query import Filters, Part, Query
 
 PAGE_SIZE = 24  # cards per page; the table lists every result
 MAX_K = 1000
-CARD_PX = 228  # card width: as many per row as the window holds
+CARD_MIN_PX = 176  # narrowest card: the grid fits as many columns as the window holds, each at least this wide
 THUMB_PX, MAP_THUMB_PX = 256, 64
 PREFETCH_THREADS, MAX_THUMBNAILS = 8, 8192
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff")
@@ -38,9 +39,14 @@ ICON = Path(__file__).with_name("icon.svg")  # a local file: a Material page ico
 HOW_TO = """\
 rsretrieve index SOURCES --db PATH      # GeoTIFF / JPEG / PNG files or folders
 rsretrieve app --db PATH                # or: rsretrieve app --server http://HOST:PORT"""
-STYLE = """<style>
-.st-key-grid [data-testid="stImage"] img { aspect-ratio: 1; object-fit: cover; image-rendering: pixelated; }
-[class*="st-key-meta-"] p { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+STYLE = f"""<style>
+.st-key-grid {{ display: grid !important; grid-template-columns: repeat(auto-fill, minmax({CARD_MIN_PX}px, 1fr));
+  gap: 12px !important; }}
+.st-key-grid > div, .st-key-grid > div > div {{ width: 100% !important; min-width: 0; }}
+.st-key-grid > div > div {{ padding: 10px; }}
+.st-key-grid [data-testid="stButton"] button {{ padding: 0 6px; }}
+.st-key-grid [data-testid="stImage"] img {{ aspect-ratio: 1; object-fit: cover; image-rendering: pixelated; }}
+[class*="st-key-meta-"] p {{ white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
 </style>"""
 
 
@@ -81,8 +87,8 @@ def png_store() -> dict[tuple[str, str, int], bytes | None]:
 
 def thumbnail_size(chip: Chip, size: int) -> int:
     """At most ``size`` px and never enlarged (the browser scales: a 64 px chip sent as 256 px was ~16× the
-    bytes)."""
-    return min(size, max(chip.window.width, chip.window.height))
+    bytes); ``size`` for a chip without a pixel window (an imported embedding: the backend finds no image)."""
+    return size if chip.window is None else min(size, max(chip.window.width, chip.window.height))
 
 
 def prefetch(chips: list[Chip], size: int) -> None:
@@ -94,8 +100,12 @@ def prefetch(chips: list[Chip], size: int) -> None:
         return
     if len(store) > MAX_THUMBNAILS:
         store.clear()
+
+    def cut(chip: Chip) -> bytes | None:
+        return None if chip.window is None else source.chip_png(chip, thumbnail_size(chip, size))  # no pixels
+
     with ThreadPoolExecutor(PREFETCH_THREADS) as pool:
-        pngs = list(pool.map(lambda chip: source.chip_png(chip, thumbnail_size(chip, size)), missing))
+        pngs = list(pool.map(cut, missing))
     for chip, png in zip(missing, pngs, strict=True):
         store[(name, chip.id, thumbnail_size(chip, size))] = png
 
@@ -155,6 +165,9 @@ def sidebar_filters(extent) -> tuple[int, dict]:
     bbox = None
     if st.sidebar.checkbox("Area (WGS84 bbox)", key="use_bbox"):
         bbox = _bbox_filter(extent.bbox if extent else None)
+    st.sidebar.checkbox(
+        "Area (drawn on a map)", key="use_drawn", help="Draw the area on a map above the results: click its corners"
+    )
     within = None
     if st.sidebar.checkbox("Area (GeoJSON polygon)", key="use_within"):
         upload = st.sidebar.file_uploader("Polygon or MultiPolygon, WGS84", type=["geojson", "json"], key="within")
@@ -191,9 +204,23 @@ def _bbox_filter(default: tuple[float, float, float, float] | None) -> tuple[flo
 # --- query ----------------------------------------------------------------------------------------
 
 
-def query_inputs() -> None:
-    """Text box and image upload, each with its search button; a submitted query becomes the active one."""
-    by_text, by_image = st.tabs([":material/text_fields: Describe it", ":material/image_search: Search by image"])
+VECTOR_ONLY = (
+    "Text and image search are off: this index holds embeddings imported from another tool, made by a model "
+    "rsretrieve cannot load. Search by a chip id, “Similar” on a result, or your labels."
+)
+
+
+def query_inputs(vector_only: bool) -> None:
+    """Text box, image upload and chip id box, each with its search button; a submitted query becomes the active
+    one. An index of imported embeddings (``vector_only``) gets the chip id box alone and one line saying why."""
+    if vector_only:
+        st.caption(f":material/block: {VECTOR_ONLY}")
+        chip_id_input()
+        return
+    by_text, by_image, by_chip = st.tabs(
+        [":material/text_fields: Describe it", ":material/image_search: Search by image",
+         ":material/fingerprint: By chip id"]
+    )  # fmt: skip
     with by_text, st.form("text_query", border=False):
         left, right = st.columns([6, 1], vertical_alignment="bottom")
         text = left.text_input("Describe what you are looking for", key="text", placeholder="a river crossing farmland")
@@ -208,6 +235,27 @@ def query_inputs() -> None:
             preview(left, upload.getvalue())
             if right.button("Search with this image", type="primary", icon=":material/image_search:"):
                 set_query(Query((Part("image", upload.getvalue(), label=upload.name),)))
+    with by_chip:
+        chip_id_input()
+
+
+def chip_id_input() -> None:
+    """A chip id typed or pasted: "more like this chip", as ``rsretrieve query --like CHIP_ID``."""
+    with st.form("chip_query", border=False):
+        left, right = st.columns([6, 1], vertical_alignment="bottom")
+        chip_id = left.text_input(
+            "More like this chip (its id)",
+            key="chip_id",
+            placeholder="a chip id, e.g. from a result or an export",
+            help="The id shown in the table view, the downloads or `rsretrieve query --json`",
+        ).strip(" \t\n\"'")
+        if right.form_submit_button("Search", key="chip_search", type="primary", width="stretch") and chip_id:
+            set_query(Query((Part("like", chip_id, label=f"chip {short_id(chip_id)}"),)))
+
+
+def short_id(chip_id: str, keep: int = 20) -> str:
+    """A chip id short enough for a heading (Major TOM's are 64 characters): its head and tail around "…"."""
+    return chip_id if len(chip_id) <= keep else f"{chip_id[: keep - 7]}…{chip_id[-6:]}"
 
 
 def preview(column, data: bytes, caption: str | None = None) -> None:
@@ -260,10 +308,26 @@ def describe(query: Query | None, refine: str | None, labelled: dict[str, str]) 
     return query.describe() if query else ""
 
 
+def area_panel(extent) -> None:
+    """The map to draw the search area on, with the footprints of the results."""
+    response = st.session_state.get("response")
+    st.markdown("**Search area** :gray[· click its corners on the map, then the first one again]")
+    if draw_area(response.hits if response else [], extent.bbox if extent else None) is None:
+        st.caption("No area drawn yet: the results are not limited by one.")
+
+
 # --- results --------------------------------------------------------------------------------------
 
 
-def query_preview(query: Query | None) -> None:
+def like_chip(chip_id: str, hits: list[Hit]) -> Chip | None:
+    """The chip of a "like" query: the result card it came from, or the result with its id (a typed id)."""
+    chip = st.session_state.get("like_chip")
+    if chip is not None and chip.id == chip_id:
+        return chip
+    return next((hit.chip for hit in hits if hit.chip.id == chip_id), None)
+
+
+def query_preview(query: Query | None, hits: list[Hit]) -> None:
     """What is being searched for, above the results: the uploaded image or the "like" chip, with its words."""
     if query is None:
         return
@@ -271,8 +335,8 @@ def query_preview(query: Query | None) -> None:
     png = None
     if part.kind == "image":
         png = part.value
-    elif part.kind == "like" and st.session_state.get("like_chip") is not None:
-        png = thumbnail(st.session_state.like_chip, 128)
+    elif part.kind == "like" and (chip := like_chip(part.value, hits)) is not None:
+        png = thumbnail(chip, 128)
     if png is not None:
         left, right = st.columns([1, 8], vertical_alignment="center")
         preview(left, png)
@@ -360,6 +424,7 @@ def details(chip: Chip) -> None:
     if chip.item_id:  # from a STAC catalogue
         lines.append(f":material/dataset: {chip.collection or '-'} / {chip.item_id}")
     lines.append(f":material/folder_open: {chip.path}")  # the full path or URI
+    lines.append(f":material/fingerprint: `{chip.id}`")  # for the chip id box, `--like` and labels files
     st.caption("  \n".join(lines))
     if png is not None:
         st.download_button("Chip PNG", png, f"{chip.id}.png", "image/png", key="png", icon=":material/download:",
@@ -370,7 +435,7 @@ def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
     """Thumbnail, rank, score, date, source file, and the card's actions on one line."""
     chip = hit.chip
     current = labelled.get(chip.id)
-    with st.container(border=True, width=CARD_PX, gap="small"):
+    with st.container(border=True, gap="small"):
         png = thumbnail(chip)
         if png is None and chip.window is None:
             st.caption(":material/hub: imported embedding: no image")
@@ -383,7 +448,7 @@ def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
         mark_text = " · :green[✓]" if current == POSITIVE else " · :red[✗]" if current == NEGATIVE else ""
         with st.container(key=f"meta-{chip.id}"):
             name = PurePath(chip.path).name
-            st.markdown(f"{rank_text} · **{hit.score:.3f}** · {date_text(chip)}{mark_text}  \n:gray[{name}]")
+            st.markdown(f"{rank_text} · **{hit.score:.3f}**{mark_text}  \n{date_text(chip)} · :gray[{name}]")
         with st.container(horizontal=True, wrap=False, gap="small", vertical_alignment="center"):
             st.button("", key=f"like-{chip.id}", on_click=like, args=(hit, rank), icon=":material/image_search:",
                       help="More like this: search with this chip")  # fmt: skip
@@ -399,7 +464,8 @@ def result_card(hit: Hit, rank: int, labelled: dict[str, str]) -> None:
 
 
 def results_grid(hits: list[Hit], first: int, labelled: dict[str, str]) -> None:
-    """Result cards flowing in rows: as many per row as the window is wide."""
+    """Result cards in a CSS grid (``STYLE``): as many columns as the window's width holds at ``CARD_MIN_PX``
+    each, the cards stretched to fill the row."""
     with st.container(horizontal=True, key="grid", gap="small"):
         for rank, hit in enumerate(hits, first):
             result_card(hit, rank, labelled)
@@ -445,15 +511,18 @@ def turn(step: int) -> None:
     st.session_state.page_no = st.session_state.get("page_no", 1) + step
 
 
-def show_results(k: int, filters: Filters, labelled: dict[str, str]) -> None:
+def show_results(k: int, filters: Filters, labelled: dict[str, str], vector_only: bool) -> None:
     """Search with the active request (if any) and draw the results."""
     query, refine = st.session_state.get("query"), st.session_state.get("refine_class")
     if query is None and not refine:
-        st.caption("Describe a place in words, upload an image, or pick “Similar” on any result.")
+        st.caption(
+            "Give the id of a chip to find more like it." if vector_only else
+            "Describe a place in words, upload an image, give a chip id, or pick “Similar” on any result."
+        )  # fmt: skip
         return
     found = respond(query, refine, labelled, k, filters)
     what = describe(query, refine, labelled)
-    query_preview(query)
+    query_preview(query, found.hits)
     if not found.hits:
         st.info(f"No chips match {what} with these filters.", icon=":material/search_off:")
         return
@@ -495,14 +564,22 @@ def main() -> None:
         extent = cached_extent(facts.name, facts.version, source)
         k, fields = sidebar_filters(extent)
         labelled = sidebar_labels(source)
-        query_inputs()
-        filters = Filters(**fields)
-        if st.session_state.get("classify"):
-            classifier_panel.run(source, st.session_state.label_class.strip(), filters)
-        show_results(k, filters, labelled)
-        if "classified" in st.session_state:
-            st.divider()
-            classifier_panel.show(filters.within if filters.within is not None else filters.bbox)
+        query_inputs(facts.vector_only)
+        drawing = st.container() if st.session_state.get("use_drawn") else None  # above the results, drawn after
+        try:
+            if drawing is not None:
+                fields["within"] = combined_area(fields["within"], drawn_area())
+            filters = Filters(**fields)
+            if st.session_state.get("classify"):
+                classifier_panel.run(source, st.session_state.label_class.strip(), filters)
+            show_results(k, filters, labelled, facts.vector_only)
+            if "classified" in st.session_state:
+                st.divider()
+                classifier_panel.show(filters.within if filters.within is not None else filters.bbox)
+        finally:  # the drawing map every run, even after an error: a map not drawn in a run forgets its area
+            if drawing is not None:
+                with drawing:
+                    area_panel(extent)
     except Exception as error:  # one line for the user, never a traceback
         st.error(one_line(error))
 

@@ -224,6 +224,51 @@ def table_and_pages(page) -> dict:
     return {"table": True, "paged": second.inner_text()}
 
 
+def area_to_draw(db: Path, query: str, k: int = 1000) -> tuple[list[list[float]], int]:
+    """The corners of a search area over the western part of the results (its east edge through a column of
+    chip centres, so that a pixel either way changes nothing) and how many of the ``k`` results it keeps."""
+    import shapely
+
+    from app.footprint_map import union_bbox
+    from rsretrieve.query import Query
+    from rsretrieve.search import Searcher
+
+    hits = [hit for hit in Searcher(db).search(Query.build(text=query, k=k)).hits if hit.chip.footprint]
+    minx, miny, maxx, maxy = union_bbox(hits)
+    centres = sorted({round((hit.chip.bbox[0] + hit.chip.bbox[2]) / 2, 7) for hit in hits})
+    east, pad = centres[len(centres) // 3], 0.02 * max(maxx - minx, maxy - miny)
+    corners = [[minx - pad, miny - pad], [east, miny - pad], [east, maxy + pad], [minx - pad, maxy + pad]]
+    area = shapely.Polygon(corners)
+    return corners, sum(shapely.geometry.shape(hit.chip.footprint).intersects(area) for hit in hits)
+
+
+def draw_search_area(page, corners: list[list[float]], expected: int, shot: Path | None) -> dict:
+    """Turn on "Area (drawn on a map)", click the corners on the page's drawing map (its iframe) and the first
+    corner again to close the ring; the count of results the page then shows (waiting up to 30 s for
+    ``expected``), and a screenshot of the map."""
+    from playwright.sync_api import expect
+
+    started = time.monotonic()
+    page.get_by_text("Area (drawn on a map)").click()
+    frame = page.frame_locator("iframe[src*=area_draw]").first
+    frame.locator("#map path.footprint").wait_for(state="attached")
+    drawing = next(f for f in page.frames if "area_draw" in f.url)
+    drawing.wait_for_function("() => document.querySelector('#map path.footprint').getAttribute('d').length > 0")
+    for lon, lat in [*corners, corners[0]]:  # the first corner again closes the ring
+        x, y = drawing.evaluate("([lon, lat]) => toScreen(lon, lat)", [lon, lat])
+        frame.locator("#map").click(position={"x": x, "y": y})
+    expect(frame.locator("#hint")).to_contain_text(f"Search area: {len(corners)} corners")
+    header = page.get_by_text(re.compile(r"^\d+ results? for")).first
+    with contextlib.suppress(AssertionError):  # the count shown is reported either way
+        expect(header).to_have_text(re.compile(rf"^{expected} results? for"), timeout=30_000)
+    drawn = {"drawn_results": int(header.inner_text().split()[0]), "draw_seconds": round(time.monotonic() - started, 2)}
+    if shot is not None:
+        page.locator("iframe[src*=area_draw]").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shot))
+    return drawn
+
+
 def query_and_screenshot(
     url: str,
     query: str,
@@ -231,6 +276,7 @@ def query_and_screenshot(
     chromium: str,
     click: tuple[int, tuple[float, float]] | None,
     narrow_out: Path | None = None,
+    area: tuple[list[list[float]], int] | None = None,
     timeout: float = 90,
 ) -> dict:
     """Open the page, run a text query (timing the first one in this browser session), click a footprint, label
@@ -280,6 +326,7 @@ def query_and_screenshot(
                 narrow_columns = card_columns(page)
                 page.set_viewport_size(VIEWPORT)
             browsing = table_and_pages(page)
+            drawn = draw_search_area(page, *area, out.with_name(out.stem + "-area.png")) if area else {}
         finally:
             browser.close()
     return {
@@ -298,6 +345,8 @@ def query_and_screenshot(
         "card_columns": {"wide": wide_columns, "narrow": narrow_columns},
         **analyst,
         **browsing,
+        **drawn,
+        "area_expected": area[1] if area else None,
     }
 
 
@@ -308,12 +357,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query", default="a river crossing farmland")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"screenshot PNG (default {DEFAULT_OUT})")
     parser.add_argument("--narrow-out", type=Path, help="also a screenshot 420 px wide (a phone) to this PNG")
+    parser.add_argument("--draw", action="store_true", help="also draw a search area on the page's drawing map")
     parser.add_argument("--port", type=int, help="default: a free port")
     parser.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default {CHROMIUM})")
     args = parser.parse_args(argv)
     click = footprint_to_click(args.db, args.query)
+    area = area_to_draw(args.db, args.query) if args.draw else None
     with running_app(args.db, args.port or free_port()) as url:
-        timings = query_and_screenshot(url, args.query, args.out, args.chromium, click, args.narrow_out)
+        timings = query_and_screenshot(url, args.query, args.out, args.chromium, click, args.narrow_out, area)
     print(json.dumps({**timings, "screenshot": str(args.out)}))
     return 0
 

@@ -18,6 +18,7 @@ APP_MAY_USE |= {
     "rsretrieve.geoparquet",
 }
 APP_MAY_USE |= {"rsretrieve.service.client"}  # the API key rules of `rsretrieve query --server`
+APP_MAY_USE |= {"rsretrieve.imported"}  # is_vector_only: the page offers chip ids alone on imported embeddings
 CLI = "rsretrieve.cli"  # the composition root: a package whose modules alone print and may load indexer/ lazily
 
 

@@ -83,6 +83,7 @@ class ServedIndex:
             "version": manifest.lance_version,
             "index_type": manifest.index.get("index_type") if manifest.index else None,
             "updated": manifest.updated,
+            "vector_only": is_vector_only(manifest.checkpoint),  # texts and images refused: chip ids, labels, vectors
         }
 
 

@@ -7,41 +7,18 @@ The label and classify tests of ``ServiceBackend`` speak the contract of /work/S
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.backend import BackendError, LocalBackend, ServiceBackend, filter_fields, part_fields
 from rsretrieve.query import Filters, Part, Query
-from tests.rsretrieve.service.test_server import ENV, KEY, Server
+from tests.rsretrieve.service.test_server import ENV, Server
 
 PAGE = Path(__file__).parents[2] / "app" / "search_page.py"
 TEXT = Query((Part("text", "farmland"),))
-
-
-@pytest.fixture(scope="module")
-def served_db(tmp_path_factory: pytest.TempPathFactory, page_db: Path) -> Path:
-    """A copy of the page's index for the service to label (the page tests' index stays unlabelled)."""
-    db = tmp_path_factory.mktemp("served") / "index.lance"
-    shutil.copytree(page_db, db)
-    return db
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, served_db: Path) -> Iterator[tuple[Server, Path]]:
-    """``rsretrieve serve`` with an API key over the copy; (server, key file)."""
-    logs = tmp_path_factory.mktemp("service-logs")
-    key_file = logs / "key.txt"
-    key_file.write_text(KEY + "\n")
-    server = Server(logs / "serve.log", "--db", f"fields={served_db}", "--api-key-file", key_file)
-    try:
-        yield server.wait_ready(), key_file
-    finally:
-        assert "Traceback" not in server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +171,18 @@ def test_the_page_with_server_imports_no_model_or_index_library(service: tuple[S
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report == {"heavy": [], "errors": [], "exceptions": 0, "results": 12, "images": 12 + 1}
+
+
+def test_both_backends_tell_a_vector_only_index_and_search_it_by_chip_id(
+    service: tuple[Server, Path], imported_db: Path, remote: ServiceBackend, local: LocalBackend
+) -> None:
+    server, key_file = service
+    there, here = ServiceBackend.connect(server.url, key_file, "imported"), LocalBackend(imported_db)
+    assert there.facts().vector_only and here.facts().vector_only
+    assert not remote.facts().vector_only and not local.facts().vector_only
+    chip_id = here.searcher.current().chips([7])[0].id
+    like = Query((Part("like", chip_id),))
+    ids = [hit.chip.id for hit in here.search(like, 5, Filters()).hits]
+    assert ids[0] == chip_id and [hit.chip.id for hit in there.search(like, 5, Filters()).hits] == ids
+    with pytest.raises(BackendError, match="answered 400: no chip with id 'nope'"):
+        there.search(Query((Part("like", "nope"),)), 5, Filters())
