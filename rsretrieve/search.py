@@ -221,7 +221,7 @@ class Searcher:
         for part in parts:
             fid = found.get(part.value)
             if fid is None:
-                raise QueryError(f"no chip with id '{part.value}' in {self.db}")
+                raise QueryError(f"no chip with id '{part.value}' in index {self.db.name}")
             fids.append(fid)
         return store.vectors(fids)
 
