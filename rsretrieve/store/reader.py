@@ -20,8 +20,8 @@ from rsretrieve.chips import (
     is_chip_id,
     vectors_of,
 )
-from rsretrieve.store import index_files
 from rsretrieve.store.errors import StoreError
+from rsretrieve.store.index_files import load as load_index
 from rsretrieve.store.manifest import FORMAT_VERSION, Manifest, manifest_stamp
 from rsretrieve.store.query_columns import MatrixFile, QueryColumn, QueryColumns
 from rsretrieve.store.table import TABLE, connect
@@ -68,7 +68,7 @@ class ChipStore:
             if self.manifest.index_file is None:
                 self._index = ann.new_index(self.manifest.dim, ann.choose_params(0, self.manifest.dim))
             else:
-                self._index = index_files.load(self.db, self.manifest)
+                self._index = load_index(self.db, self.manifest)
         return self._index
 
     @index.setter

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+import rsretrieve.store.index_files as index_files
 from rsretrieve import ann, ann_shards
 from rsretrieve.chips import INDEXED_COLUMNS, Chip, chips_table, missing_columns, vector_column
 from rsretrieve.files import TEMPORARY_PATTERN
-from rsretrieve.store import index_files
 from rsretrieve.store.errors import StoreError, reason, writing
 from rsretrieve.store.lock import LOCK, WriteLock
 from rsretrieve.store.manifest import FORMAT_VERSION, MANIFEST, Manifest, check_same_model, manifest_stamp
