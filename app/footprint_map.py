@@ -26,6 +26,7 @@ AREA_COLOUR = [15, 23, 42]
 BORDER_COLOUR = [100, 116, 139, 160]
 GRID_COLOUR = [148, 163, 184, 110]
 LABEL_COLOUR = [100, 116, 139]
+EXTENT_FILL, EXTENT_LINE = [37, 99, 235, 28], [37, 99, 235, 200]  # the index's extent before any query
 LOW_SCORE_COLOUR, HIGH_SCORE_COLOUR = (254, 217, 118), (189, 0, 38)
 GRID_STEPS = (45, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 # the zoom fits a chart this size: about the narrowest the page draws the map, so the results stay in view
@@ -252,6 +253,22 @@ def footprint_deck(
         ),
     ]  # fmt: skip
     return pdk.Deck(layers=layers, initial_view_state=fitted_view(bbox), map_provider=None, tooltip=TOOLTIP)
+
+
+def coverage_deck(extent: Box, area: Any = None) -> pdk.Deck:
+    """The index's extent (``Searcher.extent``'s bbox) with the borders and the search area, shown before the first
+    query: where the archive is. It also has the browser load the map's code while the user types."""
+    boxes = [extent] if area is None else [extent, area_bbox(area)]
+    bbox = min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+    minx, miny, maxx, maxy = extent
+    outline = [{"polygon": [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy]]}]
+    layer = pdk.Layer(
+        "PolygonLayer", outline, id="extent", get_polygon="polygon", get_fill_color=EXTENT_FILL,
+        get_line_color=EXTENT_LINE, line_width_min_pixels=1, stroked=True, filled=True,
+    )  # fmt: skip
+    return pdk.Deck(
+        layers=[*context_layers(bbox, area), layer], initial_view_state=fitted_view(bbox), map_provider=None
+    )
 
 
 def scored_deck(hits: Sequence[Hit], low: float, area: Any = None) -> pdk.Deck | None:

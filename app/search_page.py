@@ -23,7 +23,7 @@ from app import classifier_panel
 from app.area_drawing import combined_area, draw_area, drawn_area
 from app.backend import Backend, Found, Hit, IndexFacts, LocalBackend, ServiceBackend
 from app.exports import FORMATS
-from app.footprint_map import footprint_deck, picked_id
+from app.footprint_map import coverage_deck, footprint_deck, picked_id
 from app.labels_panel import MARKS, NEGATIVE, POSITIVE, mark, sidebar_labels
 from rsretrieve.chips import Chip
 from rsretrieve.errors import one_line
@@ -511,14 +511,18 @@ def turn(step: int) -> None:
     st.session_state.page_no = st.session_state.get("page_no", 1) + step
 
 
-def show_results(k: int, filters: Filters, labelled: dict[str, str], vector_only: bool) -> None:
-    """Search with the active request (if any) and draw the results."""
+def show_results(k: int, filters: Filters, labelled: dict[str, str], facts: IndexFacts, extent) -> None:
+    """Search with the active request (if any) and draw the results; before any, where the index is."""
     query, refine = st.session_state.get("query"), st.session_state.get("refine_class")
     if query is None and not refine:
         st.caption(
-            "Give the id of a chip to find more like it." if vector_only else
+            "Give the id of a chip to find more like it." if facts.vector_only else
             "Describe a place in words, upload an image, give a chip id, or pick “Similar” on any result."
         )  # fmt: skip
+        if extent is not None and extent.bbox is not None:
+            st.caption(f"Where the {facts.chips:,} chips of this index are")
+            area = filters.within if filters.within is not None else filters.bbox
+            st.pydeck_chart(coverage_deck(extent.bbox, area), height=320, key="coverage")
         return
     found = respond(query, refine, labelled, k, filters)
     what = describe(query, refine, labelled)
@@ -572,7 +576,7 @@ def main() -> None:
             filters = Filters(**fields)
             if st.session_state.get("classify"):
                 classifier_panel.run(source, st.session_state.label_class.strip(), filters)
-            show_results(k, filters, labelled, facts.vector_only)
+            show_results(k, filters, labelled, facts, extent)
             if "classified" in st.session_state:
                 st.divider()
                 classifier_panel.show(filters.within if filters.within is not None else filters.bbox)

@@ -89,6 +89,13 @@ def test_empty_query_shows_no_error_and_no_results(page: AppTest) -> None:
     assert_no_failure(page)
     assert "query" not in page.session_state
     assert not card_buttons(page, "like-")
+    coverage = page.get("deck_gl_json_chart")  # before any query: where the index is
+    assert (
+        len(coverage) == 1
+        and '"id": "extent"' in coverage[0].proto.json
+        and '"id": "borders"' in coverage[0].proto.json
+    )
+    assert any(f"{ARCHIVE_CHIPS:,} chips of this index" in caption.value for caption in page.caption)
 
 
 def test_image_upload_searches_by_image(page: AppTest, small_archive: Path) -> None:
