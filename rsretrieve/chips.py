@@ -173,9 +173,13 @@ def missing_columns(schema: pa.Schema) -> list[pa.Field]:
 def chips_from_table(table: pa.Table) -> list[Chip]:
     """``Chip`` objects of the rows of a table holding the record columns, in order."""
     records = record_columns(table)
-    columns = {name: records.column(name).to_pylist() for name in RECORD_COLUMNS}
+    return chips_from_values({name: records.column(name).to_pylist() for name in RECORD_COLUMNS})
+
+
+def chips_from_values(columns: dict[str, list[Any]]) -> list[Chip]:
+    """``Chip`` objects of record values given column by column (``RECORD_COLUMNS``, as ``to_pylist`` gives them)."""
     chips = []
-    for row in range(table.num_rows):
+    for row in range(len(columns["id"])):
         bbox = tuple(columns[name][row] for name in BBOX_FIELDS)
         window = tuple(columns[name][row] for name in WINDOW_FIELDS)
         footprint = columns["footprint"][row]

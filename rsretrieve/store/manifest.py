@@ -16,9 +16,10 @@ from rsretrieve.files import atomic_write
 from rsretrieve.models import is_random_checkpoint
 from rsretrieve.store.errors import StoreError
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # 2: result records in Arrow IPC files (``records/``) instead of records.jsonl + records.end
 # 3: the vectors stored once, in 8-bit form (``vectors.i8``), no longer in LanceDB and ``vectors.f32``
+# 4: record files uncompressed and compact (``store.record_layout``) instead of LZ4 batches: read from the map
 MANIFEST = "manifest.json"
 
 

@@ -16,6 +16,7 @@ from rsretrieve.chips import (
     Chip,
     FilterColumns,
     chips_from_table,
+    chips_from_values,
     filter_matrix,
     is_chip_id,
     vectors_of,
@@ -27,6 +28,11 @@ from rsretrieve.store.table import TABLE, connect
 from rsretrieve.store.vector_codes import decode
 
 log = logging.getLogger(__name__)
+OLD_FORMAT_COSTS = {  # what an index of an older format costs, by format_version
+    1: "float32 vectors stored twice, ~4 KB a chip",
+    2: "float32 vectors stored twice, ~4 KB a chip",
+    3: "result records in compressed batches, ~1 ms a result to read",
+}
 
 
 class ChipStore:
@@ -41,12 +47,13 @@ class ChipStore:
         self.columns = QueryColumns(self.db, self.manifest.dim)
         self._views: dict[Path, tuple[int, np.ndarray | None]] = {}
         self._filters: tuple[int, FilterColumns | None] = (-1, None)
-        if warn_old_format and self.manifest.format_version < FORMAT_VERSION and self.manifest.count:
+        version = self.manifest.format_version
+        if warn_old_format and version < FORMAT_VERSION and self.manifest.count:
             log.warning(
-                "%s was written by an older rsretrieve (format %d: float32 vectors stored twice, ~4 KB a chip); "
-                "run `rsretrieve upgrade --db %s` once",
+                "%s was written by an older rsretrieve (format %d: %s); run `rsretrieve upgrade --db %s` once",
                 self.db,
-                self.manifest.format_version,
+                version,
+                OLD_FORMAT_COSTS.get(version, OLD_FORMAT_COSTS[1]),
                 self.db,
             )
 
@@ -156,8 +163,8 @@ class ChipStore:
 
     def chips(self, fids: np.ndarray | list[int]) -> list[Chip]:
         """The chip records of ``fids``, in order (from ``records/``, else from LanceDB)."""
-        found = self.columns.records.file.read(fids, self.manifest.count)
-        return chips_from_table(found if found is not None else self.rows(fids))
+        found = self.columns.records.file.values(fids, self.manifest.count)
+        return chips_from_values(found) if found is not None else chips_from_table(self.rows(fids))
 
     def records(self, fids: np.ndarray | list[int], columns: list[str] | None = None) -> pa.Table:
         """The record columns (``chips.RECORD_COLUMNS``, or ``columns``) of ``fids`` as an Arrow table, in order: what

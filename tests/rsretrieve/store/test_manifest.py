@@ -41,7 +41,7 @@ def test_a_manifest_round_trips_and_names_its_model(tmp_path: Path) -> None:
     manifest = Manifest(MODEL.name, MODEL.architecture, MODEL.checkpoint, MODEL.dim, chip_size=64, overlap=16)
     manifest.write(tmp_path)
     again = Manifest.read(tmp_path)
-    assert again == manifest and again.format_version == FORMAT_VERSION == 3
+    assert again == manifest and again.format_version == FORMAT_VERSION == 4
     assert again.model_identity() == ModelIdentity("tiny-test", "rsretrieve-tiny", "random-seed0", 8)
     assert again.built_with_random_weights
     data = json.loads((tmp_path / MANIFEST).read_text())

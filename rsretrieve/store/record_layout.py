@@ -1,0 +1,210 @@
+"""How chip records are laid out in a record file of format 4: uncompressed and compact, so that a mapped file
+answers a few rows by indexing its buffers, without decompressing or copying the rest.
+
+``encode`` turns the record columns (``chips.RECORD_COLUMNS``) into the stored columns, and ``MappedRecords.rows``
+turns rows of those back into exactly the same values:
+
+- the repetitive strings (``path``, ``crs``, ``item_id``, ``collection``) are dictionary-encoded, with the narrowest
+  index type that holds the file's dictionary (int8 up to 127 distinct values, int16 up to 32,767);
+- the GeoJSON footprint text becomes ``footprint_ring``: the outer ring of a one-ring polygon as flat x, y numbers,
+  closing point left out — int32 on a 1e-7° grid when every ring of the file lies on it exactly (footprints of
+  indexed rasters are rounded so), else float64; an empty list when the ring is the bbox rectangle
+  (minx miny, maxx miny, maxx maxy, minx maxy). The text is rebuilt as ``json.dumps`` wrote it; a footprint whose
+  text would not come back byte for byte stays text, in the dictionary-encoded ``footprint_geojson``;
+- the rest (``id``, window, bbox, ``date``) is stored as it is.
+
+The schema metadata ``record_layout`` (``LAYOUT``) marks such a file; any Arrow reader opens it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rsretrieve.chips import BBOX_FIELDS, RECORD_COLUMNS, day_date
+
+LAYOUT_KEY = b"record_layout"
+LAYOUT = b"4"
+GRID = 1e7  # the int32 ring grid: 1e-7°, as ``raster.georef.FOOTPRINT_DECIMALS`` rounds footprints
+DICTIONARY_COLUMNS = ("path", "crs", "item_id", "collection")
+RING = "footprint_ring"
+TEXT = "footprint_geojson"
+INT32_LIMIT = 2**31 - 1
+
+
+def is_encoded(schema: pa.Schema) -> bool:
+    """Whether a record file's schema is this layout."""
+    return (schema.metadata or {}).get(LAYOUT_KEY) == LAYOUT
+
+
+def encode(records: pa.Table) -> pa.Table:
+    """The stored columns of a table of chip records (``chips.RECORD_COLUMNS``), one chunk, marked as this layout."""
+    records = records.combine_chunks()
+    columns: dict[str, pa.Array] = {}
+    for name, kind in RECORD_COLUMNS.items():
+        column = pa.concat_arrays(records.column(name).chunks) if records.num_rows else pa.array([], kind)
+        if name == "footprint":
+            columns[RING], columns[TEXT] = _encode_footprints(column, records)
+        elif name in DICTIONARY_COLUMNS:
+            columns[name] = _dictionary(column)
+        else:
+            columns[name] = column
+    return pa.table(columns).replace_schema_metadata({LAYOUT_KEY: LAYOUT})
+
+
+def footprint_text(ring: list[float] | np.ndarray) -> str:
+    """The GeoJSON text of a polygon with one ring (flat x, y numbers, closing point left out), as ``json.dumps``
+    writes ``{"type": "Polygon", "coordinates": [ring]}``."""
+    values = ring.tolist() if isinstance(ring, np.ndarray) else ring
+    points = [f"[{values[i]!r}, {values[i + 1]!r}]" for i in range(0, len(values), 2)]
+    points.append(points[0])
+    return '{"type": "Polygon", "coordinates": [[' + ", ".join(points) + "]]}"
+
+
+def _dictionary(column: pa.Array) -> pa.DictionaryArray:
+    """A string column dictionary-encoded, with the narrowest index type for its dictionary."""
+    encoded = pc.dictionary_encode(column)
+    size = len(encoded.dictionary)
+    kind = pa.int8() if size <= 127 else pa.int16() if size <= 32767 else pa.int32()
+    return pa.DictionaryArray.from_arrays(encoded.indices.cast(kind), encoded.dictionary)
+
+
+def _box_ring(box: tuple[float, ...]) -> list[float]:
+    """The bbox rectangle as a flat ring: minx miny, maxx miny, maxx maxy, minx maxy."""
+    minx, miny, maxx, maxy = box
+    return [minx, miny, maxx, miny, maxx, maxy, minx, maxy]
+
+
+def _flat_ring(text: str, box: tuple[Any, ...]) -> list[float] | None:
+    """The ring of a footprint text as flat x, y floats (closing point left out; empty: the bbox rectangle), or None
+    when its text would not be rebuilt exactly from them (``footprint_text``)."""
+    if None not in box and footprint_text(_box_ring(box)) == text:
+        return []
+    try:
+        (ring,) = json.loads(text)["coordinates"]
+        flat = [value for point in ring[:-1] for value in point]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if len(ring) < 4 or any(type(value) is not float for value in flat):
+        return None
+    return flat if footprint_text(flat) == text else None
+
+
+def _encode_footprints(column: pa.Array, records: pa.Table) -> tuple[pa.Array, pa.DictionaryArray]:
+    """(ring column, text column) of a footprint text column (see the module docstring)."""
+    boxes = zip(*(records.column(name).to_pylist() for name in BBOX_FIELDS), strict=True)
+    rings: list[list[float] | None] = []
+    texts: list[str | None] = []
+    for text, box in zip(column.to_pylist(), boxes, strict=True):
+        flat = _flat_ring(text, box) if text else None
+        rings.append(flat)
+        texts.append(text if text and flat is None else None)
+    return _ring_array(rings), _dictionary(pa.array(texts, pa.string()))
+
+
+def _ring_array(rings: list[list[float] | None]) -> pa.Array:
+    """Flat rings as a list column: int32 on the 1e-7° grid when all of them lie on it exactly, else float64."""
+    lengths = np.array([len(ring) if ring is not None else 0 for ring in rings], np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    values = np.array([value for ring in rings if ring for value in ring], np.float64)
+    grid = np.rint(values * GRID)
+    on_grid = np.all(np.abs(grid) <= INT32_LIMIT)  # and bit for bit (no -0.0 either):
+    on_grid = on_grid and np.array_equal((grid.astype(np.int32) / GRID).view(np.int64), values.view(np.int64))
+    flat = pa.array(grid.astype(np.int32)) if on_grid else pa.array(values)
+    return pa.ListArray.from_arrays(offsets, flat, mask=pa.array([ring is None for ring in rings]))
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+class MappedRecords:
+    """The rows of one record file of this layout, read by indexing its (memory-mapped) buffers with numpy: a few
+    rows cost microseconds whatever the file's size. Each column's views are made once, when first needed (its
+    dictionary as a Python list)."""
+
+    def __init__(self, batch: pa.RecordBatch):
+        self.batch = batch
+        self._views: dict[str, tuple[Any, ...]] = {}
+
+    def __len__(self) -> int:
+        return self.batch.num_rows
+
+    def values(self, offsets: np.ndarray, columns: list[str]) -> dict[str, list[Any]]:
+        """Record columns ``columns`` of the rows at ``offsets`` as Python values (as Arrow's ``to_pylist`` gives
+        those of the records), in order."""
+        offsets = np.asarray(offsets, np.int64)
+        return {name: self._column(name, offsets) for name in columns}
+
+    def _view(self, name: str) -> tuple[Any, ...]:
+        """(kind, values, validity bitmap or None, offset, and per kind: the dictionary as a list, string data, or
+        ring numbers and whether they are on the grid) of a stored column."""
+        view = self._views.get(name)
+        if view is None:
+            array = self.batch.column(name)
+            bitmap = np.frombuffer(array.buffers()[0], np.uint8) if array.null_count else None
+            if pa.types.is_dictionary(array.type):
+                indices = array.indices
+                values = _buffer(indices, 1, indices.type.to_pandas_dtype())
+                view = ("dictionary", values, bitmap, array.offset, [*array.dictionary.to_pylist(), None])
+            elif pa.types.is_string(array.type):
+                view = ("string", _buffer(array, 1, np.int32, extra=1), bitmap, array.offset, memoryview(array.buffers()[2] or b""))
+            elif pa.types.is_list(array.type):
+                grid = pa.types.is_integer(array.type.value_type)
+                numbers = _buffer(array.values, 1, np.int32 if grid else np.float64)
+                view = ("ring", _buffer(array, 1, np.int32, extra=1), bitmap, array.offset, numbers, grid)
+            else:
+                dtype = np.int32 if pa.types.is_date32(array.type) else array.type.to_pandas_dtype()
+                view = ("date" if pa.types.is_date32(array.type) else "number", _buffer(array, 1, dtype), bitmap, array.offset)
+            self._views[name] = view
+        return view
+
+    def _column(self, name: str, offsets: np.ndarray) -> list[Any]:
+        if name == "footprint":
+            return self._footprints(offsets)
+        kind, values, bitmap, first, *rest = self._view(name)
+        if kind == "dictionary":
+            positions = values[offsets].astype(np.int64)
+            if bitmap is not None:
+                positions[~_valid(bitmap, first, offsets)] = -1  # the None at the end of the dictionary
+            return [rest[0][position] for position in positions.tolist()]
+        if kind == "string":  # values: where each row's text starts in the data
+            data = rest[0]
+            found = [str(data[values[offset] : values[offset + 1]], "utf-8") for offset in offsets.tolist()]
+        elif kind == "date":
+            found = [day_date(day) for day in values[offsets].tolist()]
+        else:
+            found = values[offsets].tolist()
+        if bitmap is None:
+            return found
+        return [value if ok else None for value, ok in zip(found, _valid(bitmap, first, offsets).tolist(), strict=True)]
+
+    def _footprints(self, offsets: np.ndarray) -> list[str | None]:
+        _, starts, bitmap, first, numbers, grid = self._view(RING)
+        texts = self._column(TEXT, offsets) if bitmap is not None else None
+        present = _valid(bitmap, first, offsets) if bitmap is not None else None
+        boxes = np.column_stack([self._view(name)[1][offsets] for name in BBOX_FIELDS]).tolist()
+        out: list[str | None] = []
+        for row, (start, end) in enumerate(zip(starts[offsets].tolist(), starts[offsets + 1].tolist(), strict=True)):
+            if texts is not None and not present[row]:
+                out.append(texts[row])
+            elif start == end:
+                out.append(footprint_text(_box_ring(tuple(boxes[row]))))
+            else:
+                ring = numbers[start:end]
+                out.append(footprint_text(ring / GRID if grid else ring))
+        return out
+
+
+def _buffer(array: pa.Array, index: int, dtype: Any, extra: int = 0) -> np.ndarray:
+    """Buffer ``index`` of an array as numpy values of its rows, zero-copy (``extra``: values past them, offsets)."""
+    return np.frombuffer(array.buffers()[index], dtype)[array.offset : array.offset + len(array) + extra]
+
+
+def _valid(bitmap: np.ndarray, first: int, offsets: np.ndarray) -> np.ndarray:
+    """Whether the rows at ``offsets`` of an array (its validity bitmap, its offset) are not null."""
+    at = offsets + first
+    return ((bitmap[at >> 3] >> (at & 7)) & 1).astype(bool)
