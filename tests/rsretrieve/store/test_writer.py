@@ -171,8 +171,8 @@ def test_a_format_1_index_is_rewritten_by_its_next_writer(tmp_path: Path, how: s
     assert store.columns.records.file.read(fids, len(store)) is not None  # answered from records/ now
     np.testing.assert_array_equal(store.vectors(range(8)), as_stored(vectors))  # from vectors.i8, once
     assert "vector" not in store.table.schema.names  # dropped, and the versions that held it removed
-    for path in (db / "records").iterdir():  # records/ rebuilt from format 1's records.jsonl: compressed batches
-        assert b"rows_per_batch" in pa.ipc.open_file(path).schema.metadata
+    for path in (db / "records").iterdir():  # records/ rebuilt from format 1's records.jsonl in format 4's layout
+        assert pa.ipc.open_file(path).schema.metadata == {b"record_layout": b"4"}
     assert min(version["version"] for version in store.table.list_versions()) > old_version
     info = store.info()
     assert info["rows"] == info["index_vectors"] == info["manifest_count"] == len(fids)
