@@ -86,10 +86,12 @@ def _flat_ring(text: str, box: tuple[Any, ...]) -> list[float] | None:
         return []
     try:
         (ring,) = json.loads(text)["coordinates"]
-        flat = [value for point in ring[:-1] for value in point]
     except (ValueError, TypeError, KeyError):
         return None
-    if len(ring) < 4 or any(type(value) is not float for value in flat):
+    if type(ring) is not list or len(ring) < 4 or any(type(point) is not list or len(point) != 2 for point in ring):
+        return None
+    flat = [value for point in ring[:-1] for value in point]
+    if any(type(value) is not float for value in flat):
         return None
     return flat if footprint_text(flat) == text else None
 
@@ -115,7 +117,7 @@ def _ring_array(rings: list[list[float] | None]) -> pa.Array:
     on_grid = np.all(np.abs(grid) <= INT32_LIMIT)  # and bit for bit (no -0.0 either):
     on_grid = on_grid and np.array_equal((grid.astype(np.int32) / GRID).view(np.int64), values.view(np.int64))
     flat = pa.array(grid.astype(np.int32)) if on_grid else pa.array(values)
-    return pa.ListArray.from_arrays(offsets, flat, mask=pa.array([ring is None for ring in rings]))
+    return pa.ListArray.from_arrays(offsets, flat, mask=pa.array([ring is None for ring in rings], pa.bool_()))
 
 
 # --- reading -------------------------------------------------------------------------------------
