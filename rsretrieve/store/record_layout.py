@@ -153,14 +153,25 @@ class MappedRecords:
                 values = _buffer(indices, 1, indices.type.to_pandas_dtype())
                 view = ("dictionary", values, bitmap, array.offset, [*array.dictionary.to_pylist(), None])
             elif pa.types.is_string(array.type):
-                view = ("string", _buffer(array, 1, np.int32, extra=1), bitmap, array.offset, memoryview(array.buffers()[2] or b""))
+                view = (
+                    "string",
+                    _buffer(array, 1, np.int32, extra=1),
+                    bitmap,
+                    array.offset,
+                    memoryview(array.buffers()[2] or b""),
+                )
             elif pa.types.is_list(array.type):
                 grid = pa.types.is_integer(array.type.value_type)
                 numbers = _buffer(array.values, 1, np.int32 if grid else np.float64)
                 view = ("ring", _buffer(array, 1, np.int32, extra=1), bitmap, array.offset, numbers, grid)
             else:
                 dtype = np.int32 if pa.types.is_date32(array.type) else array.type.to_pandas_dtype()
-                view = ("date" if pa.types.is_date32(array.type) else "number", _buffer(array, 1, dtype), bitmap, array.offset)
+                view = (
+                    "date" if pa.types.is_date32(array.type) else "number",
+                    _buffer(array, 1, dtype),
+                    bitmap,
+                    array.offset,
+                )
             self._views[name] = view
         return view
 

@@ -28,7 +28,10 @@ FOOTPRINTS = {  # "none" first: the first chip has no bbox (``chips_with``)
     "a hole": {"type": "Polygon", "coordinates": [polygon((0.0, 0.0), (4.0, 0.0), (4.0, 4.0))["coordinates"][0]] * 2},
     "integers": polygon((10, 45), (11, 45), (11, 46)),
     "negative zero": polygon((-0.0, 45.5), (10.375, 45.5), (10.375, 45.625)),
-    "a multipolygon": {"type": "MultiPolygon", "coordinates": [polygon((0.0, 0.0), (1.0, 0.0), (1.0, 1.0))["coordinates"]]},
+    "a multipolygon": {
+        "type": "MultiPolygon",
+        "coordinates": [polygon((0.0, 0.0), (1.0, 0.0), (1.0, 1.0))["coordinates"]],
+    },
     "three dimensions": polygon((1.0, 2.0, 3.0), (2.0, 2.0, 3.0), (2.0, 3.0, 3.0)),
 }
 
@@ -64,9 +67,10 @@ def test_every_footprint_comes_back_as_its_text(kind: str, tmp_path: Path) -> No
     records = record_table(chips_with([FOOTPRINTS[kind]] * 4))
     mapped = stored(records, tmp_path / "r.arrow")
     assert mapped.values(np.arange(4), list(RECORD_COLUMNS)) == records.to_pydict()
-    assert mapped.values(np.array([3, 1, 1]), ["footprint", "id"]) == records.take([3, 1, 1]).select(
-        ["footprint", "id"]
-    ).to_pydict()
+    assert (
+        mapped.values(np.array([3, 1, 1]), ["footprint", "id"])
+        == records.take([3, 1, 1]).select(["footprint", "id"]).to_pydict()
+    )
 
 
 def test_all_records_come_back_in_any_order_and_nulls_stay_null(tmp_path: Path) -> None:
