@@ -1,21 +1,19 @@
 """The query side's columns: copies of table columns laid out for search, one row per chip (row = fid).
 
 A LanceDB take costs ~2 ms plus ~0.6 ms per column at 1M rows, and its bbox SQL 50–190 ms; these files answer
-the same questions from the page cache (benchmarks/speed.py): the filters and vectors in well under a millisecond;
-the records of format 3 at ~1 ms a hit (see below):
+the same questions from the page cache (benchmarks/speed.py), each in well under a millisecond:
 
 - ``vectors.i8``: the vectors for the exact re-rank and every other reader of stored vectors, in compact form
   (``vector_codes``: int8 components and a float32 scale per row, ``dim + 4`` bytes), memory-mapped; the only copy
   of the vectors (format 3; formats 1-2 kept float32 ones in LanceDB and ``vectors.f32``);
 - ``bounds.f64``: the filter matrix (``chips.FILTER_FIELDS``: WGS84 bbox, acquisition day), raw (n, 5) float64;
 - ``records/<first>-<end>.arrow``: the chip records (``chips.RECORD_COLUMNS``) as Arrow IPC files, one per
-  committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``). Since format 3 each file
-  is LZ4-compressed record batches of ``RECORD_BATCH_ROWS`` rows (its schema's ``rows_per_batch``): a result reads
-  only the batches holding its rows — ~1 ms each on a quiet 2-core machine (every column's buffers are
-  decompressed: 0.6–0.8 ms even at 32–128 rows; 0.36 ms uncompressed), so 10 hits at 1M take ~10 ms against
-  < 1 ms with the one mapped table of format 2: the next thing to mend — and records take ~60 bytes a chip
-  instead of ~370 with the speed benchmark's footprints (``benchmarks/speed.py``); files of formats 1-2 (one plain
-  batch) are read whole.
+  committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``). Since format 4 each is
+  one uncompressed batch in the compact layout of ``record_layout`` (dictionary-encoded strings, footprints as
+  coordinate rings): a result's rows are read by indexing the mapped buffers, nothing else is touched or decoded
+  (tens of microseconds a hit), and records take ~80 bytes a chip with the speed benchmark's footprints. Files of
+  format 3 (LZ4-compressed batches of 512 rows, ~1 ms a hit: every column of the batch decompressed) and of
+  formats 1-2 (one plain batch, ~370 bytes a chip) are still read, until ``rsretrieve upgrade`` rewrites them.
 
 Each column is derived from rows of the LanceDB table by one function, used both when a batch is appended and
 when a column is rebuilt from LanceDB (an older index, or a damaged file), so the two never disagree in form.
