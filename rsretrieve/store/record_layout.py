@@ -7,10 +7,12 @@ turns rows of those back into exactly the same values:
 - the repetitive strings (``path``, ``crs``, ``item_id``, ``collection``) are dictionary-encoded, with the narrowest
   index type that holds the file's dictionary (int8 up to 127 distinct values, int16 up to 32,767);
 - the GeoJSON footprint text becomes ``footprint_ring``: the outer ring of a one-ring polygon as flat x, y numbers,
-  closing point left out — int32 on a 1e-7° grid when every ring of the file lies on it exactly (footprints of
-  indexed rasters are rounded so), else float64; an empty list when the ring is the bbox rectangle
-  (minx miny, maxx miny, maxx maxy, minx maxy). The text is rebuilt as ``json.dumps`` wrote it; a footprint whose
-  text would not come back byte for byte stays text, in the dictionary-encoded ``footprint_geojson``;
+  closing point left out. When every ring of the file lies exactly on a 1e-7° grid (footprints of indexed rasters
+  are rounded so) they are grid integers: int16 steps from each ring's first point, which ``footprint_start`` holds
+  (int32 x, y), when every step fits, else int32 coordinates; otherwise float64 coordinates. An empty ring is the
+  bbox rectangle (minx miny, maxx miny, maxx maxy, minx maxy). The text is rebuilt as ``json.dumps`` wrote it; a
+  footprint whose text would not come back byte for byte stays text, in the dictionary-encoded
+  ``footprint_geojson``;
 - the rest (``id``, window, bbox, ``date``) is stored as it is.
 
 The schema metadata ``record_layout`` (``LAYOUT``) marks such a file; any Arrow reader opens it.
@@ -32,8 +34,10 @@ LAYOUT = b"4"
 GRID = 1e7  # the int32 ring grid: 1e-7°, as ``raster.georef.FOOTPRINT_DECIMALS`` rounds footprints
 DICTIONARY_COLUMNS = ("path", "crs", "item_id", "collection")
 RING = "footprint_ring"
+START = "footprint_start"
 TEXT = "footprint_geojson"
 INT32_LIMIT = 2**31 - 1
+INT16_LIMIT = 2**15 - 1
 
 
 def is_encoded(schema: pa.Schema) -> bool:
@@ -48,7 +52,7 @@ def encode(records: pa.Table) -> pa.Table:
     for name, kind in RECORD_COLUMNS.items():
         column = pa.concat_arrays(records.column(name).chunks) if records.num_rows else pa.array([], kind)
         if name == "footprint":
-            columns[RING], columns[TEXT] = _encode_footprints(column, records)
+            columns.update(_encode_footprints(column, records))
         elif name in DICTIONARY_COLUMNS:
             columns[name] = _dictionary(column)
         else:
@@ -96,8 +100,8 @@ def _flat_ring(text: str, box: tuple[Any, ...]) -> list[float] | None:
     return flat if footprint_text(flat) == text else None
 
 
-def _encode_footprints(column: pa.Array, records: pa.Table) -> tuple[pa.Array, pa.DictionaryArray]:
-    """(ring column, text column) of a footprint text column (see the module docstring)."""
+def _encode_footprints(column: pa.Array, records: pa.Table) -> dict[str, pa.Array]:
+    """The stored footprint columns of a footprint text column (see the module docstring)."""
     boxes = zip(*(records.column(name).to_pylist() for name in BBOX_FIELDS), strict=True)
     rings: list[list[float] | None] = []
     texts: list[str | None] = []
@@ -105,19 +109,40 @@ def _encode_footprints(column: pa.Array, records: pa.Table) -> tuple[pa.Array, p
         flat = _flat_ring(text, box) if text else None
         rings.append(flat)
         texts.append(text if text and flat is None else None)
-    return _ring_array(rings), _dictionary(pa.array(texts, pa.string()))
+    return {**_ring_columns(rings), TEXT: _dictionary(pa.array(texts, pa.string()))}
 
 
-def _ring_array(rings: list[list[float] | None]) -> pa.Array:
-    """Flat rings as a list column: int32 on the 1e-7° grid when all of them lie on it exactly, else float64."""
+def _ring_columns(rings: list[list[float] | None]) -> dict[str, pa.Array]:
+    """Flat rings as ``footprint_ring`` (and ``footprint_start``): on the 1e-7° grid when all of them lie on it
+    exactly — int16 steps from each ring's first point when every step fits, else int32 — else float64."""
+    missing = pa.array([ring is None for ring in rings], pa.bool_())
     lengths = np.array([len(ring) if ring is not None else 0 for ring in rings], np.int64)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     values = np.array([value for ring in rings if ring for value in ring], np.float64)
     grid = np.rint(values * GRID)
     on_grid = np.all(np.abs(grid) <= INT32_LIMIT)  # and bit for bit (no -0.0 either):
     on_grid = on_grid and np.array_equal((grid.astype(np.int32) / GRID).view(np.int64), values.view(np.int64))
-    flat = pa.array(grid.astype(np.int32)) if on_grid else pa.array(values)
-    return pa.ListArray.from_arrays(offsets, flat, mask=pa.array([ring is None for ring in rings], pa.bool_()))
+    if not on_grid:
+        return {RING: _list(lengths, pa.array(values), missing)}
+    ints = grid.astype(np.int64)
+    firsts = (np.cumsum(lengths) - lengths)[lengths > 0]
+    first_point = np.zeros(len(ints), bool)
+    first_point[firsts], first_point[firsts + 1] = True, True
+    steps = (ints - np.concatenate([ints[:2], ints[:-2]]))[~first_point]  # each number minus its point's previous
+    if not len(firsts) or np.abs(steps).max(initial=0) > INT16_LIMIT:
+        return {RING: _list(lengths, pa.array(ints.astype(np.int32)), missing)}
+    starts = np.zeros((len(rings), 2), np.int32)
+    starts[lengths > 0] = np.column_stack([ints[firsts], ints[firsts + 1]])
+    no_start = pa.array(lengths == 0)
+    return {
+        RING: _list(np.maximum(lengths - 2, 0), pa.array(steps.astype(np.int16)), missing),
+        START: pa.FixedSizeListArray.from_arrays(pa.array(starts.ravel()), 2, mask=no_start),
+    }
+
+
+def _list(lengths: np.ndarray, values: pa.Array, missing: pa.Array) -> pa.ListArray:
+    """A list column of rows of ``lengths`` values (null where ``missing``)."""
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, values, mask=missing)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -162,8 +187,10 @@ class MappedRecords:
                 )
             elif pa.types.is_list(array.type):
                 grid = pa.types.is_integer(array.type.value_type)
-                numbers = _buffer(array.values, 1, np.int32 if grid else np.float64)
+                numbers = _buffer(array.values, 1, array.type.value_type.to_pandas_dtype())
                 view = ("ring", _buffer(array, 1, np.int32, extra=1), bitmap, array.offset, numbers, grid)
+            elif pa.types.is_fixed_size_list(array.type):  # the first points of rings stored as int16 steps
+                view = ("points", _buffer(array.values, 1, np.int32)[2 * array.offset :], bitmap, array.offset)
             else:
                 dtype = np.int32 if pa.types.is_date32(array.type) else array.type.to_pandas_dtype()
                 view = (
@@ -200,12 +227,19 @@ class MappedRecords:
         texts = self._column(TEXT, offsets) if bitmap is not None else None
         present = _valid(bitmap, first, offsets) if bitmap is not None else None
         boxes = np.column_stack([self._view(name)[1][offsets] for name in BBOX_FIELDS]).tolist()
+        origins = self._view(START)[1].reshape(-1, 2) if numbers.dtype == np.int16 else None
         out: list[str | None] = []
-        for row, (start, end) in enumerate(zip(starts[offsets].tolist(), starts[offsets + 1].tolist(), strict=True)):
+        for row, (offset, start, end) in enumerate(
+            zip(offsets.tolist(), starts[offsets].tolist(), starts[offsets + 1].tolist(), strict=True)
+        ):
             if texts is not None and not present[row]:
                 out.append(texts[row])
             elif start == end:
                 out.append(footprint_text(_box_ring(tuple(boxes[row]))))
+            elif origins is not None:  # int16 steps from the first point
+                steps = numbers[start:end].reshape(-1, 2).astype(np.int64)
+                points = np.vstack([origins[offset], origins[offset] + np.cumsum(steps, axis=0)])
+                out.append(footprint_text(points.ravel() / GRID))
             else:
                 ring = numbers[start:end]
                 out.append(footprint_text(ring / GRID if grid else ring))

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from rsretrieve.chips import RECORD_COLUMNS, Chip, Window, record_table
-from rsretrieve.store.record_layout import RING, TEXT, MappedRecords, encode, footprint_text
+from rsretrieve.store.record_layout import RING, START, TEXT, MappedRecords, encode, footprint_text
 
 
 def polygon(*points: tuple[float, float]) -> dict:
@@ -107,6 +107,20 @@ def test_rings_on_the_grid_are_int32_and_strings_narrow_dictionaries(tmp_path: P
     assert with_negative_zero.schema.field(RING).type == pa.list_(pa.float64())  # -0.0 is not on the int grid
     mapped = stored(record_table(chips_with(footprints)), tmp_path / "r.arrow")
     assert mapped.values(np.array([0]), ["footprint"])["footprint"] == [json.dumps(footprints[0])]
+
+
+def test_small_rings_on_the_grid_are_int16_steps_from_their_first_point(tmp_path: Path) -> None:
+    corners = [(10.0, 45.0), (10.002, 45.0), (10.0021234, 45.0029999), (9.9999999, 45.003)]  # steps ≤ 0.0032767°
+    footprints = [None, polygon(*corners), FOOTPRINTS["the bbox rectangle"], polygon(*corners[::-1])]
+    records = record_table(chips_with(footprints))
+    table = encode(records)
+    assert table.schema.field(RING).type == pa.list_(pa.int16())
+    assert table.column(START)[1].as_py() == [100000000, 450000000] and table.column(START)[2].as_py() is None
+    assert table.column(RING)[1].as_py() == [20000, 0, 1234, 29999, -21235, 1]  # steps between the points
+    mapped = stored(records, tmp_path / "r.arrow")
+    assert mapped.values(np.array([3, 0, 1, 2]), list(RECORD_COLUMNS)) == records.take([3, 0, 1, 2]).to_pydict()
+    far = polygon((10.0, 45.0), (10.0032768, 45.0), (10.0, 45.001))  # one step too long: absolute int32
+    assert encode(record_table(chips_with([*footprints, far]))).schema.field(RING).type == pa.list_(pa.int32())
 
 
 def test_a_ring_text_is_what_json_dumps_writes() -> None:
