@@ -1,7 +1,7 @@
 """How chip records are laid out in a record file of format 4: uncompressed and compact, so that a mapped file
 answers a few rows by indexing its buffers, without decompressing or copying the rest.
 
-``encode`` turns the record columns (``chips.RECORD_COLUMNS``) into the stored columns, and ``MappedRecords.rows``
+``encode`` turns the record columns (``chips.RECORD_COLUMNS``) into the stored columns, and ``MappedRecords.values``
 turns rows of those back into exactly the same values:
 
 - the repetitive strings (``path``, ``crs``, ``item_id``, ``collection``) are dictionary-encoded, with the narrowest
