@@ -223,27 +223,44 @@ class MappedRecords:
         return [value if ok else None for value, ok in zip(found, _valid(bitmap, first, offsets).tolist(), strict=True)]
 
     def _footprints(self, offsets: np.ndarray) -> list[str | None]:
-        _, starts, bitmap, first, numbers, grid = self._view(RING)
-        texts = self._column(TEXT, offsets) if bitmap is not None else None
-        present = _valid(bitmap, first, offsets) if bitmap is not None else None
-        boxes = np.column_stack([self._view(name)[1][offsets] for name in BBOX_FIELDS]).tolist()
-        origins = self._view(START)[1].reshape(-1, 2) if numbers.dtype == np.int16 else None
-        out: list[str | None] = []
-        for row, (offset, start, end) in enumerate(
-            zip(offsets.tolist(), starts[offsets].tolist(), starts[offsets + 1].tolist(), strict=True)
-        ):
-            if texts is not None and not present[row]:
-                out.append(texts[row])
-            elif start == end:
-                out.append(footprint_text(_box_ring(tuple(boxes[row]))))
-            elif origins is not None:  # int16 steps from the first point
-                steps = numbers[start:end].reshape(-1, 2).astype(np.int64)
-                points = np.vstack([origins[offset], origins[offset] + np.cumsum(steps, axis=0)])
-                out.append(footprint_text(points.ravel() / GRID))
-            else:
-                ring = numbers[start:end]
-                out.append(footprint_text(ring / GRID if grid else ring))
+        """Footprint texts of the rows at ``offsets``: texts kept as such, rings and bbox rectangles written back."""
+        _, begins, bitmap, first, _, _ = self._view(RING)
+        out = self._column(TEXT, offsets) if bitmap is not None else [None] * len(offsets)
+        rows, coordinates, ends = self._rings(offsets)
+        flat, start = coordinates.tolist(), 0
+        for row, end in zip(rows.tolist(), ends.tolist(), strict=True):
+            out[row] = footprint_text(flat[start:end])
+            start = end
+        empty = begins[offsets] == begins[offsets + 1]  # the bbox rectangle, or a null list
+        if bitmap is not None:
+            empty &= _valid(bitmap, first, offsets)
+        boxes = np.flatnonzero(empty)
+        corners = np.column_stack([self._view(name)[1][offsets[boxes]] for name in BBOX_FIELDS]).tolist()
+        for row, box in zip(boxes.tolist(), corners, strict=True):
+            out[row] = footprint_text(_box_ring(tuple(box)))
         return out
+
+    def _rings(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(which rows of ``offsets`` have a stored ring, their flat x, y coordinates one ring after the other as
+        float64, closing points left out, and where each ring's coordinates end), all rings decoded at once."""
+        _, begins, _, _, numbers, grid = self._view(RING)
+        begin, end = begins[offsets], begins[offsets + 1]
+        rows = np.flatnonzero(end > begin)
+        counts = (end - begin)[rows].astype(np.int64)
+        index = np.arange(int(counts.sum())) + np.repeat(begin[rows] - (np.cumsum(counts) - counts), counts)
+        taken = numbers[index]
+        if numbers.dtype != np.int16:
+            return rows, taken / GRID if grid else taken, np.cumsum(counts)
+        origins = self._view(START)[1].reshape(-1, 2)[offsets[rows]].astype(np.int64)  # and int16 steps from them
+        points = counts // 2
+        walked = np.cumsum(taken.reshape(-1, 2), axis=0, dtype=np.int64)
+        before = np.vstack([np.zeros((1, 2), np.int64), walked])[np.cumsum(points) - points]
+        walked += np.repeat(origins - before, points, axis=0)
+        is_origin = np.zeros(len(walked) + len(rows), bool)
+        is_origin[np.cumsum(points + 1) - points - 1] = True
+        ring = np.empty((len(is_origin), 2), np.int64)
+        ring[is_origin], ring[~is_origin] = origins, walked
+        return rows, ring.ravel() / GRID, np.cumsum(counts + 2)
 
 
 def _buffer(array: pa.Array, index: int, dtype: Any, extra: int = 0) -> np.ndarray:
