@@ -141,17 +141,36 @@ class RecordFiles:
     ) -> dict[str, list[Any]] | None:
         """Record values of ``fids`` in order, column by column (only ``columns`` when given; as ``to_pylist`` gives
         them), or None when the files hold fewer than ``count`` rows."""
+        columns = columns or list(RECORD_COLUMNS)
+        return self._gather(fids, count, lambda path, offsets: self._rows(path, offsets, columns), columns)
+
+    def footprints(self, fids: np.ndarray | list[int], count: int) -> list[Any] | None:
+        """Footprints of ``fids`` as shapely geometries (None for a chip without one), in order, or None when the
+        files hold fewer than ``count`` rows."""
+        found = self._gather(
+            fids, count, lambda path, offsets: {"footprint": self._shapes(path, offsets)}, ["footprint"]
+        )
+        return None if found is None else found["footprint"]
+
+    def _gather(
+        self,
+        fids: np.ndarray | list[int],
+        count: int,
+        rows_of: Callable[[Path, np.ndarray], dict[str, list[Any]]],
+        columns: list[str],
+    ) -> dict[str, list[Any]] | None:
+        """``rows_of(file, offsets)`` of ``fids`` file by file, in the order of ``fids`` (or None when the files hold
+        fewer than ``count`` rows)."""
         if self._covered[0] != count:  # committed files never change: list the folder once per version
             self._covered = (count, self._covering(count))
         spans = self._covered[1]
         if spans is None:
             return None
-        columns = columns or list(RECORD_COLUMNS)
         fids = np.asarray(fids, np.int64)
         if len(fids) == 0:
             return {name: [] for name in columns}
         which = np.searchsorted([first for first, _, _ in spans], fids, side="right") - 1
-        return _gathered(which, lambda span, rows: self._rows(spans[span][2], rows - spans[span][0], columns), fids)
+        return _gathered(which, lambda span, rows: rows_of(spans[span][2], rows - spans[span][0]), fids)
 
     def read(self, fids: np.ndarray | list[int], count: int, columns: list[str] | None = None) -> pa.Table | None:
         """Record rows of ``fids`` in order (only ``columns`` when given) as an Arrow table, or None when the files
@@ -174,6 +193,15 @@ class RecordFiles:
             lambda batch, rows: _values_of(file.get_batch(batch).take(pa.array(rows % per_batch)), columns),
             offsets,
         )
+
+    def _shapes(self, path: Path, offsets: np.ndarray) -> list[Any]:
+        """Footprints of the rows at ``offsets`` of one file as shapely geometries, in order."""
+        import shapely
+
+        opened = self._open(path)
+        if isinstance(opened, MappedRecords):
+            return list(opened.shapes(offsets))
+        return list(shapely.from_geojson(np.asarray(self._rows(path, offsets, ["footprint"])["footprint"], object)))
 
     def _open(self, path: Path) -> MappedRecords | pa.Table | tuple[pa.ipc.RecordBatchFileReader, int]:
         """A file opened once: its mapped records (format 4), a mapped table (formats 1-2), or a reader of its

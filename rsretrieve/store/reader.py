@@ -177,17 +177,20 @@ class ChipStore:
         chip stored without a footprint; None for a chip without georeference)."""
         import shapely
 
-        found = self.records(fids, ["footprint", *FILTER_FIELDS[:4]])
-        if found.num_rows == 0:
-            return np.empty(0, object)
-        geometries = shapely.from_geojson(np.asarray(found.column("footprint").to_pylist(), object))
-        missing = shapely.is_missing(geometries)
-        if missing.any():
-            bounds = np.column_stack(
-                [found.column(name).to_numpy(zero_copy_only=False) for name in FILTER_FIELDS[:4]]
-            ).astype(np.float64)
-            placed = missing & ~np.isnan(bounds).any(axis=1)
-            geometries[placed] = shapely.box(*bounds[placed].T)
+        fids = np.asarray(fids, np.int64)
+        geometries = np.empty(len(fids), object)
+        found = self.columns.records.file.footprints(fids, self.manifest.count)
+        if found is None:  # from LanceDB
+            found = shapely.from_geojson(
+                np.asarray(self.rows(fids, ["footprint"]).column("footprint").to_pylist(), object)
+            )
+        geometries[:] = found
+        missing = np.flatnonzero(shapely.is_missing(geometries))
+        if len(missing):
+            boxes = self.records(fids[missing], list(FILTER_FIELDS[:4]))
+            bounds = np.column_stack([boxes.column(name).to_numpy(zero_copy_only=False) for name in FILTER_FIELDS[:4]])
+            placed = ~np.isnan(bounds.astype(np.float64)).any(axis=1)
+            geometries[missing[placed]] = shapely.box(*bounds[placed].astype(np.float64).T)
         return geometries
 
     def fids_of(self, chip_ids: list[str]) -> dict[str, int]:

@@ -224,21 +224,45 @@ class MappedRecords:
 
     def _footprints(self, offsets: np.ndarray) -> list[str | None]:
         """Footprint texts of the rows at ``offsets``: texts kept as such, rings and bbox rectangles written back."""
-        _, begins, bitmap, first, _, _ = self._view(RING)
-        out = self._column(TEXT, offsets) if bitmap is not None else [None] * len(offsets)
+        out = self._column(TEXT, offsets) if self.batch.column(RING).null_count else [None] * len(offsets)
         rows, coordinates, ends = self._rings(offsets)
         flat, start = coordinates.tolist(), 0
         for row, end in zip(rows.tolist(), ends.tolist(), strict=True):
             out[row] = footprint_text(flat[start:end])
             start = end
+        boxes, corners = self._boxes(offsets)
+        for row, box in zip(boxes.tolist(), corners.tolist(), strict=True):
+            out[row] = footprint_text(_box_ring(tuple(box)))
+        return out
+
+    def shapes(self, offsets: np.ndarray) -> np.ndarray:
+        """Footprints of the rows at ``offsets`` as shapely geometries (None where there is none), in order: made
+        from the rings, no GeoJSON text written or parsed but for footprints kept as text."""
+        import shapely
+
+        offsets = np.asarray(offsets, np.int64)
+        out = np.full(len(offsets), None, object)
+        if self.batch.column(RING).null_count:
+            texts = np.asarray(self._column(TEXT, offsets), object)
+            out[:] = shapely.from_geojson(texts)
+        rows, coordinates, ends = self._rings(offsets)
+        boxes, corners = self._boxes(offsets)
+        placed = np.concatenate([rows, boxes])
+        if len(placed):
+            flat = np.concatenate([coordinates, corners[:, [0, 1, 2, 1, 2, 3, 0, 3]].ravel()])
+            points = np.concatenate([np.diff(ends, prepend=0) // 2, np.full(len(boxes), 4)])
+            rings = shapely.linearrings(flat.reshape(-1, 2), indices=np.repeat(np.arange(len(placed)), points))
+            out[placed] = shapely.polygons(rings)
+        return out
+
+    def _boxes(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which rows of ``offsets`` have the bbox rectangle as their footprint, their bboxes (n, 4))."""
+        _, begins, bitmap, first, _, _ = self._view(RING)
         empty = begins[offsets] == begins[offsets + 1]  # the bbox rectangle, or a null list
         if bitmap is not None:
             empty &= _valid(bitmap, first, offsets)
         boxes = np.flatnonzero(empty)
-        corners = np.column_stack([self._view(name)[1][offsets[boxes]] for name in BBOX_FIELDS]).tolist()
-        for row, box in zip(boxes.tolist(), corners, strict=True):
-            out[row] = footprint_text(_box_ring(tuple(box)))
-        return out
+        return boxes, np.column_stack([self._view(name)[1][offsets[boxes]] for name in BBOX_FIELDS])
 
     def _rings(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(which rows of ``offsets`` have a stored ring, their flat x, y coordinates one ring after the other as

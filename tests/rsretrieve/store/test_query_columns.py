@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import shapely
 
 from rsretrieve.chips import (
     RECORD_COLUMNS,
@@ -142,6 +143,8 @@ def test_record_files_of_format_3_are_read_one_compressed_batch_at_a_time(tmp_pa
     assert files.read(fids, 23).equals(records.take(fids))
     assert files.read([22, 12], 23, ["id", "date"]).equals(records.select(["id", "date"]).take([22, 12]))
     assert chips_from_values(files.values(fids, 23)) == [make_chips(23)[fid] for fid in fids]
+    texts = np.asarray(records.column("footprint").to_pylist(), object)[fids]
+    assert shapely.to_wkb(files.footprints(fids, 23)).tolist() == shapely.to_wkb(shapely.from_geojson(texts)).tolist()
     files.rewrite_older()  # rsretrieve upgrade: the same records, in this format
     assert pa.ipc.open_file(files.path / file_name(10, 23)).schema.metadata == {b"record_layout": b"4"}
     assert RecordFiles(files.path).read(fids, 23).equals(records.take(fids))

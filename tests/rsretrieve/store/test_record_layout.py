@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import shapely
 
 from rsretrieve.chips import RECORD_COLUMNS, Chip, Window, record_table
 from rsretrieve.store.record_layout import RING, START, TEXT, MappedRecords, encode, footprint_text
@@ -121,6 +122,18 @@ def test_small_rings_on_the_grid_are_int16_steps_from_their_first_point(tmp_path
     assert mapped.values(np.array([3, 0, 1, 2]), list(RECORD_COLUMNS)) == records.take([3, 0, 1, 2]).to_pydict()
     far = polygon((10.0, 45.0), (10.0032768, 45.0), (10.0, 45.001))  # one step too long: absolute int32
     assert encode(record_table(chips_with([*footprints, far]))).schema.field(RING).type == pa.list_(pa.int32())
+
+
+@pytest.mark.parametrize("rings", ["float64", "int16 steps"])
+def test_shapes_are_the_footprints_as_geometries_with_the_same_coordinates(rings: str, tmp_path: Path) -> None:
+    corners = [(10.0, 45.0), (10.002, 45.0), (10.0021234, 45.0029999)]
+    kinds = list(FOOTPRINTS) if rings == "float64" else ["none", "the bbox rectangle", "a hole", "integers"]
+    footprints = [FOOTPRINTS[kind] for kind in kinds] + [polygon(*corners)] * 2
+    records = record_table(chips_with(footprints * 2))
+    mapped = stored(records, tmp_path / "r.arrow")
+    offsets = np.arange(records.num_rows)[::-1]
+    expected = shapely.from_geojson(np.asarray(records.column("footprint").to_pylist(), object))[offsets]
+    assert shapely.to_wkb(mapped.shapes(offsets)).tolist() == shapely.to_wkb(expected).tolist()
 
 
 def test_a_ring_text_is_what_json_dumps_writes() -> None:
