@@ -45,6 +45,7 @@ RECORDS = "records"
 OLD_FILES = ("records.jsonl", "records.end", OLD_VECTORS)  # replaced by ``records/`` (format 2), ``vectors.i8`` (3)
 REBUILD_ROWS = 65536
 ROWS_PER_BATCH = b"rows_per_batch"  # schema metadata of a format-3 record file (compressed batches)
+RECORD_SCHEMA = pa.schema(list(RECORD_COLUMNS.items()))
 
 
 def append_durably(path: Path, data: bytes) -> None:
@@ -223,7 +224,9 @@ class RecordFiles:
         """All records of one file (to cut or rewrite it)."""
         opened = self._open(path)
         if isinstance(opened, MappedRecords):
-            return pa.Table.from_pydict(opened.values(np.arange(len(opened)), list(RECORD_COLUMNS)), schema=_SCHEMA)
+            return pa.Table.from_pydict(
+                opened.values(np.arange(len(opened)), list(RECORD_COLUMNS)), schema=RECORD_SCHEMA
+            )
         if isinstance(opened, pa.Table):
             return opened
         return record_columns(opened[0].read_all())
@@ -266,9 +269,6 @@ class RecordFiles:
             path.unlink()
         self._opened.clear()
         self._covered = (-1, None)
-
-
-_SCHEMA = pa.schema(list(RECORD_COLUMNS.items()))
 
 
 def _one_batch(file: pa.ipc.RecordBatchFileReader) -> pa.RecordBatch:
