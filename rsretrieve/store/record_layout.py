@@ -270,6 +270,8 @@ class MappedRecords:
         _, begins, _, _, numbers, grid = self._view(RING)
         begin, end = begins[offsets], begins[offsets + 1]
         rows = np.flatnonzero(end > begin)
+        if not len(rows):
+            return rows, np.empty(0), np.empty(0, np.int64)
         counts = (end - begin)[rows].astype(np.int64)
         index = np.arange(int(counts.sum())) + np.repeat(begin[rows] - (np.cumsum(counts) - counts), counts)
         taken = numbers[index]
