@@ -2,11 +2,12 @@
 
 A chip is a pixel window of a source raster with where and when it was taken. The indexer plans ``Chip``
 objects, the store keeps them as rows of the ``chips`` table (``table_schema``, built column-wise by
-``chips_table``), the query side reads them back (``chips_from_table``) and every renderer shows
-``Chip.record()`` (``--json``, CSV, HTTP) or ``Chip.feature()`` (GeoJSON).
+``chips_table``), the query side reads them back (``chips_from_table``, ``chips_from_values``) and every renderer
+shows ``Chip.record()`` (``--json``, CSV, HTTP) or ``Chip.feature()`` (GeoJSON).
 
-Adding a field means: a field of ``Chip``, its column in ``RECORD_COLUMNS`` (Arrow type), one line in
-``chips_table`` and in ``chips_from_table``, and ``record()`` if machines should see it — nothing elsewhere.
+Adding a field means: a field of ``Chip``, its column in ``RECORD_COLUMNS`` (Arrow type: a string, number or
+date, which ``store.record_layout`` stores as it is), one line in ``record_table`` and in ``chips_from_values``, and
+``record()`` if machines should see it — nothing elsewhere.
 Index folders written before the field existed read it as null (``chips_from_table`` tolerates a missing
 column); list it in ``LATER_COLUMNS`` too, so that appending to such an index adds the column to its table.
 """

@@ -13,7 +13,8 @@ turns rows of those back into exactly the same values:
   bbox rectangle (minx miny, maxx miny, maxx maxy, minx maxy). The text is rebuilt as ``json.dumps`` wrote it; a
   footprint whose text would not come back byte for byte stays text, in the dictionary-encoded
   ``footprint_geojson``;
-- the rest (``id``, window, bbox, ``date``) is stored as it is.
+- the rest (``id``, window, bbox, ``date``) is stored as it is: strings, fixed-width numbers and dates are what
+  ``MappedRecords`` reads (a record column of another type needs a reader there).
 
 The schema metadata ``record_layout`` (``LAYOUT``) marks such a file; any Arrow reader opens it.
 """
@@ -205,6 +206,8 @@ class MappedRecords:
     def _column(self, name: str, offsets: np.ndarray) -> list[Any]:
         if name == "footprint":
             return self._footprints(offsets)
+        if name not in self.batch.schema.names:  # a record column added after the file was written
+            return [None] * len(offsets)
         kind, values, bitmap, first, *rest = self._view(name)
         if kind == "dictionary":
             positions = values[offsets].astype(np.int64)

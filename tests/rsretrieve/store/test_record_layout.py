@@ -143,6 +143,14 @@ def test_a_ring_text_is_what_json_dumps_writes() -> None:
     assert footprint_text(np.array(ring)) == footprint_text(ring)
 
 
+def test_a_record_column_added_after_a_file_was_written_reads_as_null(tmp_path: Path) -> None:
+    older = encode(record_table(chips_with([None, None]))).drop_columns(["collection"])
+    with pa.OSFile(str(tmp_path / "r.arrow"), "wb") as sink, pa.ipc.new_file(sink, older.schema) as writer:
+        writer.write_table(older)
+    mapped = MappedRecords(pa.ipc.open_file(pa.memory_map(str(tmp_path / "r.arrow"))).get_batch(0))
+    assert mapped.values(np.array([1, 0]), ["id", "collection"]) == {"id": ["chip1", "chip0"], "collection": [None] * 2}
+
+
 def test_no_records_make_an_empty_table() -> None:
     records = record_table([])
     table = encode(records)
