@@ -174,11 +174,14 @@ def missing_columns(schema: pa.Schema) -> list[pa.Field]:
 def chips_from_table(table: pa.Table) -> list[Chip]:
     """``Chip`` objects of the rows of a table holding the record columns, in order."""
     records = record_columns(table)
-    return chips_from_values({name: records.column(name).to_pylist() for name in RECORD_COLUMNS})
+    columns = {name: records.column(name).to_pylist() for name in RECORD_COLUMNS}
+    columns["footprint"] = [json.loads(text) if text else None for text in columns["footprint"]]
+    return chips_from_values(columns)
 
 
 def chips_from_values(columns: dict[str, list[Any]]) -> list[Chip]:
-    """``Chip`` objects of record values given column by column (``RECORD_COLUMNS``, as ``to_pylist`` gives them)."""
+    """``Chip`` objects of record values given column by column (``RECORD_COLUMNS``, as ``to_pylist`` gives them
+    but the footprints: GeoJSON dicts, parsed)."""
     chips = []
     for row in range(len(columns["id"])):
         bbox = tuple(columns[name][row] for name in BBOX_FIELDS)
@@ -191,7 +194,7 @@ def chips_from_values(columns: dict[str, list[Any]]) -> list[Chip]:
                 window=Window(*window) if window[0] is not None else None,  # type: ignore[arg-type]
                 crs=columns["crs"][row],
                 bbox=bbox if bbox[0] is not None else None,  # type: ignore[arg-type]
-                footprint=json.loads(footprint) if footprint else None,
+                footprint=footprint or None,
                 date=columns["date"][row],
                 item_id=columns["item_id"][row],
                 collection=columns["collection"][row],

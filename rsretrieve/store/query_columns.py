@@ -23,6 +23,7 @@ use that prefix, and the writer cuts rows beyond it (an interrupted batch) when 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,12 +139,12 @@ class RecordFiles:
         return covered
 
     def values(
-        self, fids: np.ndarray | list[int], count: int, columns: list[str] | None = None
+        self, fids: np.ndarray | list[int], count: int, columns: list[str] | None = None, parsed: bool = False
     ) -> dict[str, list[Any]] | None:
         """Record values of ``fids`` in order, column by column (only ``columns`` when given; as ``to_pylist`` gives
-        them), or None when the files hold fewer than ``count`` rows."""
+        them, footprints as GeoJSON dicts with ``parsed``), or None when the files hold fewer than ``count`` rows."""
         columns = columns or list(RECORD_COLUMNS)
-        return self._gather(fids, count, lambda path, offsets: self._rows(path, offsets, columns), columns)
+        return self._gather(fids, count, lambda path, offsets: self._rows(path, offsets, columns, parsed), columns)
 
     def footprints(self, fids: np.ndarray | list[int], count: int) -> list[Any] | None:
         """Footprints of ``fids`` as shapely geometries (None for a chip without one), in order, or None when the
@@ -181,19 +182,23 @@ class RecordFiles:
             return None
         return pa.Table.from_pydict(found, schema=pa.schema([(name, RECORD_COLUMNS[name]) for name in found]))
 
-    def _rows(self, path: Path, offsets: np.ndarray, columns: list[str]) -> dict[str, list[Any]]:
-        """Values of the rows at ``offsets`` of one file, in order."""
+    def _rows(self, path: Path, offsets: np.ndarray, columns: list[str], parsed: bool = False) -> dict[str, list[Any]]:
+        """Values of the rows at ``offsets`` of one file, in order (footprints as GeoJSON dicts with ``parsed``)."""
         opened = self._open(path)
         if isinstance(opened, MappedRecords):
-            return opened.values(offsets, columns)
+            return opened.values(offsets, columns, parsed)
         if isinstance(opened, pa.Table):  # one plain batch (formats 1-2): the mapped table
-            return _values_of(opened.take(pa.array(offsets)), columns)
-        file, per_batch = opened  # compressed batches (format 3): each decompressed for the rows it holds
-        return _gathered(
-            offsets // per_batch,
-            lambda batch, rows: _values_of(file.get_batch(batch).take(pa.array(rows % per_batch)), columns),
-            offsets,
-        )
+            found = _values_of(opened.take(pa.array(offsets)), columns)
+        else:
+            file, per_batch = opened  # compressed batches (format 3): each decompressed for the rows it holds
+            found = _gathered(
+                offsets // per_batch,
+                lambda batch, rows: _values_of(file.get_batch(batch).take(pa.array(rows % per_batch)), columns),
+                offsets,
+            )
+        if parsed and "footprint" in found:
+            found["footprint"] = [json.loads(text) if text else None for text in found["footprint"]]
+        return found
 
     def _shapes(self, path: Path, offsets: np.ndarray) -> list[Any]:
         """Footprints of the rows at ``offsets`` of one file as shapely geometries, in order."""

@@ -163,7 +163,7 @@ class ChipStore:
 
     def chips(self, fids: np.ndarray | list[int]) -> list[Chip]:
         """The chip records of ``fids``, in order (from ``records/``, else from LanceDB)."""
-        found = self.columns.records.file.values(fids, self.manifest.count)
+        found = self.columns.records.file.values(fids, self.manifest.count, parsed=True)
         return chips_from_values(found) if found is not None else chips_from_table(self.rows(fids))
 
     def records(self, fids: np.ndarray | list[int], columns: list[str] | None = None) -> pa.Table:

@@ -22,6 +22,7 @@ The schema metadata ``record_layout`` (``LAYOUT``) marks such a file; any Arrow 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,13 @@ def footprint_text(ring: list[float] | np.ndarray) -> str:
     points = [f"[{values[i]!r}, {values[i + 1]!r}]" for i in range(0, len(values), 2)]
     points.append(points[0])
     return '{"type": "Polygon", "coordinates": [[' + ", ".join(points) + "]]}"
+
+
+def footprint_geometry(ring: list[float]) -> dict[str, Any]:
+    """What ``json.loads`` makes of ``footprint_text(ring)``: the GeoJSON polygon as a dict."""
+    points = [ring[i : i + 2] for i in range(0, len(ring), 2)]
+    points.append(list(points[0]))
+    return {"type": "Polygon", "coordinates": [points]}
 
 
 def _dictionary(column: pa.Array) -> pa.DictionaryArray:
@@ -161,11 +169,12 @@ class MappedRecords:
     def __len__(self) -> int:
         return self.batch.num_rows
 
-    def values(self, offsets: np.ndarray, columns: list[str]) -> dict[str, list[Any]]:
+    def values(self, offsets: np.ndarray, columns: list[str], parsed: bool = False) -> dict[str, list[Any]]:
         """Record columns ``columns`` of the rows at ``offsets`` as Python values (as Arrow's ``to_pylist`` gives
-        those of the records), in order."""
+        those of the records), in order; with ``parsed``, footprints as GeoJSON dicts (``json.loads`` of the text,
+        made without writing it)."""
         offsets = np.asarray(offsets, np.int64)
-        return {name: self._column(name, offsets) for name in columns}
+        return {name: self._column(name, offsets, parsed) for name in columns}
 
     def _view(self, name: str) -> tuple[Any, ...]:
         """(kind, values, validity bitmap or None, offset, and per kind: the dictionary as a list, string data, or
@@ -203,9 +212,9 @@ class MappedRecords:
             self._views[name] = view
         return view
 
-    def _column(self, name: str, offsets: np.ndarray) -> list[Any]:
+    def _column(self, name: str, offsets: np.ndarray, parsed: bool = False) -> list[Any]:
         if name == "footprint":
-            return self._footprints(offsets)
+            return self._footprints(offsets, footprint_geometry if parsed else footprint_text)
         if name not in self.batch.schema.names:  # a record column added after the file was written
             return [None] * len(offsets)
         kind, values, bitmap, first, *rest = self._view(name)
@@ -225,17 +234,22 @@ class MappedRecords:
             return found
         return [value if ok else None for value, ok in zip(found, _valid(bitmap, first, offsets).tolist(), strict=True)]
 
-    def _footprints(self, offsets: np.ndarray) -> list[str | None]:
-        """Footprint texts of the rows at ``offsets``: texts kept as such, rings and bbox rectangles written back."""
-        out = self._column(TEXT, offsets) if self.batch.column(RING).null_count else [None] * len(offsets)
+    def _footprints(self, offsets: np.ndarray, write: Callable[[list[float]], Any]) -> list[Any]:
+        """Footprints of the rows at ``offsets``, ``write`` making each ring's (text or dict): texts kept as such
+        (parsed when ``write`` makes dicts), rings and bbox rectangles written."""
+        if self.batch.column(RING).null_count:
+            texts = self._column(TEXT, offsets)
+            out = texts if write is footprint_text else [json.loads(text) if text else None for text in texts]
+        else:
+            out = [None] * len(offsets)
         rows, coordinates, ends = self._rings(offsets)
         flat, start = coordinates.tolist(), 0
         for row, end in zip(rows.tolist(), ends.tolist(), strict=True):
-            out[row] = footprint_text(flat[start:end])
+            out[row] = write(flat[start:end])
             start = end
         boxes, corners = self._boxes(offsets)
         for row, box in zip(boxes.tolist(), corners.tolist(), strict=True):
-            out[row] = footprint_text(_box_ring(tuple(box)))
+            out[row] = write(_box_ring(tuple(box)))
         return out
 
     def shapes(self, offsets: np.ndarray) -> np.ndarray:

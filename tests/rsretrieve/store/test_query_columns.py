@@ -142,7 +142,7 @@ def test_record_files_of_format_3_are_read_one_compressed_batch_at_a_time(tmp_pa
     fids = [22, 0, 5, 5, 11, 9, 3, 20]  # across files and batches, repeated, out of order
     assert files.read(fids, 23).equals(records.take(fids))
     assert files.read([22, 12], 23, ["id", "date"]).equals(records.select(["id", "date"]).take([22, 12]))
-    assert chips_from_values(files.values(fids, 23)) == [make_chips(23)[fid] for fid in fids]
+    assert chips_from_values(files.values(fids, 23, parsed=True)) == [make_chips(23)[fid] for fid in fids]
     texts = np.asarray(records.column("footprint").to_pylist(), object)[fids]
     assert shapely.to_wkb(files.footprints(fids, 23)).tolist() == shapely.to_wkb(shapely.from_geojson(texts)).tolist()
     files.rewrite_older()  # rsretrieve upgrade: the same records, in this format

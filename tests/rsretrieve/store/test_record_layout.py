@@ -72,6 +72,8 @@ def test_every_footprint_comes_back_as_its_text(kind: str, tmp_path: Path) -> No
         mapped.values(np.array([3, 1, 1]), ["footprint", "id"])
         == records.take([3, 1, 1]).select(["footprint", "id"]).to_pydict()
     )
+    parsed = [json.loads(text) if text else None for text in records.column("footprint").to_pylist()]
+    assert mapped.values(np.arange(4), ["footprint"], parsed=True) == {"footprint": parsed}  # made without text
 
 
 def test_all_records_come_back_in_any_order_and_nulls_stay_null(tmp_path: Path) -> None:
