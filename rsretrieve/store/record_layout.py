@@ -164,6 +164,7 @@ class MappedRecords:
 
     def __init__(self, batch: pa.RecordBatch):
         self.batch = batch
+        self._names = set(batch.schema.names)
         self._views: dict[str, tuple[Any, ...]] = {}
 
     def __len__(self) -> int:
@@ -215,7 +216,7 @@ class MappedRecords:
     def _column(self, name: str, offsets: np.ndarray, parsed: bool = False) -> list[Any]:
         if name == "footprint":
             return self._footprints(offsets, footprint_geometry if parsed else footprint_text)
-        if name not in self.batch.schema.names:  # a record column added after the file was written
+        if name not in self._names:  # a record column added after the file was written
             return [None] * len(offsets)
         kind, values, bitmap, first, *rest = self._view(name)
         if kind == "dictionary":
@@ -237,7 +238,7 @@ class MappedRecords:
     def _footprints(self, offsets: np.ndarray, write: Callable[[list[float]], Any]) -> list[Any]:
         """Footprints of the rows at ``offsets``, ``write`` making each ring's (text or dict): texts kept as such
         (parsed when ``write`` makes dicts), rings and bbox rectangles written."""
-        if self.batch.column(RING).null_count:
+        if self._view(RING)[2] is not None:  # some rows kept as text (or without a footprint)
             texts = self._column(TEXT, offsets)
             out = texts if write is footprint_text else [json.loads(text) if text else None for text in texts]
         else:
@@ -259,7 +260,7 @@ class MappedRecords:
 
         offsets = np.asarray(offsets, np.int64)
         out = np.full(len(offsets), None, object)
-        if self.batch.column(RING).null_count:
+        if self._view(RING)[2] is not None:  # some rows kept as text (or without a footprint)
             texts = np.asarray(self._column(TEXT, offsets), object)
             out[:] = shapely.from_geojson(texts)
         rows, coordinates, ends = self._rings(offsets)
