@@ -2,11 +2,12 @@
 
 A chip is a pixel window of a source raster with where and when it was taken. The indexer plans ``Chip``
 objects, the store keeps them as rows of the ``chips`` table (``table_schema``, built column-wise by
-``chips_table``), the query side reads them back (``chips_from_table``) and every renderer shows
-``Chip.record()`` (``--json``, CSV, HTTP) or ``Chip.feature()`` (GeoJSON).
+``chips_table``), the query side reads them back (``chips_from_table``, ``chips_from_values``) and every renderer
+shows ``Chip.record()`` (``--json``, CSV, HTTP) or ``Chip.feature()`` (GeoJSON).
 
-Adding a field means: a field of ``Chip``, its column in ``RECORD_COLUMNS`` (Arrow type), one line in
-``chips_table`` and in ``chips_from_table``, and ``record()`` if machines should see it — nothing elsewhere.
+Adding a field means: a field of ``Chip``, its column in ``RECORD_COLUMNS`` (Arrow type: a string, number or
+date, which ``store.record_layout`` stores as it is), one line in ``record_table`` and in ``chips_from_values``, and
+``record()`` if machines should see it — nothing elsewhere.
 Index folders written before the field existed read it as null (``chips_from_table`` tolerates a missing
 column); list it in ``LATER_COLUMNS`` too, so that appending to such an index adds the column to its table.
 """
@@ -174,8 +175,15 @@ def chips_from_table(table: pa.Table) -> list[Chip]:
     """``Chip`` objects of the rows of a table holding the record columns, in order."""
     records = record_columns(table)
     columns = {name: records.column(name).to_pylist() for name in RECORD_COLUMNS}
+    columns["footprint"] = [json.loads(text) if text else None for text in columns["footprint"]]
+    return chips_from_values(columns)
+
+
+def chips_from_values(columns: dict[str, list[Any]]) -> list[Chip]:
+    """``Chip`` objects of record values given column by column (``RECORD_COLUMNS``, as ``to_pylist`` gives them
+    but the footprints: GeoJSON dicts, parsed)."""
     chips = []
-    for row in range(table.num_rows):
+    for row in range(len(columns["id"])):
         bbox = tuple(columns[name][row] for name in BBOX_FIELDS)
         window = tuple(columns[name][row] for name in WINDOW_FIELDS)
         footprint = columns["footprint"][row]
@@ -186,7 +194,7 @@ def chips_from_table(table: pa.Table) -> list[Chip]:
                 window=Window(*window) if window[0] is not None else None,  # type: ignore[arg-type]
                 crs=columns["crs"][row],
                 bbox=bbox if bbox[0] is not None else None,  # type: ignore[arg-type]
-                footprint=json.loads(footprint) if footprint else None,
+                footprint=footprint or None,
                 date=columns["date"][row],
                 item_id=columns["item_id"][row],
                 collection=columns["collection"][row],

@@ -19,7 +19,8 @@ from rsretrieve.store.errors import StoreError
 FORMAT_VERSION = 4
 # 2: result records in Arrow IPC files (``records/``) instead of records.jsonl + records.end
 # 3: the vectors stored once, in 8-bit form (``vectors.i8``), no longer in LanceDB and ``vectors.f32``
-# 4: IVF-PQ commits append code files to the FAISS file (``index_appended``) instead of rewriting it
+# 4: record files uncompressed and compact (``store.record_layout``) instead of LZ4 batches: read from the map;
+#    IVF-PQ commits append code files to the FAISS file (``index_appended``) instead of rewriting it
 MANIFEST = "manifest.json"
 
 

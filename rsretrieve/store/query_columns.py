@@ -1,21 +1,19 @@
 """The query side's columns: copies of table columns laid out for search, one row per chip (row = fid).
 
 A LanceDB take costs ~2 ms plus ~0.6 ms per column at 1M rows, and its bbox SQL 50–190 ms; these files answer
-the same questions from the page cache (benchmarks/speed.py): the filters and vectors in well under a millisecond;
-the records of format 3 at ~1 ms a hit (see below):
+the same questions from the page cache (benchmarks/speed.py), each in well under a millisecond:
 
 - ``vectors.i8``: the vectors for the exact re-rank and every other reader of stored vectors, in compact form
   (``vector_codes``: int8 components and a float32 scale per row, ``dim + 4`` bytes), memory-mapped; the only copy
   of the vectors (format 3; formats 1-2 kept float32 ones in LanceDB and ``vectors.f32``);
 - ``bounds.f64``: the filter matrix (``chips.FILTER_FIELDS``: WGS84 bbox, acquisition day), raw (n, 5) float64;
 - ``records/<first>-<end>.arrow``: the chip records (``chips.RECORD_COLUMNS``) as Arrow IPC files, one per
-  committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``). Since format 3 each file
-  is LZ4-compressed record batches of ``RECORD_BATCH_ROWS`` rows (its schema's ``rows_per_batch``): a result reads
-  only the batches holding its rows — ~1 ms each on a quiet 2-core machine (every column's buffers are
-  decompressed: 0.6–0.8 ms even at 32–128 rows; 0.36 ms uncompressed), so 10 hits at 1M take ~10 ms against
-  < 1 ms with the one mapped table of format 2: the next thing to mend — and records take ~60 bytes a chip
-  instead of ~370 with the speed benchmark's footprints (``benchmarks/speed.py``); files of formats 1-2 (one plain
-  batch) are read whole.
+  committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``). Since format 4 each is
+  one uncompressed batch in the compact layout of ``record_layout`` (dictionary-encoded strings, footprints as
+  coordinate rings): a result's rows are read by indexing the mapped buffers, nothing else is touched or decoded
+  (tens of microseconds a hit), and records take ~80 bytes a chip with the speed benchmark's footprints. Files of
+  format 3 (LZ4-compressed batches of 512 rows, ~1 ms a hit: every column of the batch decompressed) and of
+  formats 1-2 (one plain batch, ~370 bytes a chip) are still read, until ``rsretrieve upgrade`` rewrites them.
 
 Each column is derived from rows of the LanceDB table by one function, used both when a batch is appended and
 when a column is rebuilt from LanceDB (an older index, or a damaged file), so the two never disagree in form.
@@ -25,6 +23,7 @@ use that prefix, and the writer cuts rows beyond it (an interrupted batch) when 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,9 @@ import pyarrow as pa
 
 from rsretrieve.chips import FILTER_FIELDS, RECORD_COLUMNS, filter_matrix, record_columns, vectors_of
 from rsretrieve.files import atomic_write
-from rsretrieve.store.vector_codes import encode, row_bytes
+from rsretrieve.store.record_layout import MappedRecords, encode, is_encoded
+from rsretrieve.store.vector_codes import encode as encode_vectors
+from rsretrieve.store.vector_codes import row_bytes
 
 VECTORS = "vectors.i8"
 OLD_VECTORS = "vectors.f32"  # formats 1-2: float32 vectors, replaced by ``vectors.i8``
@@ -44,9 +45,8 @@ BOUNDS = "bounds.f64"
 RECORDS = "records"
 OLD_FILES = ("records.jsonl", "records.end", OLD_VECTORS)  # replaced by ``records/`` (format 2), ``vectors.i8`` (3)
 REBUILD_ROWS = 65536
-RECORD_BATCH_ROWS = 512
-RECORD_COMPRESSION = "lz4"
-ROWS_PER_BATCH = b"rows_per_batch"  # schema metadata of a record file written in batches
+ROWS_PER_BATCH = b"rows_per_batch"  # schema metadata of a format-3 record file (compressed batches)
+RECORD_SCHEMA = pa.schema(list(RECORD_COLUMNS.items()))
 
 
 def append_durably(path: Path, data: bytes) -> None:
@@ -96,16 +96,16 @@ class MatrixFile:
 class RecordFiles:
     """Chip records as Arrow IPC files ``<first>-<end>.arrow`` (fids first..end-1), each written whole (tmp+rename).
 
-    Which rows exist is known from the names alone; a file is memory-mapped the first time a result needs it, and
-    of a file written in compressed batches only the batches holding the wanted rows are decompressed.
+    Which rows exist is known from the names alone; a file is memory-mapped the first time a result needs it and its
+    rows read from the map (``record_layout``); of a format-3 file only the batches holding the wanted rows are
+    decompressed, and a format 1-2 file (one plain batch) is a mapped table.
     """
 
     suffix = ".arrow"
 
     def __init__(self, folder: Path):
         self.path = folder
-        self._opened: dict[Path, pa.Table] = {}
-        self._readers: dict[Path, tuple[pa.ipc.RecordBatchFileReader, int] | None] = {}
+        self._opened: dict[Path, MappedRecords | pa.Table | tuple[pa.ipc.RecordBatchFileReader, int]] = {}
         self._covered: tuple[int, list[tuple[int, int, Path]] | None] = (-1, None)  # last count asked, its files
 
     def _spans(self) -> list[tuple[int, int, Path]]:
@@ -138,9 +138,31 @@ class RecordFiles:
             covered = end
         return covered
 
-    def read(self, fids: np.ndarray | list[int], count: int, columns: list[str] | None = None) -> pa.Table | None:
-        """Record rows of ``fids`` in order (only ``columns`` when given), or None when the files hold fewer than
-        ``count`` rows."""
+    def values(
+        self, fids: np.ndarray | list[int], count: int, columns: list[str] | None = None, parsed: bool = False
+    ) -> dict[str, list[Any]] | None:
+        """Record values of ``fids`` in order, column by column (only ``columns`` when given; as ``to_pylist`` gives
+        them, footprints as GeoJSON dicts with ``parsed``), or None when the files hold fewer than ``count`` rows."""
+        columns = columns or list(RECORD_COLUMNS)
+        return self._gather(fids, count, lambda path, offsets: self._rows(path, offsets, columns, parsed), columns)
+
+    def footprints(self, fids: np.ndarray | list[int], count: int) -> list[Any] | None:
+        """Footprints of ``fids`` as shapely geometries (None for a chip without one), in order, or None when the
+        files hold fewer than ``count`` rows."""
+        found = self._gather(
+            fids, count, lambda path, offsets: {"footprint": self._shapes(path, offsets)}, ["footprint"]
+        )
+        return None if found is None else found["footprint"]
+
+    def _gather(
+        self,
+        fids: np.ndarray | list[int],
+        count: int,
+        rows_of: Callable[[Path, np.ndarray], dict[str, list[Any]]],
+        columns: list[str],
+    ) -> dict[str, list[Any]] | None:
+        """``rows_of(file, offsets)`` of ``fids`` file by file, in the order of ``fids`` (or None when the files hold
+        fewer than ``count`` rows)."""
         if self._covered[0] != count:  # committed files never change: list the folder once per version
             self._covered = (count, self._covering(count))
         spans = self._covered[1]
@@ -148,59 +170,90 @@ class RecordFiles:
             return None
         fids = np.asarray(fids, np.int64)
         if len(fids) == 0:
-            empty = record_columns(pa.table({}))
-            return empty.select(columns) if columns else empty
+            return {name: [] for name in columns}
         which = np.searchsorted([first for first, _, _ in spans], fids, side="right") - 1
-        found = _gathered(which, lambda span, rows: self._rows(spans[span][2], rows - spans[span][0]), fids)
-        return found.select(columns) if columns else found
+        return _gathered(which, lambda span, rows: rows_of(spans[span][2], rows - spans[span][0]), fids)
 
-    def _rows(self, path: Path, offsets: np.ndarray) -> pa.Table:
-        """Rows at ``offsets`` of one file, in order (all record columns)."""
-        reader = self._reader(path)
-        if reader is None:  # one plain batch (formats 1-2): the mapped table
-            return self._table(path).take(pa.array(offsets))
-        file, per_batch = reader
-        found = _gathered(offsets // per_batch, lambda batch, rows: _batch_rows(file, batch, rows % per_batch), offsets)
-        return record_columns(found)
+    def read(self, fids: np.ndarray | list[int], count: int, columns: list[str] | None = None) -> pa.Table | None:
+        """Record rows of ``fids`` in order (only ``columns`` when given) as an Arrow table, or None when the files
+        hold fewer than ``count`` rows."""
+        found = self.values(fids, count, columns)
+        if found is None:
+            return None
+        return pa.Table.from_pydict(found, schema=pa.schema([(name, RECORD_COLUMNS[name]) for name in found]))
 
-    def _reader(self, path: Path) -> tuple[pa.ipc.RecordBatchFileReader, int] | None:
-        """The open reader of a file written in batches and its rows per batch, or None for a one-batch file."""
-        if path not in self._readers:
+    def _rows(self, path: Path, offsets: np.ndarray, columns: list[str], parsed: bool = False) -> dict[str, list[Any]]:
+        """Values of the rows at ``offsets`` of one file, in order (footprints as GeoJSON dicts with ``parsed``)."""
+        opened = self._open(path)
+        if isinstance(opened, MappedRecords):
+            return opened.values(offsets, columns, parsed)
+        if isinstance(opened, pa.Table):  # one plain batch (formats 1-2): the mapped table
+            found = _values_of(opened.take(pa.array(offsets)), columns)
+        else:
+            file, per_batch = opened  # compressed batches (format 3): each decompressed for the rows it holds
+            found = _gathered(
+                offsets // per_batch,
+                lambda batch, rows: _values_of(file.get_batch(batch).take(pa.array(rows % per_batch)), columns),
+                offsets,
+            )
+        if parsed and "footprint" in found:
+            found["footprint"] = [json.loads(text) if text else None for text in found["footprint"]]
+        return found
+
+    def _shapes(self, path: Path, offsets: np.ndarray) -> list[Any]:
+        """Footprints of the rows at ``offsets`` of one file as shapely geometries, in order."""
+        import shapely
+
+        opened = self._open(path)
+        if isinstance(opened, MappedRecords):
+            return list(opened.shapes(offsets))
+        return list(shapely.from_geojson(np.asarray(self._rows(path, offsets, ["footprint"])["footprint"], object)))
+
+    def _open(self, path: Path) -> MappedRecords | pa.Table | tuple[pa.ipc.RecordBatchFileReader, int]:
+        """A file opened once: its mapped records (format 4), a mapped table (formats 1-2), or a reader of its
+        compressed batches and their rows per batch (format 3)."""
+        opened = self._opened.get(path)
+        if opened is None:
             file = pa.ipc.open_file(pa.memory_map(str(path)))
             per_batch = (file.schema.metadata or {}).get(ROWS_PER_BATCH)
-            self._readers[path] = (file, int(per_batch)) if per_batch else None
-        return self._readers[path]
+            if is_encoded(file.schema):
+                opened = MappedRecords(file.get_batch(0) if file.num_record_batches == 1 else _one_batch(file))
+            elif per_batch:
+                opened = (file, int(per_batch))
+            else:  # files written before a column existed read it as null
+                opened = record_columns(file.read_all())
+            self._opened[path] = opened
+        return opened
 
     def _table(self, path: Path) -> pa.Table:
-        """The whole table of one file, opened once: memory-mapped (one plain batch) or decompressed (a rewrite)."""
-        table = self._opened.get(path)
-        if table is None:
-            with pa.memory_map(str(path)) as source:  # files written before a column existed read it as null
-                table = self._opened[path] = record_columns(pa.ipc.open_file(source).read_all())
-        return table
+        """All records of one file (to cut or rewrite it)."""
+        opened = self._open(path)
+        if isinstance(opened, MappedRecords):
+            return pa.Table.from_pydict(
+                opened.values(np.arange(len(opened)), list(RECORD_COLUMNS)), schema=RECORD_SCHEMA
+            )
+        if isinstance(opened, pa.Table):
+            return opened
+        return record_columns(opened[0].read_all())
 
     def append(self, records: pa.Table, first: int) -> None:
         """Write the records of fids first.. as a new file (before the batch is committed)."""
         self.path.mkdir(exist_ok=True)
         path = self.path / f"{first:012d}-{first + records.num_rows:012d}{self.suffix}"
-
-        records = records.combine_chunks()  # batches of exactly RECORD_BATCH_ROWS rows, the last one shorter
-        schema = records.schema.with_metadata({ROWS_PER_BATCH: str(RECORD_BATCH_ROWS)})
-        options = pa.ipc.IpcWriteOptions(compression=RECORD_COMPRESSION)
+        stored = encode(records)
 
         def write(tmp: Path) -> None:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
-                writer.write_table(records.replace_schema_metadata(schema.metadata), max_chunksize=RECORD_BATCH_ROWS)
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, stored.schema) as writer:
+                writer.write_table(stored)
 
         atomic_write(path, write)
 
-    def compress(self) -> None:
-        """Rewrite files of formats 1-2 (one plain batch) as compressed batches (``rsretrieve upgrade``)."""
+    def rewrite_older(self) -> None:
+        """Rewrite files of formats 1-3 in this format (``rsretrieve upgrade``)."""
         for first, _, path in self._spans():
-            if self._reader(path) is None:
+            if not isinstance(self._open(path), MappedRecords):
                 table = self._table(path)
                 self._opened.pop(path, None)
-                self._readers.pop(path, None)
                 self.append(table, first)  # the same name, replaced atomically
 
     def truncate(self, count: int) -> None:
@@ -212,7 +265,6 @@ class RecordFiles:
             elif end > count:
                 kept = self._table(path).slice(0, count - first)
                 self._opened.pop(path, None)
-                self._readers.pop(path, None)
                 path.unlink()
                 self.append(kept, first)
 
@@ -221,12 +273,25 @@ class RecordFiles:
         for _, _, path in self._spans():
             path.unlink()
         self._opened.clear()
-        self._readers.clear()
         self._covered = (-1, None)
 
 
-def _gathered(groups: np.ndarray, rows_of: Callable[[int, np.ndarray], pa.Table], wanted: np.ndarray) -> pa.Table:
-    """The rows of ``wanted`` in order, read group by group (``rows_of(group, wanted values in it)``)."""
+def _one_batch(file: pa.ipc.RecordBatchFileReader) -> pa.RecordBatch:
+    """The rows of a file as one record batch (a file of this format holds one; an empty one none)."""
+    table = file.read_all().combine_chunks()
+    return table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=file.schema)
+
+
+def _values_of(rows: pa.Table | pa.RecordBatch, columns: list[str]) -> dict[str, list[Any]]:
+    """Record values of Arrow rows, column by column (nulls for record columns the rows lack)."""
+    records = record_columns(pa.Table.from_batches([rows]) if isinstance(rows, pa.RecordBatch) else rows)
+    return {name: records.column(name).to_pylist() for name in columns}
+
+
+def _gathered(
+    groups: np.ndarray, rows_of: Callable[[int, np.ndarray], dict[str, list[Any]]], wanted: np.ndarray
+) -> dict[str, list[Any]]:
+    """The values of ``wanted`` in order, read group by group (``rows_of(group, wanted values in it)``)."""
     if groups.min() == groups.max():  # one file or batch: the usual top k
         return rows_of(int(groups[0]), wanted)
     parts, order = [], []
@@ -234,12 +299,9 @@ def _gathered(groups: np.ndarray, rows_of: Callable[[int, np.ndarray], pa.Table]
         rows = np.flatnonzero(groups == group)
         parts.append(rows_of(group, wanted[rows]))
         order.append(rows)
-    return pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
-
-
-def _batch_rows(file: pa.ipc.RecordBatchFileReader, batch: int, offsets: np.ndarray) -> pa.Table:
-    """Rows at ``offsets`` of one record batch (decompressed once for them)."""
-    return pa.Table.from_batches([file.get_batch(batch)]).take(pa.array(offsets))
+    position = np.argsort(np.concatenate(order), kind="stable").tolist()
+    joined = {name: [value for part in parts for value in part[name]] for name in parts[0]}
+    return {name: [values[i] for i in position] for name, values in joined.items()}
 
 
 @dataclass(frozen=True)
@@ -266,7 +328,7 @@ class QueryColumns:
         self.vectors = QueryColumn(
             MatrixFile(db / VECTORS, np.int8, row_bytes(dim)),
             ("vector",),
-            lambda t: encode(vectors_of(t, dim)),
+            lambda t: encode_vectors(vectors_of(t, dim)),
         )
         self.old_vectors = MatrixFile(db / OLD_VECTORS, np.float32, dim)  # read until the folder is upgraded
         bound_columns = (*FILTER_FIELDS[:4], "date")

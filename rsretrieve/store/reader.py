@@ -16,6 +16,7 @@ from rsretrieve.chips import (
     Chip,
     FilterColumns,
     chips_from_table,
+    chips_from_values,
     filter_matrix,
     is_chip_id,
     vectors_of,
@@ -28,6 +29,11 @@ from rsretrieve.store.table import TABLE, connect
 from rsretrieve.store.vector_codes import decode
 
 log = logging.getLogger(__name__)
+OLD_FORMAT_COSTS = {  # what an index of an older format costs, by format_version
+    1: "float32 vectors stored twice, ~4 KB a chip",
+    2: "float32 vectors stored twice, ~4 KB a chip",
+    3: "result records in compressed batches, ~1 ms a result to read",
+}
 
 
 class ChipStore:
@@ -42,12 +48,13 @@ class ChipStore:
         self.columns = QueryColumns(self.db, self.manifest.dim)
         self._views: dict[Path, tuple[int, np.ndarray | None]] = {}
         self._filters: tuple[int, FilterColumns | None] = (-1, None)
-        if warn_old_format and self.manifest.format_version < FORMAT_VERSION and self.manifest.count:
+        version = self.manifest.format_version
+        if warn_old_format and version < FORMAT_VERSION and self.manifest.count:
             log.warning(
-                "%s was written by an older rsretrieve (format %d: float32 vectors stored twice, ~4 KB a chip); "
-                "run `rsretrieve upgrade --db %s` once",
+                "%s was written by an older rsretrieve (format %d: %s); run `rsretrieve upgrade --db %s` once",
                 self.db,
-                self.manifest.format_version,
+                version,
+                OLD_FORMAT_COSTS.get(version, OLD_FORMAT_COSTS[1]),
                 self.db,
             )
 
@@ -154,8 +161,8 @@ class ChipStore:
 
     def chips(self, fids: np.ndarray | list[int]) -> list[Chip]:
         """The chip records of ``fids``, in order (from ``records/``, else from LanceDB)."""
-        found = self.columns.records.file.read(fids, self.manifest.count)
-        return chips_from_table(found if found is not None else self.rows(fids))
+        found = self.columns.records.file.values(fids, self.manifest.count, parsed=True)
+        return chips_from_values(found) if found is not None else chips_from_table(self.rows(fids))
 
     def records(self, fids: np.ndarray | list[int], columns: list[str] | None = None) -> pa.Table:
         """The record columns (``chips.RECORD_COLUMNS``, or ``columns``) of ``fids`` as an Arrow table, in order: what
@@ -168,17 +175,20 @@ class ChipStore:
         chip stored without a footprint; None for a chip without georeference)."""
         import shapely
 
-        found = self.records(fids, ["footprint", *FILTER_FIELDS[:4]])
-        if found.num_rows == 0:
-            return np.empty(0, object)
-        geometries = shapely.from_geojson(np.asarray(found.column("footprint").to_pylist(), object))
-        missing = shapely.is_missing(geometries)
-        if missing.any():
-            bounds = np.column_stack(
-                [found.column(name).to_numpy(zero_copy_only=False) for name in FILTER_FIELDS[:4]]
-            ).astype(np.float64)
-            placed = missing & ~np.isnan(bounds).any(axis=1)
-            geometries[placed] = shapely.box(*bounds[placed].T)
+        fids = np.asarray(fids, np.int64)
+        geometries = np.empty(len(fids), object)
+        found = self.columns.records.file.footprints(fids, self.manifest.count)
+        if found is None:  # from LanceDB
+            found = shapely.from_geojson(
+                np.asarray(self.rows(fids, ["footprint"]).column("footprint").to_pylist(), object)
+            )
+        geometries[:] = found
+        missing = np.flatnonzero(shapely.is_missing(geometries))
+        if len(missing):
+            boxes = self.records(fids[missing], list(FILTER_FIELDS[:4]))
+            bounds = np.column_stack([boxes.column(name).to_numpy(zero_copy_only=False) for name in FILTER_FIELDS[:4]])
+            placed = ~np.isnan(bounds.astype(np.float64)).any(axis=1)
+            geometries[missing[placed]] = shapely.box(*bounds[placed].astype(np.float64).T)
         return geometries
 
     def fids_of(self, chip_ids: list[str]) -> dict[str, int]:

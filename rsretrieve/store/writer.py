@@ -246,11 +246,11 @@ class StoreWriter:
         """Commit the current version in this rsretrieve's format (its columns were synced when opened).
 
         From formats 1-2, the float32 vectors leave the LanceDB table (``vectors.i8`` holds them now): the column is
-        dropped and the table compacted, and versions older than this one are removed, since they hold the vectors;
-        record files are rewritten as compressed batches.
+        dropped and the table compacted, and versions older than this one are removed, since they hold the vectors.
+        From formats 1-3, record files are rewritten in format 4's compact uncompressed layout (``record_layout``).
         """
         with writing(self.db):
-            self.columns.records.file.compress()
+            self.columns.records.file.rewrite_older()
         self.manifest.format_version = FORMAT_VERSION
         if self.table is not None and "vector" in self.table.schema.names:
             with writing(self.db), warnings.catch_warnings():

@@ -314,8 +314,8 @@ def test_a_format_2_index_answers_then_upgrades_to_the_same_results(cli_index: P
     upgraded = rsretrieve("upgrade", "--db", db)
     assert upgraded.returncode == 0 and f"upgraded from format 2 to {FORMAT_VERSION}" in upgraded.stderr
     assert not (db / "vectors.f32").exists() and (db / "vectors.i8").stat().st_size == 31 * (store.manifest.dim + 4)
-    for path in (db / "records").iterdir():  # format 2's plain record files rewritten as compressed batches
-        assert b"rows_per_batch" in pa.ipc.open_file(path).schema.metadata
+    for path in (db / "records").iterdir():  # format 2's plain record files rewritten in format 4's layout
+        assert pa.ipc.open_file(path).schema.metadata == {b"record_layout": b"4"}
     after = [json.loads(rsretrieve(*query).stdout) for query in (text, like)]
     assert after[0] == before[0]  # the flat index kept its float32 vectors: text queries are unchanged
     scores = {hit["id"]: hit["score"] for hit in after[1]}  # the --like vector now comes from the 8-bit form

@@ -72,13 +72,45 @@ def as_stored(vectors: np.ndarray) -> np.ndarray:
     return vector_codes.decode(vector_codes.encode(vectors))
 
 
+def write_old_record_file(path: Path, records, batch_rows: int | None = None) -> None:
+    """Write a record file as an older rsretrieve did: one plain batch (formats 1-2), or LZ4-compressed batches of
+    ``batch_rows`` rows marked with ``rows_per_batch`` (format 3)."""
+    import pyarrow as pa
+
+    options = pa.ipc.IpcWriteOptions(compression="lz4" if batch_rows else None)
+    if batch_rows:
+        records = records.replace_schema_metadata({b"rows_per_batch": str(batch_rows).encode()})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, records.schema, options=options) as writer:
+        writer.write_table(records.combine_chunks(), max_chunksize=batch_rows)
+
+
+def old_record_files(db: Path, batch_rows: int | None = None) -> None:
+    """Rewrite the record files of an index as ``write_old_record_file`` writes them (the same records)."""
+    from rsretrieve.store.query_columns import RecordFiles
+
+    files = RecordFiles(db / "records")
+    for path in sorted((db / "records").iterdir()):
+        first, _, end = path.stem.partition("-")
+        records = files.read(np.arange(int(first), int(end)), int(end))
+        write_old_record_file(path, records, batch_rows)
+
+
+def make_format_3(db: Path) -> None:
+    """Turn a current index into one written by rsretrieve format 3: record files of LZ4 batches of 4 rows."""
+    import json
+
+    from rsretrieve.store import MANIFEST
+
+    old_record_files(db, batch_rows=4)
+    manifest = json.loads((db / MANIFEST).read_text())
+    (db / MANIFEST).write_text(json.dumps({**manifest, "format_version": 3}))
+
+
 def make_format_2(db: Path, vectors: np.ndarray) -> None:
     """Turn a current index into one written by rsretrieve format 2: the float32 vectors in the LanceDB table and in
     ``vectors.f32``, no ``vectors.i8``, record files of one plain batch, ``format_version`` 2 (the table rewritten as
     format 2's writer wrote it)."""
     import json
-
-    import pyarrow as pa
 
     from rsretrieve.chips import chips_table
     from rsretrieve.store import MANIFEST, ChipStore
@@ -92,11 +124,7 @@ def make_format_2(db: Path, vectors: np.ndarray) -> None:
     table = connection.create_table(TABLE, old_rows)
     (db / "vectors.f32").write_bytes(np.ascontiguousarray(vectors, np.float32).tobytes())
     (db / "vectors.i8").unlink()
-    for path in (db / "records").iterdir():
-        records = pa.ipc.open_file(path).read_all()
-        records = records.replace_schema_metadata(None)
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, records.schema) as writer:
-            writer.write_table(records.combine_chunks())
+    old_record_files(db)
     manifest = json.loads((db / MANIFEST).read_text())
     (db / MANIFEST).write_text(json.dumps({**manifest, "format_version": 2, "lance_version": table.version}))
 

@@ -8,10 +8,21 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import shapely
 
-from rsretrieve.chips import RECORD_COLUMNS, Chip, Window, chips_from_table, chips_table, filter_matrix, record_columns
-from rsretrieve.store import query_columns, vector_codes
+from rsretrieve.chips import (
+    RECORD_COLUMNS,
+    Chip,
+    Window,
+    chips_from_table,
+    chips_from_values,
+    chips_table,
+    filter_matrix,
+    record_columns,
+)
+from rsretrieve.store import vector_codes
 from rsretrieve.store.query_columns import OLD_FILES, MatrixFile, QueryColumns, RecordFiles
+from tests.rsretrieve.store.conftest import write_old_record_file
 
 FOOTPRINT = {"type": "Polygon", "coordinates": [[[1.0, 2.0], [1.5, 2.0], [1.5, 2.5], [1.0, 2.0]]]}
 
@@ -85,7 +96,8 @@ def test_record_files_are_named_by_their_fids(record_files: RecordFiles) -> None
     names = sorted(path.name for path in record_files.path.iterdir())
     assert names == [file_name(0, 4), file_name(4, 6), file_name(6, 10)]
     assert record_files.rows_on_disk() == 10
-    assert pa.ipc.open_file(record_files.path / names[1]).read_all().equals(records_of(6, 4))  # plain Arrow IPC
+    stored = pa.ipc.open_file(record_files.path / names[1]).read_all()  # any Arrow reader opens them
+    assert stored.column("id").to_pylist() == ["chip4", "chip5"] and stored.schema.metadata == {b"record_layout": b"4"}
     assert RecordFiles(record_files.path.parent / "absent").rows_on_disk() == 0
 
 
@@ -121,26 +133,28 @@ def test_truncate_keeps_the_first_rows_of_a_file_across_the_count(record_files: 
     assert record_files.rows_on_disk() == 0 and not any(record_files.path.iterdir())
 
 
-def test_records_are_compressed_batches_read_one_batch_at_a_time(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(query_columns, "RECORD_BATCH_ROWS", 4)
+def test_record_files_of_format_3_are_read_one_compressed_batch_at_a_time(tmp_path: Path) -> None:
     files = RecordFiles(tmp_path / "records")
     records = records_of(23)
-    files.append(records.slice(0, 10), 0)
-    files.append(records.slice(10, 13), 10)
-    reader = pa.ipc.open_file(files.path / file_name(10, 23))
-    assert reader.num_record_batches == 4 and reader.schema.metadata[b"rows_per_batch"] == b"4"  # 4+4+4+1 rows
-    assert reader.read_all().equals(records_of(23, 10))  # any Arrow reader decompresses them
+    files.append(records.slice(0, 10), 0)  # this format, beside
+    files.path.mkdir(exist_ok=True)
+    write_old_record_file(files.path / file_name(10, 23), records.slice(10, 13), batch_rows=4)  # 4+4+4+1 rows
     fids = [22, 0, 5, 5, 11, 9, 3, 20]  # across files and batches, repeated, out of order
     assert files.read(fids, 23).equals(records.take(fids))
     assert files.read([22, 12], 23, ["id", "date"]).equals(records.select(["id", "date"]).take([22, 12]))
+    assert chips_from_values(files.values(fids, 23, parsed=True)) == [make_chips(23)[fid] for fid in fids]
+    texts = np.asarray(records.column("footprint").to_pylist(), object)[fids]
+    assert shapely.to_wkb(files.footprints(fids, 23)).tolist() == shapely.to_wkb(shapely.from_geojson(texts)).tolist()
+    files.rewrite_older()  # rsretrieve upgrade: the same records, in this format
+    assert pa.ipc.open_file(files.path / file_name(10, 23)).schema.metadata == {b"record_layout": b"4"}
+    assert RecordFiles(files.path).read(fids, 23).equals(records.take(fids))
 
 
 def test_a_record_file_of_format_2_is_read_whole(tmp_path: Path) -> None:
     folder = tmp_path / "records"
     folder.mkdir()
     older = records_of(6).drop_columns(["item_id", "collection"])  # one plain batch, before these columns existed
-    with pa.OSFile(str(folder / file_name(0, 6)), "wb") as sink, pa.ipc.new_file(sink, older.schema) as writer:
-        writer.write_table(older)
+    write_old_record_file(folder / file_name(0, 6), older)
     found = RecordFiles(folder).read([4, 1], 6)
     assert found.column("id").to_pylist() == ["chip4", "chip1"] and found.column("item_id").null_count == 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from tests.rsretrieve.store.conftest import (
     as_stored,
     make_chips,
     make_format_1,
+    make_format_3,
     messages,
     unit_vectors,
     write_store,
@@ -172,11 +174,48 @@ def test_a_format_1_index_is_rewritten_by_its_next_writer(tmp_path: Path, how: s
     assert store.columns.records.file.read(fids, len(store)) is not None  # answered from records/ now
     np.testing.assert_array_equal(store.vectors(range(8)), as_stored(vectors))  # from vectors.i8, once
     assert "vector" not in store.table.schema.names  # dropped, and the versions that held it removed
-    for path in (db / "records").iterdir():  # records/ rebuilt from format 1's records.jsonl: compressed batches
-        assert b"rows_per_batch" in pa.ipc.open_file(path).schema.metadata
+    for path in (db / "records").iterdir():  # records/ rebuilt from format 1's records.jsonl in format 4's layout
+        assert pa.ipc.open_file(path).schema.metadata == {b"record_layout": b"4"}
     assert min(version["version"] for version in store.table.list_versions()) > old_version
     info = store.info()
     assert info["rows"] == info["index_vectors"] == info["manifest_count"] == len(fids)
+
+
+def test_a_format_3_index_reads_then_upgrades_to_the_same_records(tmp_path: Path, store_log) -> None:
+    db = tmp_path / "db"
+    chips = [  # with footprints: a ring on the 1e-7 grid, the bbox rectangle, none
+        replace(chip, footprint=footprint_of(fid, chip.bbox)) for fid, chip in enumerate(make_chips(9))
+    ]
+    writer = StoreWriter.open(db, MODEL)
+    try:
+        writer.append(chips[:5], unit_vectors(5), new_files=1)
+        writer.append(chips[5:], unit_vectors(4, seed=1), new_files=1)
+    finally:
+        writer.close()
+    fids = [8, 0, 4, 4, 2, 6]
+    records = ChipStore(db).records(range(9))
+    assert ChipStore(db).chips(fids) == [chips[fid] for fid in fids]
+    make_format_3(db)  # LZ4 batches of 4 rows
+    old = ChipStore(db)
+    assert old.manifest.format_version == 3 and "format 3: result records in compressed batches" in messages(store_log)
+    assert old.chips(fids) == [chips[fid] for fid in fids] and old.records(range(9)).equals(records)
+    StoreWriter.open(db, MODEL).close()  # as ``rsretrieve upgrade`` does
+    upgraded = ChipStore(db)
+    assert upgraded.manifest.format_version == FORMAT_VERSION
+    assert upgraded.chips(fids) == [chips[fid] for fid in fids] and upgraded.records(range(9)).equals(records)
+    for path in (db / "records").iterdir():
+        assert pa.ipc.open_file(path).schema.metadata == {b"record_layout": b"4"}
+
+
+def footprint_of(fid: int, box: tuple[float, float, float, float]) -> dict | None:
+    """A triangle with a corner on the 1e-7 grid, the bbox rectangle or none, by fid."""
+    minx, miny, maxx, maxy = box
+    corner = [round(minx + 0.0123456789, 7), miny]
+    rings = ([corner, [maxx, miny], [maxx, maxy], corner], [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy]])
+    if fid % 3 == 2:
+        return None
+    ring = rings[fid % 3]
+    return {"type": "Polygon", "coordinates": [ring if ring[0] == ring[-1] else [*ring, ring[0]]]}
 
 
 def test_ivfpq_asked_for_a_small_archive_stays_flat_until_it_can_train(tmp_path: Path, store_log) -> None:
