@@ -100,7 +100,11 @@ def build(vectors: np.ndarray, nlist: int, samples: int) -> tuple[faiss.Index, d
     for start in range(0, n, BLOCK):
         ann.add(index, vectors[start : start + BLOCK], np.arange(start, min(start + BLOCK, n)))
     added = time.perf_counter()
-    return index, {"train_s": round(trained - started, 1), "add_s": round(added - trained, 1), "train_samples": len(sample)}
+    return index, {
+        "train_s": round(trained - started, 1),
+        "add_s": round(added - trained, 1),
+        "train_samples": len(sample),
+    }
 
 
 def timed_ms(index: faiss.Index, queries: np.ndarray, candidates: int, nprobe: int) -> float:

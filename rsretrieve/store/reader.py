@@ -111,12 +111,14 @@ class ChipStore:
         return cached[1]
 
     def vectors(self, fids: np.ndarray | list[int]) -> np.ndarray:
-        """Stored vectors for ``fids`` as float32, in order (decoded from ``vectors.i8``; an index not yet upgraded
-        to format 3: from ``vectors.f32``, else from LanceDB)."""
+        """Stored vectors for ``fids`` as float32, in order (decoded from ``vectors.i8`` refined by ``vectors.lo4``,
+        or without it in an index written before it existed; not yet upgraded to format 3: from ``vectors.f32``, else
+        from LanceDB)."""
         fids = np.asarray(fids, np.int64)
         codes = self._view(self.columns.vectors)
         if codes is not None:
-            return decode(codes[fids]).reshape(-1, self.manifest.dim)
+            fine = self._view(self.columns.fine_vectors)
+            return decode(codes[fids], None if fine is None else fine[fids]).reshape(-1, self.manifest.dim)
         old = self._view(self.columns.old_vectors)
         if old is not None:
             return np.asarray(old[fids], np.float32).reshape(-1, self.manifest.dim)

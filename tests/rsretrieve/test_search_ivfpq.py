@@ -148,7 +148,7 @@ def test_reranked_scores_are_inner_products_with_the_stored_vectors(searcher, iv
         results = search(searcher, query)
         scores = [hit.score for hit in results]
         assert len(results) == K and scores == sorted(scores, reverse=True)
-        stored = vector_codes.decode(vector_codes.encode(vectors[[int(hit.chip.id, 16) for hit in results]]))
+        stored = vector_codes.round_trip(vectors[[int(hit.chip.id, 16) for hit in results]])
         np.testing.assert_allclose(scores, stored @ query, atol=1e-5)  # the 8-bit form, decoded
         assert results.path == "ivfpq" and K < results.candidates <= K * 100  # what the probed lists hold
         assert {"ann", "rerank"} <= set(results.timings)

@@ -68,8 +68,8 @@ def messages(records: list[logging.LogRecord]) -> str:
 
 
 def as_stored(vectors: np.ndarray) -> np.ndarray:
-    """The vectors as the store gives them back (its 8-bit form, decoded)."""
-    return vector_codes.decode(vector_codes.encode(vectors))
+    """The vectors as the store gives them back (its 8-bit form and finer bits, decoded)."""
+    return vector_codes.round_trip(vectors)
 
 
 def make_format_2(db: Path, vectors: np.ndarray) -> None:
