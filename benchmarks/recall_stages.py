@@ -125,12 +125,17 @@ def measure(
     _, probed_lists = ivf.quantizer.search(queries, nprobe)
     _, truth_lists = ivf.quantizer.search(stored.vectors[truth.ravel()], 1)
     truth_lists = truth_lists.reshape(truth.shape)
-    probed = float(np.mean([np.isin(lists, probe).mean() for lists, probe in zip(truth_lists, probed_lists)]))
+    probed = float(
+        np.mean([np.isin(lists, probe).mean() for lists, probe in zip(truth_lists, probed_lists, strict=True)])
+    )
     _, found = ann.search(index, queries, candidates, nprobe=nprobe)
     found = [row[row >= 0] for row in found]
     record = {"probed": round(probed, 4), "candidates_recall": share(found, truth)}
     for form in FORMS:
-        top = [ids[np.argsort(-stored.scores(form, ids, q), kind="stable")[:K]] for ids, q in zip(found, queries)]
+        top = [
+            ids[np.argsort(-stored.scores(form, ids, q), kind="stable")[:K]]
+            for ids, q in zip(found, queries, strict=True)
+        ]
         record[f"rerank_{form}"] = share(top, truth)
     record["ann_ms"] = timed_ms(index, queries, candidates, nprobe)
     return record

@@ -40,6 +40,7 @@ REOPEN_ATTEMPTS = 5
 MAX_RANKS = 100_000  # the deepest rank a query reaches (k, or offset + k of a page)
 RECORD_BLOCK = 10_000  # records read at a time when results stream to a file
 SCAN_BLOCK = 65_536  # vectors scored at a time by a whole-archive exact scan
+FINE_MARGIN = 128  # ranked at 8 bits, the best k + this many are scored again with the finer bits (refined_top)
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ class Searcher:
             allowed = query.filters.matching(store.filter_columns(), store)
             clock.lap("filter")
             if len(allowed) <= exact_filter_limit(len(store)):
-                scores, fids = exact_top(vector, store.vectors(allowed), allowed, wanted)
+                scores, fids = rerank_top(vector, store, allowed, wanted)
                 clock.lap("rerank")
                 return scores, fids, "exact-filtered", 0
         pool = len(allowed) if allowed is not None else len(store)
@@ -353,7 +354,7 @@ def scan_top(
         mask[allowed] = True
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for first, vectors in store.vector_blocks(SCAN_BLOCK):
+        for first, vectors in store.vector_blocks(SCAN_BLOCK, fine=False):
             fids = np.arange(first, first + len(vectors), dtype=np.int64)
             if mask is None:
                 yield vectors, fids
@@ -361,15 +362,26 @@ def scan_top(
                 rows = np.flatnonzero(mask[first : first + len(vectors)])
                 yield vectors[rows], fids[rows]
 
-    return blockwise_top(query, blocks(), k)
+    return refined_top(query, store, blockwise_top(query, blocks(), k + FINE_MARGIN)[1], k)
 
 
 def rerank_top(query: np.ndarray, store: ChipStore, fids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of candidate ``fids`` from their stored vectors, read a block at a time (bounded memory)."""
+    """Exact top-k of candidate ``fids`` from their stored vectors, read a block at a time (bounded memory): all at
+    8 bits, then the best k + FINE_MARGIN with their finer bits (``refined_top``)."""
     blocks = (
-        (store.vectors(fids[i : i + SCAN_BLOCK]), fids[i : i + SCAN_BLOCK]) for i in range(0, len(fids), SCAN_BLOCK)
+        (store.vectors(fids[i : i + SCAN_BLOCK], fine=False), fids[i : i + SCAN_BLOCK])
+        for i in range(0, len(fids), SCAN_BLOCK)
     )
-    return blockwise_top(query, blocks, k)
+    return refined_top(query, store, blockwise_top(query, blocks, k + FINE_MARGIN)[1], k)
+
+
+def refined_top(query: np.ndarray, store: ChipStore, shortlist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of the ``shortlist`` ranked at 8 bits, scored again with the stored vectors' finer bits.
+
+    Unpacking the finer bits costs ~0.5 µs a row (2 ms for 4,000 candidates), four times the 8-bit decoding; the
+    8-bit scores are within ~1e-3 of the finer ones, so the true top k lies well inside the best k + FINE_MARGIN.
+    """
+    return exact_top(query, store.vectors(shortlist), shortlist, k)
 
 
 def blockwise_top(
