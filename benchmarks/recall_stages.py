@@ -10,9 +10,9 @@ trained on a sample and filled; for each nprobe and candidate count, per query, 
 - ``probed``: in the nprobe lists the coarse quantiser picks (the bound the coarse quantiser sets);
 - ``candidates``: among the IVF-PQ candidates (what the PQ ranking keeps of them);
 - ``rerank_<form>``: in the top 10 after the exact re-rank of those candidates with the stored vectors kept in each
-  form: float32 (exact), int8-row (``rsretrieve.store.vector_codes``, what the store keeps), int8-centred (int8 of
-  the difference from the archive's mean vector, one scale per row: the mean's share of the score is exact),
-  int10-row and int12-row (the same per-row quantiser with 2 or 4 more bits a component).
+  form: float32 (exact), int8-row (``vectors.i8`` alone: what the store kept before ``vectors.lo4``), int8+lo4
+  (``vector_codes.round_trip``: with the 4 finer bits, what the store keeps now), int8-centred (int8 of the
+  difference from the archive's mean vector, one scale per row: the mean's share of the score is exact).
 
 Also: ``ann_ms``, the FAISS search time of one query on one thread (median), and the build times.
 """
@@ -58,13 +58,6 @@ def share(found: list[np.ndarray], truth: np.ndarray) -> float:
     return round(float(np.mean([np.isin(want, got).mean() for got, want in zip(found, truth, strict=True)])), 4)
 
 
-def quantised(vectors: np.ndarray, bits: int) -> np.ndarray:
-    """Rows as a ``bits``-bit per-row scalar quantiser (``vector_codes``' form at 8 bits) reads them back."""
-    levels = 2 ** (bits - 1) - 1
-    scale = np.abs(vectors).max(axis=1, keepdims=True) / levels
-    return np.rint(vectors / scale) * scale
-
-
 class StoredForms:
     """The vectors as each re-rank form reads them back (each form is row by row: encoded from the float32 rows of the
     candidates, as the store would have encoded them)."""
@@ -80,12 +73,12 @@ class StoredForms:
             return rows @ query
         if form == "int8-row":
             return vector_codes.decode(vector_codes.encode(rows)) @ query
-        if form == "int8-centred":
-            return vector_codes.decode(vector_codes.encode(rows - self.mean)) @ query + float(self.mean @ query)
-        return quantised(rows, int(form[3:].split("-")[0])) @ query
+        if form == "int8+lo4":
+            return vector_codes.round_trip(rows) @ query
+        return vector_codes.decode(vector_codes.encode(rows - self.mean)) @ query + float(self.mean @ query)
 
 
-FORMS = ("float32", "int8-row", "int8-centred", "int10-row", "int12-row")
+FORMS = ("float32", "int8-row", "int8+lo4", "int8-centred")
 
 
 def build(vectors: np.ndarray, nlist: int, samples: int) -> tuple[faiss.Index, dict[str, float]]:
