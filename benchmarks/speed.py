@@ -663,6 +663,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="shares of chips the bbox filters keep (the first fills the *_filtered keys; all go to 'filters')",
     )  # fmt: skip
     parser.add_argument("--exact-filter-limit", type=int, help="exact-scoring limit for filters (a fixed count)")
+    parser.add_argument(
+        "--chips-per-candidate", type=int,
+        help="at least one IVF-PQ candidate per this many chips (default: the product's; large: k × factor only)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: FAISS's)")
     parser.add_argument(
         "--build-while-loading", action="store_true",
@@ -684,6 +688,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
+    if args.chips_per_candidate is not None:
+        search.CHIPS_PER_CANDIDATE = args.chips_per_candidate
     if args.exact_filter_limit is not None:
         search.EXACT_FILTER_LIMIT, search.EXACT_FILTER_SHARE = args.exact_filter_limit, 2**62
     device = "cuda" if faiss.get_num_gpus() > 0 else "cpu"
