@@ -14,7 +14,8 @@ trained on a sample and filled; for each nprobe and candidate count, per query, 
   (``vector_codes.round_trip``: with the 4 finer bits, what the store keeps now), int8-centred (int8 of the
   difference from the archive's mean vector, one scale per row: the mean's share of the score is exact).
 
-Also: ``ann_ms``, the FAISS search time of one query on one thread (median), and the build times.
+Also: ``ann_ms``, the FAISS search time of one query on one thread (median), and the build times. ``--rerank-only``:
+no IVF-PQ, the candidates are the exact top C, so that the re-rank alone can lose recall (its forms compared).
 """
 
 from __future__ import annotations
@@ -40,15 +41,15 @@ BLOCK = 262_144
 TIMED_QUERIES = 30
 
 
-def exact_top(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Ids of the exact top K of each query over all vectors, a block at a time."""
-    best_scores = np.full((len(queries), K), -np.inf, np.float32)
-    best_ids = np.full((len(queries), K), -1, np.int64)
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
+    """Ids of the exact top k of each query over all vectors, a block at a time."""
+    best_scores = np.full((len(queries), k), -np.inf, np.float32)
+    best_ids = np.full((len(queries), k), -1, np.int64)
     for start in range(0, len(vectors), BLOCK):
         block = vectors[start : start + BLOCK]
-        scores, ids = ann.exact_search(block, np.arange(start, start + len(block)), queries, K)
+        scores, ids = ann.exact_search(block, np.arange(start, start + len(block)), queries, k)
         scores, ids = np.hstack([best_scores, scores]), np.hstack([best_ids, ids])
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         best_scores, best_ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
     return best_ids
 
@@ -123,14 +124,24 @@ def measure(
     )
     _, found = ann.search(index, queries, candidates, nprobe=nprobe)
     found = [row[row >= 0] for row in found]
-    record = {"probed": round(probed, 4), "candidates_recall": share(found, truth)}
+    record = {
+        "probed": round(probed, 4),
+        "candidates_recall": share(found, truth),
+        **reranked(stored, queries, found, truth),
+    }
+    record["ann_ms"] = timed_ms(index, queries, candidates, nprobe)
+    return record
+
+
+def reranked(stored: StoredForms, queries: np.ndarray, found: list[np.ndarray], truth: np.ndarray) -> dict[str, float]:
+    """Recall@10 after the exact re-rank of each query's ``found`` candidates, per stored form."""
+    record = {}
     for form in FORMS:
         top = [
             ids[np.argsort(-stored.scores(form, ids, q), kind="stable")[:K]]
             for ids, q in zip(found, queries, strict=True)
         ]
         record[f"rerank_{form}"] = share(top, truth)
-    record["ann_ms"] = timed_ms(index, queries, candidates, nprobe)
     return record
 
 
@@ -143,6 +154,9 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--candidates", type=int, nargs="+", default=[1000, 2000, 4000, 8000])
     parser.add_argument("--training-samples", type=int, help="k-means sample (default: max(65,536, 39·nlist))")
+    parser.add_argument(
+        "--rerank-only", action="store_true", help="no IVF-PQ: re-rank the exact top C (the re-rank's own loss)"
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "recall-stages-cpu.json")
@@ -157,6 +171,13 @@ def main() -> None:
     base = {"cpu": platform.processor() or platform.machine(), "faiss_threads": faiss.omp_get_max_threads()}
     base.update({"n": args.size, "dim": args.dim, "data": mixture.description, "queries": args.queries})
     records = []
+    if args.rerank_only:  # candidates: the exact top C (all true), so that only the re-rank's precision can lose
+        top = exact_top(vectors, queries, max(args.candidates))
+        for candidates in args.candidates:
+            found = list(top[:, :candidates])
+            records.append({**base, "candidates": candidates, **reranked(stored, queries, found, truth)})
+            print(json.dumps(records[-1]), file=sys.stderr, flush=True)
+        args.nlist = []
     for nlist in args.nlist:
         samples = args.training_samples or max(65_536, ann.MIN_POINTS_PER_CENTROID * nlist)
         index, built = build(vectors, nlist, samples)
