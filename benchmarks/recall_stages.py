@@ -177,6 +177,7 @@ def main() -> None:
             found = list(top[:, :candidates])
             records.append({**base, "candidates": candidates, **reranked(stored, queries, found, truth)})
             print(json.dumps(records[-1]), file=sys.stderr, flush=True)
+            args.out.write_text(json.dumps(records, indent=2) + "\n")
         args.nlist = []
     for nlist in args.nlist:
         samples = args.training_samples or max(65_536, ann.MIN_POINTS_PER_CENTROID * nlist)
