@@ -382,7 +382,9 @@ def scan_top(
 
 def rerank_top(query: np.ndarray, store: ChipStore, fids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of candidate ``fids`` from their stored vectors, read a block at a time (bounded memory): all at
-    8 bits, then the best k + FINE_MARGIN with their finer bits (``refined_top``)."""
+    8 bits, then the best k + FINE_MARGIN with their finer bits (``refined_top``). Read in fid order: nearby rows
+    share pages of the memory map (the order of the result is by score, then fid, either way)."""
+    fids = np.sort(fids)
     blocks = (
         (store.vectors(fids[i : i + SCAN_BLOCK], fine=False), fids[i : i + SCAN_BLOCK])
         for i in range(0, len(fids), SCAN_BLOCK)

@@ -61,7 +61,8 @@ def decode(codes: np.ndarray, fine: np.ndarray | None = None) -> np.ndarray:
     steps = codes[:, :-SCALE_BYTES].astype(np.float32)
     if fine is not None:
         steps += _unpacked(np.asarray(fine, np.uint8), steps.shape[1]) * np.float32(1 / FINE_STEPS)
-    return steps * scale
+    steps *= scale
+    return steps
 
 
 def round_trip(vectors: np.ndarray) -> np.ndarray:
