@@ -32,8 +32,8 @@ IVF lists and cap the k-means sample (``AnnSettings``) so that such a build fits
 - single-query latency p50/p95 of ``Searcher.search`` (CPU, no text encoding; results' records included), and
   p50 of its FAISS stage alone (``Results.timings["ann"]``; the rest: the bbox filter over ``bounds.f64``,
   re-rank from the stored vectors, reading the results' records; ``p50_ms_stages`` has every stage);
-- qps: queries/s with all queries in one FAISS call, their candidates' stored vectors read at once
-  and each re-ranked exactly (what a batch API would get);
+- qps: queries/s with all queries in one FAISS call, each query's candidates then re-ranked exactly as
+  ``Searcher`` does (``search.rerank_top``: what a batch API would get);
 - build_s = train_s + add_s: FAISS train and add as ``StoreWriter`` times them (its ``manifest.index``), building
   the index from the stored vectors (``StoreWriter.retrain``; read back from ``vectors.i8`` inside the timing,
   the FAISS file write apart); retrain_s: the whole retrain with its commit; lancedb_write_s: ``StoreWriter.append``
@@ -43,7 +43,8 @@ IVF lists and cap the k-means sample (``AnnSettings``) so that such a build fits
   queries (what a server needs; the filter matrix, FAISS index and the pages of vectors and records it touched);
 - bytes_per_vector: the FAISS file over the vectors (codes, ids, centroids and codebooks);
   code_bytes_per_vector: what one more vector costs (PQ code + 8-byte id); stored_vector_bytes: the 8-bit
-  vectors (their one copy, the re-rank file, vector_file_bytes; lancedb_bytes: the chip records in LanceDB);
+  vectors and their finer bits (their one copy, the re-rank files ``vectors.i8`` and ``vectors.lo4``,
+  vector_file_bytes; lancedb_bytes: the chip records in LanceDB);
   filter_and_record_bytes: the query path's other copies (``bounds.f64``, ``records/``);
   index_bytes_per_chip: the whole index folder over the chips (FAISS files of earlier commits, which the writer
   deletes a minute later, left out).
@@ -80,7 +81,7 @@ from rsretrieve.chips import Chip, Window
 from rsretrieve.query import Filters, Query
 from rsretrieve.search import Results, Searcher
 from rsretrieve.store import ChipStore, StoreWriter, index_files, vector_codes
-from rsretrieve.store.query_columns import BOUNDS, RECORDS, VECTORS
+from rsretrieve.store.query_columns import BOUNDS, FINE_VECTORS, RECORDS, VECTORS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 K = 10
@@ -307,7 +308,7 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
     index_bytes = sum((db / name).stat().st_size for name in current)
     stale = {path for path in db.glob(index_files.PATTERN) if path.name not in current}
     whole = sum(path.stat().st_size for path in db.rglob("*") if path.is_file() and path not in stale)
-    vector_bytes = (db / VECTORS).stat().st_size if (db / VECTORS).exists() else 0
+    vector_bytes = sum((db / name).stat().st_size for name in (VECTORS, FINE_VECTORS) if (db / name).exists())
     bounds_bytes = (db / BOUNDS).stat().st_size if (db / BOUNDS).exists() else 0
     return {
         "nlist": described["nlist"],
@@ -316,7 +317,7 @@ def index_sizes(db: Path, n: int, dim: int) -> dict[str, Any]:
         "index_file_bytes": index_bytes,
         "bytes_per_vector": round(index_bytes / n, 2),
         "code_bytes_per_vector": described["bytes_per_vector"],
-        "stored_vector_bytes": n * vector_codes.row_bytes(dim),
+        "stored_vector_bytes": n * (vector_codes.row_bytes(dim) + vector_codes.fine_bytes(dim)),
         "lancedb_bytes": folder_bytes(db / "chips.lance"),
         "vector_file_bytes": vector_bytes,
         "filter_and_record_bytes": bounds_bytes + folder_bytes(db / RECORDS),
@@ -420,16 +421,13 @@ def fetch_size(searcher: Searcher) -> int:
 
 
 def batched_qps(searcher: Searcher, queries: np.ndarray, nprobe: int | None) -> float:
-    """Queries/s with all queries in one FAISS call, one read of the candidates' vectors, exact re-rank of each."""
+    """Queries/s with all queries in one FAISS call, each query's candidates re-ranked as ``Searcher`` does."""
     store = searcher.store
     started = time.perf_counter()
     _, fids = ann.search(store.index, queries, fetch_size(searcher), nprobe=nprobe)
     if is_approximate(searcher):
-        candidates = np.unique(fids[fids >= 0])
-        vectors = store.vectors(candidates)
         for query, row in zip(queries, fids, strict=True):
-            row = row[row >= 0]
-            ann.exact_search(vectors[np.searchsorted(candidates, row)], row, query, K)
+            search.rerank_top(query[None], store, row[row >= 0], K)
     return len(queries) / (time.perf_counter() - started)
 
 
@@ -666,6 +664,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="shares of chips the bbox filters keep (the first fills the *_filtered keys; all go to 'filters')",
     )  # fmt: skip
     parser.add_argument("--exact-filter-limit", type=int, help="exact-scoring limit for filters (a fixed count)")
+    parser.add_argument(
+        "--chips-per-candidate", type=int,
+        help="at least one IVF-PQ candidate per this many chips (default: the product's; large: k × factor only)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: FAISS's)")
     parser.add_argument(
         "--build-while-loading", action="store_true",
@@ -687,6 +689,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
+    if args.chips_per_candidate is not None:
+        search.CHIPS_PER_CANDIDATE = args.chips_per_candidate
     if args.exact_filter_limit is not None:
         search.EXACT_FILTER_LIMIT, search.EXACT_FILTER_SHARE = args.exact_filter_limit, 2**62
     device = "cuda" if faiss.get_num_gpus() > 0 else "cpu"

@@ -6,6 +6,9 @@ the same questions from the page cache (benchmarks/speed.py), each in well under
 - ``vectors.i8``: the vectors for the exact re-rank and every other reader of stored vectors, in compact form
   (``vector_codes``: int8 components and a float32 scale per row, ``dim + 4`` bytes), memory-mapped; the only copy
   of the vectors (format 3; formats 1-2 kept float32 ones in LanceDB and ``vectors.f32``);
+- ``vectors.lo4``: 4 finer bits of each component (``vector_codes.encode_fine``, ``dim / 2`` bytes), read with
+  ``vectors.i8`` so that the re-rank orders near-ties as float32 would (an index written before it existed gets the
+  file filled from ``vectors.i8``, i.e. no finer bits for those rows);
 - ``bounds.f64``: the filter matrix (``chips.FILTER_FIELDS``: WGS84 bbox, acquisition day), raw (n, 5) float64;
 - ``records/<first>-<end>.arrow``: the chip records (``chips.RECORD_COLUMNS``) as Arrow IPC files, one per
   committed batch, memory-mapped; any Arrow reader opens them (``pyarrow.ipc.open_file``). Since format 4 each is
@@ -37,9 +40,10 @@ from rsretrieve.chips import FILTER_FIELDS, RECORD_COLUMNS, filter_matrix, recor
 from rsretrieve.files import atomic_write
 from rsretrieve.store.record_layout import MappedRecords, encode, is_encoded
 from rsretrieve.store.vector_codes import encode as encode_vectors
-from rsretrieve.store.vector_codes import row_bytes
+from rsretrieve.store.vector_codes import encode_fine, fine_bytes, row_bytes
 
 VECTORS = "vectors.i8"
+FINE_VECTORS = "vectors.lo4"
 OLD_VECTORS = "vectors.f32"  # formats 1-2: float32 vectors, replaced by ``vectors.i8``
 BOUNDS = "bounds.f64"
 RECORDS = "records"
@@ -330,11 +334,17 @@ class QueryColumns:
             ("vector",),
             lambda t: encode_vectors(vectors_of(t, dim)),
         )
+        self.fine_vectors = QueryColumn(
+            MatrixFile(db / FINE_VECTORS, np.uint8, fine_bytes(dim)),
+            ("vector",),
+            lambda t: encode_fine(vectors_of(t, dim)),
+        )
         self.old_vectors = MatrixFile(db / OLD_VECTORS, np.float32, dim)  # read until the folder is upgraded
         bound_columns = (*FILTER_FIELDS[:4], "date")
         self.bounds = QueryColumn(MatrixFile(db / BOUNDS, np.float64, len(FILTER_FIELDS)), bound_columns, filter_matrix)
         self.records = QueryColumn(RecordFiles(db / RECORDS), tuple(RECORD_COLUMNS), record_columns)
-        self.all = (self.vectors, self.bounds, self.records)
+        # the finer bits first: rebuilt for an older index, they are taken from its float32 vectors while those exist
+        self.all = (self.fine_vectors, self.vectors, self.bounds, self.records)
 
     def append(self, batch: pa.Table, first: int) -> None:
         """Append the columns of a batch of table rows with fids first.. (before the batch is committed)."""

@@ -115,13 +115,15 @@ class ChipStore:
             cached = self._views[file.path] = (count, file.view(count))
         return cached[1]
 
-    def vectors(self, fids: np.ndarray | list[int]) -> np.ndarray:
-        """Stored vectors for ``fids`` as float32, in order (decoded from ``vectors.i8``; an index not yet upgraded
-        to format 3: from ``vectors.f32``, else from LanceDB)."""
+    def vectors(self, fids: np.ndarray | list[int], fine: bool = True) -> np.ndarray:
+        """Stored vectors for ``fids`` as float32, in order (decoded from ``vectors.i8`` refined by ``vectors.lo4``
+        unless ``fine`` is False, or without it in an index written before it existed; not yet upgraded to format 3:
+        from ``vectors.f32``, else from LanceDB)."""
         fids = np.asarray(fids, np.int64)
         codes = self._view(self.columns.vectors)
         if codes is not None:
-            return decode(codes[fids]).reshape(-1, self.manifest.dim)
+            finer = self._view(self.columns.fine_vectors) if fine else None
+            return decode(codes[fids], None if finer is None else finer[fids]).reshape(-1, self.manifest.dim)
         old = self._view(self.columns.old_vectors)
         if old is not None:
             return np.asarray(old[fids], np.float32).reshape(-1, self.manifest.dim)
@@ -134,13 +136,13 @@ class ChipStore:
             f"{self.db}: {name} is missing or short, and only it holds the vectors; re-index with --rebuild"
         )
 
-    def vector_blocks(self, block: int = 65536):
+    def vector_blocks(self, block: int = 65536, fine: bool = True):
         """(first fid, float32 vectors) of every committed chip, ``block`` rows at a time (bounded memory).
 
         Each block is decoded from the memory map of ``vectors.i8`` (a whole-archive pass reads each stored vector
-        once, straight from the page cache, a quarter of the bytes of float32)."""
+        once, straight from the page cache, a quarter of the bytes of float32), and ``vectors.lo4`` if ``fine``."""
         for start in range(0, len(self), block):
-            yield start, self.vectors(np.arange(start, min(start + block, len(self)), dtype=np.int64))
+            yield start, self.vectors(np.arange(start, min(start + block, len(self)), dtype=np.int64), fine)
 
     def filter_columns(self) -> FilterColumns:
         """The filter matrix of every chip by name (``chips.FilterColumns``).

@@ -230,9 +230,9 @@ class StoreWriter:
             wanted = max(min(wanted, self.settings.training_samples), params.nlist, 2**params.nbits)
         sample_size = min(self.manifest.count, wanted)
         sample = np.sort(np.random.default_rng(0).choice(self.manifest.count, sample_size, replace=False))
-        ann.train(index, self.store.vectors(sample))
+        ann.train(index, self.store.vectors(sample, fine=False))  # PQ's error dwarfs the finer bits
         trained = time.perf_counter()
-        ann_shards.fill(index, self.store.vector_blocks(ADD_BLOCK), self.shard_map)
+        ann_shards.fill(index, self.store.vector_blocks(ADD_BLOCK, fine=False), self.shard_map)
         self.store.index = index
         self._build_seconds = {"train_s": trained - started, "add_s": time.perf_counter() - trained}
 

@@ -115,7 +115,8 @@ def test_choose_params_are_valid(n: int, dim: int) -> None:
 
 def test_choose_params_for_design_target() -> None:
     params = ann.choose_params(1_000_000, 512)
-    assert (params.nlist, params.m, params.nbits) == (4096, 64, 8)
+    assert (params.nlist, params.m, params.nbits, params.nprobe) == (4096, 64, 8, 32)  # nprobe: nlist/128
+    assert ann.default_nprobe(1024) == 8 and ann.default_nprobe(16) == 8 and ann.default_nprobe(4) == 4
     assert params.m + ann.ID_BYTES <= 80
     assert ann.max_training_samples(ann.IndexParams(kind="flat")) == 0
 

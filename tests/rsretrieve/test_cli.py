@@ -130,7 +130,7 @@ def test_info_json_counts_agree(cli_index: Path) -> None:
     info = json.loads(result.stdout)
     assert info["rows"] == info["unique_ids"] == info["index_vectors"] == 31
     assert info["model"] == "tiny-test" and info["index_type"] == "flat" and info["files"] == 5
-    assert info["column_rows"] == {"vectors.i8": 31, "bounds.f64": 31, "records": 31}
+    assert info["column_rows"] == {"vectors.lo4": 31, "vectors.i8": 31, "bounds.f64": 31, "records": 31}
     shown = rsretrieve("info", "--db", cli_index).stdout
     assert "chips: 31 rows, 31 unique ids, 31 in FAISS" in shown and "records 31 rows" in shown
 

@@ -148,7 +148,7 @@ def test_mixed_query_is_the_documented_combination(searcher, vector_index) -> No
         (Part("like", c),),
         k=5,
     )
-    stored = vector_codes.decode(vector_codes.encode(vectors[[10, 20, 30]]))  # the store's 8-bit form
+    stored = vector_codes.round_trip(vectors[[10, 20, 30]])  # the store's compact form
     stored /= np.linalg.norm(stored, axis=1, keepdims=True)  # each part normalised
     expected = stored[0] + 2 * stored[1] - stored[2]
     expected /= np.linalg.norm(expected)

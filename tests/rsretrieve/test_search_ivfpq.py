@@ -148,8 +148,8 @@ def test_reranked_scores_are_inner_products_with_the_stored_vectors(searcher, iv
         results = search(searcher, query)
         scores = [hit.score for hit in results]
         assert len(results) == K and scores == sorted(scores, reverse=True)
-        stored = vector_codes.decode(vector_codes.encode(vectors[[int(hit.chip.id, 16) for hit in results]]))
-        np.testing.assert_allclose(scores, stored @ query, atol=1e-5)  # the 8-bit form, decoded
+        stored = vector_codes.round_trip(vectors[[int(hit.chip.id, 16) for hit in results]])
+        np.testing.assert_allclose(scores, stored @ query, atol=1e-5)  # the stored form (8 + 4 bits), decoded
         assert results.path == "ivfpq" and K < results.candidates <= K * 100  # what the probed lists hold
         assert {"ann", "rerank"} <= set(results.timings)
 
@@ -160,6 +160,14 @@ def test_rerank_sets_how_many_candidates_are_scored_exactly(searcher, ivfpq_inde
     few = recall(found(searcher, queries, rerank=1), vectors, queries, np.arange(COUNT))
     many = recall(found(searcher, queries, rerank=50), vectors, queries, np.arange(COUNT))
     assert few < many  # PQ order alone (k candidates) misses neighbours that exact re-rank of 50·k recovers
+
+
+def test_a_larger_archive_gets_at_least_one_candidate_per_so_many_chips(searcher, queries, monkeypatch) -> None:
+    monkeypatch.setattr("rsretrieve.search.CHIPS_PER_CANDIDATE", 50)  # as if the 3,000 chips were 60 times more
+    assert search(searcher, queries[0], rerank=3).candidates == COUNT // 50
+    monkeypatch.setattr("rsretrieve.search.MAX_POOL_CANDIDATES", 40)
+    assert search(searcher, queries[0], rerank=3).candidates == 40
+    assert search(searcher, queries[0], rerank=5).candidates == 5 * K  # k × factor when that is more
 
 
 def test_nprobe_sets_how_many_lists_are_searched(searcher, ivfpq_index, queries) -> None:

@@ -68,8 +68,8 @@ def messages(records: list[logging.LogRecord]) -> str:
 
 
 def as_stored(vectors: np.ndarray) -> np.ndarray:
-    """The vectors as the store gives them back (its 8-bit form, decoded)."""
-    return vector_codes.decode(vector_codes.encode(vectors))
+    """The vectors as the store gives them back (its 8-bit form and finer bits, decoded)."""
+    return vector_codes.round_trip(vectors)
 
 
 def write_old_record_file(path: Path, records, batch_rows: int | None = None) -> None:

@@ -213,7 +213,7 @@ def test_sync_cuts_extra_rows_and_rebuilds_short_columns(tmp_path: Path) -> None
     rebuilt = []
     columns.sync(3, read_rows, rebuilt.append)
     assert asked == [list(columns.records.columns)] and rebuilt == ["records"]  # only the short column is rebuilt
-    assert columns.rows() == {"vectors.i8": 3, "bounds.f64": 3, "records": 3}
+    assert columns.rows() == {"vectors.lo4": 3, "vectors.i8": 3, "bounds.f64": 3, "records": 3}
     assert columns.records.file.read([2], 3).equals(record_columns(table.slice(2, 1)))
     np.testing.assert_array_equal(vector_codes.decode(columns.vectors.file.view(3)), [[0.0] * 4, [1.0] * 4, [2.0] * 4])
     assert not any((tmp_path / name).exists() for name in OLD_FILES)

@@ -28,7 +28,7 @@ def test_chips_and_filter_columns_are_the_stored_chips(tmp_path: Path) -> None:
     assert len(filters) == 8
     np.testing.assert_allclose(filters.minx, np.arange(8) * 0.1)
     np.testing.assert_array_equal(filters.day, np.arange(8) + day_number(date(2020, 1, 1)))
-    assert store.info()["column_rows"] == {"vectors.i8": 8, "bounds.f64": 8, "records": 8}
+    assert store.info()["column_rows"] == {"vectors.lo4": 8, "vectors.i8": 8, "bounds.f64": 8, "records": 8}
 
 
 def test_an_empty_index_reads_as_empty(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from rsretrieve.ann import AnnSettings
 from rsretrieve.chips import chips_table
-from rsretrieve.store import FORMAT_VERSION, LOCK, MANIFEST, ChipStore, Manifest, StoreError, StoreWriter
+from rsretrieve.store import FORMAT_VERSION, LOCK, MANIFEST, ChipStore, Manifest, StoreError, StoreWriter, vector_codes
 from tests.rsretrieve.store.conftest import (
     MODEL,
     as_stored,
@@ -27,7 +27,7 @@ from tests.rsretrieve.store.conftest import (
     write_store,
 )
 
-COLUMN_FILES = ("vectors.i8", "bounds.f64", "records")
+COLUMN_FILES = ("vectors.lo4", "vectors.i8", "bounds.f64", "records")
 
 
 def column_rows(db: Path) -> list[int]:
@@ -110,7 +110,7 @@ def test_rebuild_starts_over(tmp_path: Path) -> None:
     writer = StoreWriter.open(db, MODEL, rebuild=True)
     writer.close()
     assert len(ChipStore(db)) == 0 and Manifest.read(db).created == created
-    assert column_rows(db) == [0, 0, 0]
+    assert column_rows(db) == [0, 0, 0, 0]
 
 
 def test_query_columns_hold_exactly_the_committed_rows(tmp_path: Path) -> None:
@@ -120,12 +120,12 @@ def test_query_columns_hold_exactly_the_committed_rows(tmp_path: Path) -> None:
     batch = chips_table(make_chips(2, 7), np.arange(7, 9), unit_vectors(2, seed=9))
     writer.columns.append(batch, 7)  # a crash after these writes, before the manifest
     writer.lock.release()
-    assert column_rows(db) == [9, 9, 9]
+    assert column_rows(db) == [9, 9, 9, 9]
     reader = ChipStore(db)
     np.testing.assert_array_equal(reader.vectors([6, 0]), as_stored(vectors[[6, 0]]))  # the committed prefix
     assert len(reader.filter_columns()) == 7 and reader.chips([6])[0].id == f"{6:016x}"
     StoreWriter.open(db, MODEL).close()  # the next writer cuts the uncommitted rows
-    assert column_rows(db) == [7, 7, 7]
+    assert column_rows(db) == [7, 7, 7, 7]
 
 
 @pytest.mark.parametrize("missing", [["bounds.f64"], ["bounds.f64", "records"]])
@@ -142,7 +142,7 @@ def test_missing_query_columns_are_read_from_lancedb_then_rebuilt(tmp_path: Path
             StoreWriter.open(db, MODEL).close()
             assert f"writing {missing[0]} for the 5 indexed chips" in messages(store_log)
             store = ChipStore(db)
-            assert column_rows(db) == [5, 5, 5]
+            assert column_rows(db) == [5, 5, 5, 5]
         np.testing.assert_array_equal(store.vectors([4, 1]), as_stored(vectors[[4, 1]]))
         np.testing.assert_array_equal(filter_matrix_of(store), bounds)
         assert store.chips([4, 1]) == chips
@@ -158,7 +158,7 @@ def test_a_format_1_index_is_rewritten_by_its_next_writer(tmp_path: Path, how: s
     old_version = ChipStore(db).manifest.lance_version
     writer = StoreWriter.open(db, MODEL)
     try:
-        assert column_rows(db) == [8, 8, 8]  # records/ and vectors.i8 rebuilt when the writer opened
+        assert column_rows(db) == [8, 8, 8, 8]  # records/ and vectors.i8 rebuilt when the writer opened
         assert not any((db / name).exists() for name in ("records.jsonl", "records.end", "vectors.f32"))
         if how == "upgrade":
             writer.upgrade()
@@ -285,3 +285,24 @@ def test_a_missing_code_file_is_one_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="appended codes") as error:
         _ = ChipStore(db).index
     assert "\n" not in str(error.value)
+
+
+def test_an_index_without_finer_bits_is_read_at_8_bits_and_its_next_writer_adds_them(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    vectors = write_store(db, [5])
+    (db / "vectors.lo4").unlink()  # written before the finer bits existed
+    eight_bits = vector_codes.decode(vector_codes.encode(vectors))
+    np.testing.assert_array_equal(ChipStore(db).vectors(range(5)), eight_bits)
+    more = unit_vectors(2, seed=4)
+    with_writer = StoreWriter.open(db, MODEL)
+    try:
+        with_writer.append(make_chips(2, 5), more, new_files=1)
+    finally:
+        with_writer.close()
+    store = ChipStore(db)
+    assert column_rows(db) == [7, 7, 7, 7]
+    np.testing.assert_array_equal(store.vectors(range(5)), eight_bits)  # its old rows: no finer bits to be had
+    np.testing.assert_array_equal(store.vectors([5, 6]), as_stored(more))
+    assert (
+        np.abs(store.vectors([5, 6]) - more).max() < np.abs(vector_codes.decode(vector_codes.encode(more)) - more).max()
+    )
