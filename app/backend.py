@@ -263,7 +263,10 @@ class ServiceBackend:
         )  # fmt: skip
 
     def chip_png(self, chip: Chip, size: int | None = None) -> bytes | None:
-        """``GET /v1/chips/{id}/image`` (None when the service cannot read the chip's source)."""
+        """``GET /v1/chips/{id}/image`` (None when the service cannot read the chip's source, and without asking for
+        a chip without pixels: an imported embedding)."""
+        if chip.window is None:
+            return None
         route = f"/v1/chips/{urllib.parse.quote(chip.id, safe='')}/image"
         try:
             return self._call("GET", route, params={"size": size or 256, "index": self.index})

@@ -100,12 +100,8 @@ def prefetch(chips: list[Chip], size: int) -> None:
         return
     if len(store) > MAX_THUMBNAILS:
         store.clear()
-
-    def cut(chip: Chip) -> bytes | None:
-        return None if chip.window is None else source.chip_png(chip, thumbnail_size(chip, size))  # no pixels
-
     with ThreadPoolExecutor(PREFETCH_THREADS) as pool:
-        pngs = list(pool.map(cut, missing))
+        pngs = list(pool.map(lambda chip: source.chip_png(chip, thumbnail_size(chip, size)), missing))
     for chip, png in zip(missing, pngs, strict=True):
         store[(name, chip.id, thumbnail_size(chip, size))] = png
 

@@ -188,9 +188,10 @@ class ChipStore:
         missing = np.flatnonzero(shapely.is_missing(geometries))
         if len(missing):
             boxes = self.records(fids[missing], list(FILTER_FIELDS[:4]))
-            bounds = np.column_stack([boxes.column(name).to_numpy(zero_copy_only=False) for name in FILTER_FIELDS[:4]])
-            placed = ~np.isnan(bounds.astype(np.float64)).any(axis=1)
-            geometries[missing[placed]] = shapely.box(*bounds[placed].astype(np.float64).T)
+            columns = [boxes.column(name).to_numpy(zero_copy_only=False) for name in FILTER_FIELDS[:4]]
+            bounds = np.column_stack(columns).astype(np.float64)
+            placed = ~np.isnan(bounds).any(axis=1)
+            geometries[missing[placed]] = shapely.box(*bounds[placed].T)
         return geometries
 
     def fids_of(self, chip_ids: list[str]) -> dict[str, int]:
